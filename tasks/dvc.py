@@ -1,0 +1,81 @@
+"""Running DVC stages from Python: the plain runner, and thin Prefect task wrappers around it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from gradus.errors import GradusError
+
+_RAN = re.compile(r"Running stage '([^']+)'")
+_ERROR = re.compile(r"(gradus \w+: error: .*|ERROR: .*)")
+
+
+class StageFailed(GradusError):
+    """A DVC stage exited non-zero; the message carries the stage's own error line."""
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    stage: str
+    ran: bool
+    seconds: float
+
+
+def dvc_env() -> dict[str, str]:
+    """Environment for DVC subprocesses: this interpreter's bin first, so stage `python` is ours."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    return env
+
+
+def run_dvc(args: list[str], project_dir: Path, log: Callable[[str], None]) -> list[str]:
+    """Run `dvc ARGS` in project_dir, passing each output line to log; raise StageFailed on error."""
+    command = [sys.executable, "-m", "dvc", *args]
+    process = subprocess.Popen(command, cwd=project_dir, env=dvc_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, bufsize=1)
+    lines = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        line = line.rstrip()
+        lines.append(line)
+        log(line)
+    if process.wait() != 0:
+        errors = [m.group(1) for line in lines if (m := _ERROR.search(line))]
+        detail = errors[0] if errors else (lines[-1] if lines else "no output")
+        raise StageFailed(f"`dvc {' '.join(args)}` failed (exit {process.returncode}): {detail}")
+    return lines
+
+
+def repro_stage(stage: str, project_dir: Path, log: Callable[[str], None] = print) -> StageOutcome:
+    """Reproduce one stage if DVC finds it changed (its own up-to-date check), else skip it."""
+    started = time.perf_counter()
+    lines = run_dvc(["repro", "--single-item", stage], project_dir, log)
+    ran = any(m.group(1) == stage for line in lines if (m := _RAN.search(line)))
+    return StageOutcome(stage, ran, round(time.perf_counter() - started, 2))
+
+
+@task(name="dvc-stage", task_run_name="{stage}")
+def run_stage(stage: str, project_dir: str) -> dict[str, object]:
+    """One pipeline stage as one Prefect task run; no retries: a stage failure is not transient."""
+    logger = get_run_logger()
+    outcome = repro_stage(stage, Path(project_dir), logger.info)
+    logger.info("stage %s %s in %.1fs", stage, "ran" if outcome.ran else "was up to date", outcome.seconds)
+    return asdict(outcome)
+
+
+@task(name="dvc-push", retries=2, retry_delay_seconds=5)
+def push_outputs(project_dir: str) -> None:
+    """Push every tracked output to the DVC remote (I/O, so retried)."""
+    logger = get_run_logger()
+    run_dvc(["push"], Path(project_dir), logger.info)

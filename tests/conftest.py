@@ -1,0 +1,105 @@
+"""Shared fixtures: a tiny real BERT, and throwaway git+DVC copies of this project to run pipelines in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+BANKING77 = SHARED / "data" / "banking77"
+PROJECT_FILES = ("gradus", "tasks", "data_checks", "flows", "dvc.yaml", "params.yaml", "data/inputs")
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def tool_env() -> dict[str, str]:
+    """Environment in which `python`, `dvc` and `gradus` are this virtualenv's."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def sh(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command, capturing text output; on failure the assertion shows what it printed."""
+    done = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True)
+    if check:
+        assert done.returncode == 0, f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer BERT (hidden 32) with the real MiniLM tokenizer, saved as safetensors."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from gradus.modeling import resolve_base
+
+    packaged = resolve_base("packaged").location
+    out = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(packaged)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def tiny_params(model_dir: Path, rows: int = 900) -> dict[str, object]:
+    """Overrides that make the pipeline run in seconds on the tiny model."""
+    return {
+        "data.sources.0.rows": rows,
+        "model.base": str(model_dir),
+        "train.epochs": 12,
+        "train.learning_rate": 0.002,
+        "train.batch_size": 32,
+        "train.warmup_ratio": 0.0,
+        "train.device": "cpu",
+    }
+
+
+def set_params(path: Path, values: dict[str, object]) -> None:
+    """Write dotted values into a params.yaml (tests start from the project's real one)."""
+    raw = yaml.safe_load(path.read_text())
+    for dotted, value in values.items():
+        node = raw
+        keys = dotted.split(".")
+        for key in keys[:-1]:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[keys[-1]] = value
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@pytest.fixture()
+def project_repo(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    """A fresh git + DVC repository holding this project's pipeline, configured for the tiny model."""
+    repo = tmp_path / "project"
+    repo.mkdir()
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        target = repo / name
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    set_params(repo / "params.yaml", tiny_params(tiny_model_dir))
+    sh(["git", "init", "-q", "-b", "main"], repo)
+    sh(["git", "config", "user.email", "test@gradus.invalid"], repo)
+    sh(["git", "config", "user.name", "gradus tests"], repo)
+    sh([sys.executable, "-m", "dvc", "init", "-q"], repo)
+    sh([sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(tmp_path / "dvc-remote")], repo)
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-q", "-m", "project"], repo)
+    return repo

@@ -1,0 +1,82 @@
+"""The real pipeline under real DVC in a real git repository: outputs, caching, experiments, push."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import set_params, sh
+
+pytestmark = pytest.mark.slow
+DVC = [sys.executable, "-m", "dvc"]
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def test_repro_builds_every_output_and_caches(project_repo: Path) -> None:
+    first = sh([*DVC, "repro"], project_repo)
+    assert stages_run(first.stdout) == ["ingest", "validate", "split", "train", "evaluate"]
+    params = yaml.safe_load((project_repo / "params.yaml").read_text())
+    paths = {key: project_repo / value for key, value in params["paths"].items()}
+    for key in ("raw", "raw_manifest", "validated", "quarantine", "validation_report", "train_summary",
+                "metrics", "per_class", "confusion"):
+        assert paths[key].is_file() and paths[key].stat().st_size > 0, key
+    model = paths["model"]
+    assert (model / "model.safetensors").is_file()
+    assert not list(model.glob("*.bin")) and not list(model.glob("*.pt"))
+    assert json.loads((model / "labels.json").read_text())["labels"]
+
+    validation = json.loads(paths["validation_report"].read_text())
+    quarantined = paths["quarantine"].read_text().splitlines()
+    assert validation["rows_in"] == validation["rows_kept"] + validation["rows_quarantined"]
+    assert validation["rows_quarantined"] == len(quarantined) > 0
+    assert all(json.loads(line)["reasons"] for line in quarantined)
+
+    metrics = json.loads(paths["metrics"].read_text())
+    labels = json.loads((model / "labels.json").read_text())["labels"]
+    assert metrics["accuracy"] > 2.0 / len(labels), metrics  # well above chance for a 2-layer toy model
+    assert metrics["accuracy"] > metrics["majority_class_accuracy"]
+    confusion = pd.read_csv(paths["confusion"])
+    assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == metrics["test_rows"]
+
+    lock = yaml.safe_load((project_repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"ingest", "validate", "split", "train", "evaluate"}
+
+    second = sh([*DVC, "repro"], project_repo)
+    assert stages_run(second.stdout) == [], second.stdout
+    assert "didn't change" in second.stdout or "up to date" in second.stdout
+
+    set_params(project_repo / "params.yaml", {"train.learning_rate": 0.003})
+    third = sh([*DVC, "repro"], project_repo)
+    assert stages_run(third.stdout) == ["train", "evaluate"], third.stdout
+
+    sh([*DVC, "push"], project_repo)
+    status = sh([*DVC, "status", "--cloud"], project_repo)
+    assert "new:" not in status.stdout, status.stdout
+
+
+def test_exp_run_with_set_param_is_listed(project_repo: Path) -> None:
+    sh([*DVC, "repro"], project_repo)
+    sh(["git", "add", "-A"], project_repo)
+    sh(["git", "commit", "-q", "-m", "baseline run"], project_repo)
+    sh([*DVC, "exp", "run", "-S", "train.epochs=6", "-n", "fewer-epochs"], project_repo)
+    shown = sh([*DVC, "exp", "show", "--json"], project_repo)
+    assert "fewer-epochs" in shown.stdout
+    listing = sh([*DVC, "exp", "show", "--no-pager", "--csv"], project_repo).stdout
+    assert "fewer-epochs" in listing and "train.epochs" in listing.splitlines()[0]
+
+
+def test_bad_params_key_fails_the_stage_with_the_key_named(project_repo: Path) -> None:
+    params = project_repo / "params.yaml"
+    params.write_text(params.read_text().replace("max_length:", "max_lenght:"))
+    failed = sh([*DVC, "repro", "ingest"], project_repo, check=False)
+    assert failed.returncode != 0
+    assert "unknown key 'train.max_lenght'" in failed.stdout + failed.stderr
