@@ -24,8 +24,9 @@ def quarantine_rows(frame: pd.DataFrame, result: SuiteResult) -> tuple[pd.DataFr
     mask.iloc[bad] = True
     kept = frame.loc[~mask].reset_index(drop=True)
     quarantined = frame.loc[mask].copy()
-    quarantined["failed_checks"] = [sorted(failed[p]) for p in bad]
-    quarantined["reasons"] = ["; ".join(result.reasons[n] for n in sorted(failed[p])) for p in bad]
+    # Checks stay in suite order (failures is filled in that order), so reasons read most basic first.
+    quarantined["failed_checks"] = [failed[p] for p in bad]
+    quarantined["reasons"] = ["; ".join(result.reasons[n] for n in failed[p]) for p in bad]
     quarantined = quarantined.reset_index(drop=True)
     check_row_counts(len(frame), len(kept), len(quarantined))
     return kept, quarantined

@@ -14,10 +14,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 BANKING77 = SHARED / "data" / "banking77"
-PROJECT_FILES = ("gradus", "tasks", "data_checks", "flows", "dvc.yaml", "params.yaml", "data/inputs")
+PROJECT_FILES = ("gradus", "tasks", "data_checks", "flows", "dvc.yaml", "params.yaml", "data/inputs", ".gitignore")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

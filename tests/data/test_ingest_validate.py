@@ -1,0 +1,120 @@
+"""Ingest and validate on real files: column mapping, clear errors, and quarantine that loses nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from gradus.config import apply_overrides, read_params_file, validate_params
+from gradus.errors import DataError
+from tasks import ingest, validate
+from tests.conftest import BANKING77, ROOT
+
+
+def params_for(tmp_path: Path, sources: list[dict], **extra: object):
+    overrides = [f"paths.{key}={tmp_path / value}" for key, value in {
+        "raw": "raw.parquet", "raw_manifest": "manifest.json", "validated": "rows.parquet",
+        "quarantine": "quarantine.jsonl", "validation_report": "validation.json"}.items()]
+    raw = apply_overrides(read_params_file(ROOT / "params.yaml"), overrides + [f"{k}={v}" for k, v in extra.items()])
+    raw["data"]["sources"] = sources
+    return validate_params(raw)
+
+
+def fault_injected(path: Path) -> int:
+    """Banking77 rows with one of each fault; returns how many rows are bad."""
+    rows = pd.read_csv(BANKING77 / "train.csv").head(300)
+    rows = rows.rename(columns={"text": "utterance", "category": "intent"})
+    rows.loc[5, "utterance"] = ""
+    rows.loc[17, "utterance"] = "    "
+    rows.loc[40, "intent"] = ""
+    rows.loc[41, "intent"] = " \t"
+    rows.loc[99, "utterance"] = "x" * 2500
+    rows.to_csv(path, index=False)
+    return 5
+
+
+def test_fault_injected_csv_is_quarantined_row_by_row(tmp_path: Path) -> None:
+    source = tmp_path / "support.csv"
+    bad = fault_injected(source)
+    params = params_for(tmp_path, [{"kind": "file", "path": str(source), "text_column": "utterance",
+                                    "label_column": "intent"}])
+    assert ingest.run(params)["rows"] == 300
+    summary = validate.run(params)
+    assert summary == {"rows_in": 300, "rows_kept": 300 - bad, "rows_quarantined": bad}
+    quarantined = [json.loads(line) for line in (tmp_path / "quarantine.jsonl").read_text().splitlines()]
+    by_row = {q["source_row"]: q for q in quarantined}
+    assert set(by_row) == {5, 17, 40, 41, 99}
+    assert by_row[5]["failed_checks"] == ["text_not_blank", "text_length"]
+    assert by_row[5]["reasons"].startswith("text is empty")
+    assert by_row[17]["failed_checks"] == ["text_not_blank"]
+    assert by_row[40]["failed_checks"] == ["label_not_blank"] and by_row[41]["failed_checks"] == ["label_not_blank"]
+    assert by_row[99]["failed_checks"] == ["text_length"] and "2000" in by_row[99]["reasons"]
+    assert all(q["source"] == str(source) for q in quarantined)
+    kept = pd.read_parquet(tmp_path / "rows.parquet")
+    assert len(kept) + len(quarantined) == 300 and not set(kept["source_row"]) & set(by_row)
+
+
+def test_too_many_bad_rows_fails_naming_checks_and_keeps_the_quarantine(tmp_path: Path) -> None:
+    source = tmp_path / "support.csv"
+    fault_injected(source)
+    params = params_for(tmp_path, [{"kind": "file", "path": str(source), "text_column": "utterance",
+                                    "label_column": "intent"}], **{"validate.max_quarantine_share": 0.01})
+    ingest.run(params)
+    with pytest.raises(DataError, match=r"5 of 300 rows quarantined.*text_not_blank=2.*quarantine.jsonl"):
+        validate.run(params)
+    assert len((tmp_path / "quarantine.jsonl").read_text().splitlines()) == 5
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_jsonl_and_parquet_sources_keep_nulls_as_missing(tmp_path: Path, fmt: str) -> None:
+    frame = pd.DataFrame({"body": ["card lost", None, "top up failed"], "y": ["a", "b", None]})
+    path = tmp_path / f"rows.{fmt}"
+    frame.to_json(path, orient="records", lines=True) if fmt == "jsonl" else frame.to_parquet(path)
+    params = params_for(tmp_path, [{"kind": "file", "path": str(path), "text_column": "body", "label_column": "y"}],
+                        **{"validate.max_quarantine_share": 1.0})
+    ingest.run(params)
+    assert validate.run(params) == {"rows_in": 3, "rows_kept": 1, "rows_quarantined": 2}
+    reasons = {json.loads(x)["source_row"]: json.loads(x)["reasons"]
+               for x in (tmp_path / "quarantine.jsonl").read_text().splitlines()}
+    assert reasons == {1: "text is missing", 2: "label is missing"}
+
+
+def test_glob_of_files_and_demo_combine_in_a_stable_order(tmp_path: Path) -> None:
+    for i in range(2):
+        pd.DataFrame({"text": [f"text {i}"], "label": ["x"]}).to_csv(tmp_path / f"part{i}.csv", index=False)
+    params = params_for(tmp_path, [{"kind": "demo", "rows": 100, "seed": 1},
+                                   {"kind": "file", "path": str(tmp_path / "part*.csv")}],
+                        **{"data.label_case": "lower"})
+    ingest.run(params)
+    first = (tmp_path / "raw.parquet").read_bytes()
+    raw = pd.read_parquet(tmp_path / "raw.parquet")
+    assert len(raw) == 102 and list(raw["text"].tail(2)) == ["text 0", "text 1"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert [s["kind"] for s in manifest["sources"]] == ["demo", "file", "file"]
+    ingest.run(params)
+    assert (tmp_path / "raw.parquet").read_bytes() == first  # unchanged sources, identical snapshot
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "file is empty"),
+    (b"utterance,intent\nhello,greet\n", "missing column(s) ['text', 'label']"),
+    (b"text;label\nhello;greet\n", "is the delimiter a comma?"),
+    (b"text,label\ncaf\xe9,drink\n", "not valid UTF-8 at byte offset"),
+])
+def test_bad_files_give_one_clear_error_naming_the_file(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    params = params_for(tmp_path, [{"kind": "file", "path": str(path)}])
+    with pytest.raises(DataError) as error:
+        ingest.run(params)
+    assert str(path) in str(error.value) and message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_source_file_is_named(tmp_path: Path) -> None:
+    params = params_for(tmp_path, [{"kind": "file", "path": str(tmp_path / "nope*.csv")}])
+    with pytest.raises(DataError, match="no file matches"):
+        ingest.run(params)

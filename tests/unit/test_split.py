@@ -1,0 +1,50 @@
+"""Split: stratified, seeded, and no normalised text in two splits."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from gradus.config import SplitConfig
+from gradus.demo import generate
+from gradus.text import normalize_text, normalized
+from tasks.split import assign_splits
+
+
+def demo_rows() -> pd.DataFrame:
+    frame = generate(3000, 11).dropna()
+    return frame[frame["text"].str.strip().astype(bool) & frame["label"].astype(bool)].reset_index(drop=True)
+
+
+def test_no_normalised_text_in_two_splits() -> None:
+    frame = demo_rows()
+    # Near-duplicates that differ only in case, spacing and punctuation must land together.
+    extra = pd.DataFrame({"text": ["My card WAS declined!!", "my card was  declined", "my card was declined?"],
+                          "label": ["card_declined"] * 3})
+    frame = pd.concat([frame, extra], ignore_index=True)
+    split = assign_splits(frame, SplitConfig())
+    keys = normalized(frame["text"])
+    assert (pd.DataFrame({"key": keys, "split": split}).groupby("key")["split"].nunique() == 1).all()
+    assert split.iloc[-3:].nunique() == 1
+
+
+def test_split_is_seeded_and_stratified() -> None:
+    frame = demo_rows()
+    cfg = SplitConfig(val_fraction=0.1, test_fraction=0.2, seed=5)
+    first, again = assign_splits(frame, cfg), assign_splits(frame, cfg)
+    assert first.equals(again)
+    assert not first.equals(assign_splits(frame, SplitConfig(val_fraction=0.1, test_fraction=0.2, seed=6)))
+    assert set(first) == {"train", "val", "test"}
+    share = pd.crosstab(frame["label"], first, normalize="index")
+    assert share["test"].between(0.12, 0.28).all(), share["test"]
+    assert share["val"].between(0.04, 0.16).all(), share["val"]
+
+
+def test_a_class_too_small_to_split_stays_in_train() -> None:
+    frame = pd.concat([demo_rows(), pd.DataFrame({"text": ["rare one", "rare two"], "label": ["rare"] * 2})],
+                      ignore_index=True)
+    split = assign_splits(frame, SplitConfig())
+    assert (split[frame["label"] == "rare"] == "train").all()
+
+
+def test_normalize_text() -> None:
+    assert normalize_text("  Ｈello,   WORLD!! ") == "hello world"
