@@ -71,7 +71,7 @@ def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, pr
 
 def test_invalid_override_fails_before_anything_runs(prefect_server, project_repo: Path) -> None:
     before = (project_repo / "params.yaml").read_text()
-    with pytest.raises(ConfigError, match="train.epoch"):
+    with pytest.raises(ConfigError, match=r"train\.epoch"):
         training_pipeline(TrainingOverrides(extra=["train.epoch=2"]), str(project_repo), push=False)
     assert (project_repo / "params.yaml").read_text() == before
     assert not (project_repo / "dvc.lock").exists()

@@ -57,7 +57,7 @@ def test_wrong_type_names_key_and_expected_type(tmp_path: Path) -> None:
 def test_out_of_range_value_is_rejected(tmp_path: Path) -> None:
     raw = project_raw()
     raw["validate"]["max_quarantine_share"] = 1.5
-    with pytest.raises(ConfigError, match="validate.max_quarantine_share"):
+    with pytest.raises(ConfigError, match=r"validate\.max_quarantine_share"):
         load_params(write(tmp_path, raw))
 
 
@@ -73,9 +73,9 @@ def test_dotted_overrides_are_typed_and_validated() -> None:
                                                  "data.sources.0.rows=500", "model.base=/tmp/x"])
     assert params.train.epochs == 1 and params.train.learning_rate == pytest.approx(3e-5)
     assert params.data.sources[0].rows == 500 and params.model.base == "/tmp/x"
-    with pytest.raises(ConfigError, match="unknown key 'train.epohcs'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.epohcs'"):
         load_params(ROOT / "params.yaml", ["train.epohcs=1"])
-    with pytest.raises(ConfigError, match="'train.epochs'"):
+    with pytest.raises(ConfigError, match=r"'train\.epochs'"):
         load_params(ROOT / "params.yaml", ["train.epochs=abc"])
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_params(ROOT / "params.yaml", ["train.epochs"])
@@ -105,6 +105,6 @@ def test_write_overrides_keeps_comments_and_refuses_bad_values(tmp_path: Path) -
     assert changes == {"train.epochs": {"old": 3, "new": 1}}
     text = path.read_text()
     assert "# gradus parameters" in text and load_params(path).train.epochs == 1
-    with pytest.raises(ConfigError, match="train.epochs"):
+    with pytest.raises(ConfigError, match=r"train\.epochs"):
         write_overrides(path, ["train.epochs=-1"])
     assert path.read_text() == text
