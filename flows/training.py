@@ -68,10 +68,12 @@ def training_pipeline(overrides: TrainingOverrides | None = None, project_dir: s
     if push:
         push_outputs(str(root))
     metrics = read_json(root / params.paths.metrics)
+    validation = read_json(root / params.paths.validation_report)
     create_markdown_artifact(key="training-metrics", markdown=metrics_markdown(metrics, stages, changes),
                              description="Test metrics of the trained model, stage by stage")
     outputs = {name: str(root / value) for name, value in params.paths.model_dump().items()}
-    return {"metrics": metrics, "stages": stages, "param_changes": changes, "outputs": outputs}
+    data = {k: validation[k] for k in ("rows_in", "rows_kept", "rows_quarantined")}
+    return {"metrics": metrics, "data": data, "stages": stages, "param_changes": changes, "outputs": outputs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,11 +90,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def format_result(result: dict[str, Any]) -> str:
     """The closing summary a person reads: key metrics, then where every output is."""
-    metrics = result["metrics"]
+    metrics, data = result["metrics"], result["data"]
     baseline = metrics.get("baseline_tfidf", {})
     lines = [
         "",
         "gradus training pipeline finished",
+        f"  data           {data['rows_in']} rows in, {data['rows_kept']} kept, "
+        f"{data['rows_quarantined']} quarantined with reasons (see quarantine below)",
         f"  test accuracy  {metrics['accuracy']:.4f}   (TF-IDF baseline {baseline.get('accuracy', 0):.4f}, "
         f"majority class {metrics.get('majority_class_accuracy', 0):.4f})",
         f"  test macro-F1  {metrics['macro_f1']:.4f}   (TF-IDF baseline {baseline.get('macro_f1', 0):.4f})",

@@ -17,6 +17,9 @@ from gradus.errors import GradusError
 
 _RAN = re.compile(r"Running stage '([^']+)'")
 _ERROR = re.compile(r"(gradus \w+: error: .*|ERROR: .*)")
+_PROGRESS = re.compile(r"\d+%\|")
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+PROGRESS_EVERY_S = 15.0
 
 
 class StageFailed(GradusError):
@@ -45,10 +48,18 @@ def run_dvc(args: list[str], project_dir: Path, log: Callable[[str], None]) -> l
     process = subprocess.Popen(command, cwd=project_dir, env=dvc_env(), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines = []
+    last_progress = 0.0
     assert process.stdout is not None
-    for line in process.stdout:
-        line = line.rstrip()
+    for raw in process.stdout:
+        line = _TERMINAL_CODES.sub("", raw).rstrip()
+        if not line:
+            continue
         lines.append(line)
+        # Progress bars redraw many times a second; a log (Prefect's UI) wants one line now and then.
+        if _PROGRESS.search(line):
+            if time.monotonic() - last_progress < PROGRESS_EVERY_S and "100%|" not in line:
+                continue
+            last_progress = time.monotonic()
         log(line)
     if process.wait() != 0:
         errors = [m.group(1) for line in lines if (m := _ERROR.search(line))]

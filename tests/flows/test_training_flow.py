@@ -15,7 +15,7 @@ from prefect.client.schemas.sorting import TaskRunSort
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.training import TrainingOverrides, training_pipeline
+from flows.training import TrainingOverrides, format_result, training_pipeline
 from gradus.config import ConfigError
 
 pytestmark = pytest.mark.slow
@@ -54,6 +54,12 @@ def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, pr
     assert lock["stages"]["split"]["params"]["params.yaml"]["split"]["seed"] == 7
     metrics = json.loads((project_repo / "reports" / "metrics.json").read_text())
     assert result["metrics"] == metrics
+    data = result["data"]
+    assert data["rows_in"] == 900 and data["rows_in"] == data["rows_kept"] + data["rows_quarantined"]
+    summary = format_result(result)
+    assert f"test accuracy  {metrics['accuracy']:.4f}" in summary
+    assert f"{data['rows_quarantined']} quarantined" in summary
+    assert str(project_repo / "models" / "candidate") in summary
 
     flow_run, task_runs, artifacts = asyncio.run(_runs_and_artifact(state.state_details.flow_run_id))
     assert flow_run.name and flow_run.state.is_completed()
