@@ -14,6 +14,7 @@ PACKAGED = "packaged"
 PACKAGED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 LABELS_FILE = "labels.json"
 WEIGHTS_FILE = "model.safetensors"
+TRAINING_SUMMARY = "training_summary.json"
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "model.bin", "pytorch_model.pt", "model.pt", "model.ckpt")
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 from gradus.config import Params, TrainConfig
 from gradus.errors import DataError
 from gradus.io import write_json
-from gradus.modeling import BaseModel, pick_device, resolve_base, save_label_map
+from gradus.modeling import TRAINING_SUMMARY, BaseModel, pick_device, resolve_base, save_label_map
 
 
 class EncodedTexts:
@@ -149,7 +149,11 @@ def run(params: Params) -> dict[str, Any]:
     train, val = (pd.read_parquet(splits / f"{name}.parquet") for name in ("train", "val"))
     if train.empty:
         raise DataError(f"{splits / 'train.parquet'}: no training rows; check the validate and split stages")
-    summary = fine_tune(params, train, val, Path(params.paths.model))
-    write_json(summary, Path(params.paths.train_summary))
+    model_dir = Path(params.paths.model)
+    summary = fine_tune(params, train, val, model_dir)
+    # The full summary (base model name and revision included) travels with the model; the DVC metric
+    # file keeps the numbers only, so `dvc metrics show` / `dvc exp show` stay readable.
+    write_json(summary, model_dir / TRAINING_SUMMARY)
+    write_json({k: v for k, v in summary.items() if isinstance(v, int | float)}, Path(params.paths.train_summary))
     print(json.dumps(summary, indent=2))
     return {k: summary[k] for k in ("device", "steps", "samples_per_s", "val_macro_f1")}

@@ -33,6 +33,10 @@ def test_repro_builds_every_output_and_caches(project_repo: Path) -> None:
     assert (model / "model.safetensors").is_file()
     assert not list(model.glob("*.bin")) and not list(model.glob("*.pt"))
     assert json.loads((model / "labels.json").read_text())["labels"]
+    lineage = json.loads((model / "training_summary.json").read_text())
+    assert lineage["base_model_revision"].startswith("sha256:") and lineage["device"] == "cpu"
+    numeric = json.loads(paths["train_summary"].read_text())
+    assert numeric["steps"] == lineage["steps"] and all(isinstance(v, int | float) for v in numeric.values())
 
     validation = json.loads(paths["validation_report"].read_text())
     quarantined = paths["quarantine"].read_text().splitlines()
