@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import great_expectations as gx
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from gradus.config import ValidateConfig
+from gradus.io import SNAPSHOT_COLUMNS
 
 BLANK = r"^\s*$"
+# C0/C1 control characters (tab, newline and carriage return allowed), the replacement character left
+# by a lossy decode, and lone surrogates (invalid Unicode that cannot be encoded as UTF-8).
+CONTROL_OR_INVALID = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd\ud800-\udfff]"
+SCHEMA = SNAPSHOT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -25,54 +31,96 @@ class RowCheck:
 
 @dataclass
 class SuiteResult:
-    """What the suite found: failing row positions per check, and the GX success flag per check."""
+    """What the suite found: failing row positions per row check, and table-level outcomes."""
 
     failures: dict[str, list[int]] = field(default_factory=dict)
-    passed: dict[str, bool] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    schema_ok: bool = True
+    schema_detail: str = ""
+    docs_index: str | None = None
 
 
-def row_checks(cfg: ValidateConfig) -> list[RowCheck]:
-    """The row-level checks for a (text, label) table, thresholds from params."""
+def row_checks(cfg: ValidateConfig, labels: list[str], labels_inferred: bool) -> list[RowCheck]:
+    """The row-level checks, thresholds from params; derived columns come from data_checks.features."""
     e = gx.expectations
-    return [
+    label_reason = (f"label is not among the labels with at least {cfg.min_examples_per_class} examples"
+                    if labels_inferred else "label is not in validate.allowed_labels")
+    checks = [
         RowCheck("text_not_null", e.ExpectColumnValuesToNotBeNull(column="text"), "text is missing"),
         RowCheck("text_not_blank", e.ExpectColumnValuesToNotMatchRegex(column="text", regex=BLANK),
                  "text is empty or only whitespace"),
         RowCheck("text_length", e.ExpectColumnValueLengthsToBeBetween(
             column="text", min_value=cfg.min_text_chars, max_value=cfg.max_text_chars),
             f"text length is outside {cfg.min_text_chars}..{cfg.max_text_chars} characters"),
+        RowCheck("text_tokens", e.ExpectColumnValuesToBeBetween(
+            column="n_tokens", min_value=cfg.min_tokens, max_value=cfg.max_tokens),
+            f"text is outside {cfg.min_tokens}..{cfg.max_tokens} tokens"),
+        RowCheck("text_control_chars", e.ExpectColumnValuesToNotMatchRegex(column="text", regex=CONTROL_OR_INVALID),
+                 "text has control characters or invalid Unicode"),
         RowCheck("label_not_null", e.ExpectColumnValuesToNotBeNull(column="label"), "label is missing"),
         RowCheck("label_not_blank", e.ExpectColumnValuesToNotMatchRegex(column="label", regex=BLANK),
                  "label is empty or only whitespace"),
+        RowCheck("label_known", e.ExpectColumnValuesToBeInSet(column="label", value_set=labels), label_reason),
     ]
+    if cfg.duplicates == "quarantine":
+        checks.append(RowCheck("duplicate", e.ExpectColumnValuesToBeInSet(column="duplicate_of", value_set=[-1]),
+                               "duplicate of an earlier row with the same normalised text and label"))
+    if cfg.conflicts == "quarantine":
+        checks.append(RowCheck("conflicting_labels", e.ExpectColumnValuesToBeInSet(
+            column="conflicting_labels", value_set=[""]), "the same normalised text appears with other labels"))
+    if cfg.pii.action == "quarantine":
+        checks.append(RowCheck("pii", e.ExpectColumnValuesToBeInSet(column="pii", value_set=[""]),
+                               "text contains personal data"))
+    if cfg.label_noise.enabled and cfg.label_noise.quarantine:
+        checks.append(RowCheck("label_noise", e.ExpectColumnValuesToBeInSet(column="noise_flag", value_set=[False]),
+                               "label looks wrong: a model trained on the other rows is confident in another"))
+    return checks
 
 
-def _context() -> gx.data_context.AbstractDataContext:
+def _context(docs_dir: Path | None) -> gx.data_context.AbstractDataContext:
     # GX logs and draws progress bars per metric; a pipeline stage wants one summary line instead.
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    if docs_dir is not None:
+        context.add_data_docs_site(site_name="gradus", site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        })
     return context
 
 
-def run_row_checks(frame: pd.DataFrame, checks: list[RowCheck], suite_name: str = "gradus_rows") -> SuiteResult:
-    """Validate `frame` (RangeIndex) with GX and return the failing row positions of every check."""
+def run_suite(frame: pd.DataFrame, checks: list[RowCheck], docs_dir: Path | None = None,
+              suite_name: str = "gradus_labeled_text") -> SuiteResult:
+    """Validate `frame` (RangeIndex) in one GX checkpoint; optionally build Data Docs into docs_dir."""
     if not frame.index.equals(pd.RangeIndex(len(frame))):
-        raise ValueError("run_row_checks needs a frame with a RangeIndex (call reset_index(drop=True))")
-    context = _context()
-    batch_definition = (
-        context.data_sources.add_pandas("gradus")
-        .add_dataframe_asset("rows")
-        .add_batch_definition_whole_dataframe("all")
-    )
+        raise ValueError("run_suite needs a frame with a RangeIndex (call reset_index(drop=True))")
+    context = _context(docs_dir)
+    batch_definition = (context.data_sources.add_pandas("gradus").add_dataframe_asset("rows")
+                        .add_batch_definition_whole_dataframe("all"))
     suite = context.suites.add(gx.ExpectationSuite(name=suite_name))
-    for check in checks:
-        suite.add_expectation(check.expectation)
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-    report = batch.validate(suite, result_format={"result_format": "COMPLETE"})
+    schema = suite.add_expectation(gx.expectations.ExpectTableColumnsToMatchSet(column_set=SCHEMA, exact_match=False))
+    added = {suite.add_expectation(check.expectation).id: check for check in checks}
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite))
+    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["gradus"])] if docs_dir else []
+    checkpoint = context.checkpoints.add(gx.Checkpoint(
+        name=suite_name, validation_definitions=[definition], actions=actions,
+        result_format={"result_format": "COMPLETE"}))
+    outcome = next(iter(checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()))
     result = SuiteResult(reasons={c.name: c.reason for c in checks})
-    for check, outcome in zip(checks, report.results, strict=True):
-        result.failures[check.name] = [int(i) for i in outcome.result.get("unexpected_index_list") or []]
-        result.passed[check.name] = bool(outcome.success)
+    # GX does not promise results in suite order: match each result to its expectation by id.
+    for item in outcome.results:
+        expectation_id = item.expectation_config.id
+        if expectation_id == schema.id:
+            result.schema_ok = bool(item.success)
+            missing = sorted(set(SCHEMA) - set(frame.columns))
+            result.schema_detail = "" if item.success else f"missing columns {missing}"
+        else:
+            positions = item.result.get("unexpected_index_list") or []
+            result.failures[added[expectation_id].name] = [int(i) for i in positions]
+    result.failures = {c.name: result.failures.get(c.name, []) for c in checks}  # suite order for reports
+    if docs_dir is not None:
+        result.docs_index = str(Path(docs_dir) / "index.html")
     return result

@@ -28,6 +28,8 @@ class PathsConfig(_Section):
     validated: str = "data/validated/rows.parquet"
     quarantine: str = "data/validated/quarantine.jsonl"
     validation_report: str = "reports/validation.json"
+    flags: str = "reports/flags.jsonl"
+    data_docs: str = "reports/data_docs"
     splits: str = "data/splits"
     model: str = "models/candidate"
     train_summary: str = "reports/train_summary.json"
@@ -44,17 +46,58 @@ class DemoSource(_Section):
     seed: int = 7
 
 
-class FileSource(_Section):
-    """A local CSV, JSONL or Parquet file, or a glob of them."""
+TableFormat = Literal["auto", "csv", "jsonl", "parquet"]
 
-    kind: Literal["file"] = "file"
-    path: str
-    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+
+class _Columns(_Section):
     text_column: str = "text"
     label_column: str = "label"
 
 
-Source = Annotated[DemoSource | FileSource, Field(discriminator="kind")]
+class FileSource(_Columns):
+    """A local CSV, JSONL or Parquet file, or a glob of them."""
+
+    kind: Literal["file"] = "file"
+    path: str
+    format: TableFormat = "auto"
+
+
+class FeedbackSource(_Columns):
+    """Labeled production samples (user feedback): a JSONL/Parquet file, glob or s3:// prefix."""
+
+    kind: Literal["feedback"] = "feedback"
+    path: str
+    format: TableFormat = "auto"
+
+
+class S3Source(_Columns):
+    """Every CSV/JSONL/Parquet object under an s3://bucket/prefix (credentials from the environment)."""
+
+    kind: Literal["s3"] = "s3"
+    uri: str = Field(pattern=r"^s3://[^/]+(/.*)?$")
+    format: TableFormat = "auto"
+    endpoint_url: str | None = None  # an S3-compatible server; default: AWS_ENDPOINT_URL or AWS
+
+
+class HFSource(_Columns):
+    """A Hugging Face dataset: a folder saved with save_to_disk, or a name for load_dataset (hub access)."""
+
+    kind: Literal["hf"] = "hf"
+    path: str | None = None
+    name: str | None = None
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+
+    @model_validator(mode="after")
+    def _one_location(self) -> HFSource:
+        if (self.path is None) == (self.name is None):
+            raise ValueError("give exactly one of path (a save_to_disk folder) or name (for load_dataset)")
+        return self
+
+
+SOURCE_KINDS = ("demo", "file", "feedback", "s3", "hf")
+Source = Annotated[DemoSource | FileSource | FeedbackSource | S3Source | HFSource, Field(discriminator="kind")]
 
 
 class DataConfig(_Section):
@@ -62,10 +105,37 @@ class DataConfig(_Section):
     label_case: Literal["keep", "lower"] = "keep"
 
 
+class PiiConfig(_Section):
+    """Personal data in texts: e-mail addresses, card numbers (Luhn-checked), phone numbers."""
+
+    action: Literal["off", "flag", "mask", "quarantine"] = "flag"
+    kinds: tuple[Literal["email", "card", "phone"], ...] = ("email", "card", "phone")
+
+
+class LabelNoiseConfig(_Section):
+    """Likely mislabeled rows from out-of-fold predictions of a cheap TF-IDF + logistic-regression model."""
+
+    enabled: bool = True
+    folds: int = Field(5, ge=2, le=20)
+    min_confidence: float = Field(0.5, gt=0, le=1)        # the model's probability for the label it prefers
+    max_label_probability: float = Field(0.05, ge=0, lt=1)  # the model's probability for the given label
+    quarantine: bool = False                                 # flagged rows are reported; quarantined only if true
+    max_rows: int = Field(300_000, ge=100)                   # above this the check is skipped (and says so)
+
+
 class ValidateConfig(_Section):
     max_quarantine_share: float = Field(0.05, ge=0.0, le=1.0)
     min_text_chars: int = Field(1, ge=1)
     max_text_chars: int = Field(2000, ge=1)
+    min_tokens: int = Field(1, ge=0)
+    max_tokens: int = Field(512, ge=1)
+    allowed_labels: tuple[str, ...] | None = None  # None: inferred from the data
+    min_examples_per_class: int = Field(5, ge=1)
+    max_imbalance_ratio: float = Field(50.0, ge=1.0)  # largest class / smallest class
+    duplicates: Literal["quarantine", "keep"] = "quarantine"  # later copies of a text (exact or normalised)
+    conflicts: Literal["quarantine", "keep"] = "quarantine"  # same normalised text, different labels
+    pii: PiiConfig = PiiConfig()
+    label_noise: LabelNoiseConfig = LabelNoiseConfig()
 
 
 class SplitConfig(_Section):
@@ -197,7 +267,7 @@ def load_params(path: str | Path = PARAMS_FILE, overrides: list[str] | tuple[str
 
 def _describe(error: Any) -> str:
     # Drop the discriminator tag pydantic puts in union locations (data.sources.0.file.path -> ...0.path).
-    loc = [str(p) for p in error["loc"] if p not in ("demo", "file")]
+    loc = [str(p) for p in error["loc"] if p not in SOURCE_KINDS]
     key = ".".join(loc) or "(top level)"
     if error["type"] == "extra_forbidden":
         return f"unknown key '{key}' ({_allowed_keys(loc)})"

@@ -10,6 +10,7 @@ import pandas as pd
 
 from gradus.errors import DataError
 
+SNAPSHOT_COLUMNS = ["text", "label", "source", "source_row"]
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -34,12 +35,32 @@ def read_table(path: Path, fmt: str = "auto") -> pd.DataFrame:
         if fmt == "csv":
             return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8")
         if fmt == "jsonl":
-            return pd.read_json(path, lines=True, dtype=False)
+            return read_jsonl(path)
         return pd.read_parquet(path)
+    except DataError:
+        raise
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid UTF-8 at byte offset {exc.start}; re-save the file as UTF-8") from None
     except Exception as exc:  # the library's own message, with the file named
         raise DataError(f"{path}: cannot read as {fmt}: {exc}".replace("\n", " ")) from None
+
+
+def read_jsonl(path: Path) -> pd.DataFrame:
+    """JSON Lines with the standard json module: escapes such as lone surrogates survive (pandas' reader
+    drops them silently), and a bad line is named."""
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg}); fix or remove it") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}: line {number} is not a JSON object; expected one object per line")
+            records.append(record)
+    return pd.DataFrame.from_records(records)
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:

@@ -3,58 +3,137 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from data_checks import features, pii
+from data_checks.label_noise import flag_label_noise
 from data_checks.quarantine import quarantine_rows
-from data_checks.suite import row_checks, run_row_checks
-from gradus.config import Params
+from data_checks.suite import row_checks, run_suite
+from gradus.config import Params, ValidateConfig
 from gradus.errors import DataError
+from gradus.io import SNAPSHOT_COLUMNS as COLUMNS
 from gradus.io import write_json, write_parquet
 
+CONTEXT_COLUMNS = ["n_tokens", "duplicate_of", "conflicting_labels", "pii", "noise_flag", "suggested_label",
+                   "label_probability"]
 
-def validate_frame(raw: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Run the suite; return (kept, quarantined, report)."""
-    checks = row_checks(params.validation)
-    result = run_row_checks(raw.reset_index(drop=True), checks)
-    kept, quarantined = quarantine_rows(raw.reset_index(drop=True), result)
-    share = len(quarantined) / len(raw) if len(raw) else 0.0
+
+def tokenizer_counts(params: Params) -> features.Tokenize:
+    """Token counts with the base model's own tokenizer (special tokens included), loaded lazily."""
+    def count(texts: list[str]) -> list[int]:
+        from transformers import AutoTokenizer
+
+        from gradus.modeling import resolve_base
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_base(params.model.base, params.model.revision).location)
+        return [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
+
+    return count
+
+
+def derive(raw: pd.DataFrame, cfg: ValidateConfig, tokenize: features.Tokenize) -> tuple[pd.DataFrame, list[str]]:
+    """The frame the suite checks: raw columns plus derived ones; and the label set rows must belong to."""
+    frame = raw.reset_index(drop=True).copy()
+    keys = features.normalised_keys(frame["text"])
+    frame["n_tokens"] = features.token_counts(frame["text"], cfg, tokenize)
+    frame["duplicate_of"] = features.duplicate_of(keys, frame["label"], frame["source_row"])
+    frame["conflicting_labels"] = features.conflicting_labels(keys, frame["label"])
+    frame["pii"] = pii.pii_column(frame["text"], cfg.pii.kinds) if cfg.pii.action != "off" else ""
+    inferred = cfg.allowed_labels is None
+    labels = features.inferred_labels(frame["label"], cfg.min_examples_per_class) if inferred else list(
+        cfg.allowed_labels or ())
+    frame["noise_flag"], frame["suggested_label"], frame["label_probability"] = False, "", pd.NA
+    eligible = frame["text"].fillna("").str.strip().astype(bool) & frame["label"].isin(labels)
+    counts = frame.loc[eligible, "label"].value_counts()
+    eligible &= frame["label"].isin(counts[counts >= cfg.label_noise.folds].index)  # k-fold needs k per class
+    enough = frame.loc[eligible, "label"].nunique() >= 2 and eligible.sum() <= cfg.label_noise.max_rows
+    if cfg.label_noise.enabled and enough:
+        flags = flag_label_noise(frame.loc[eligible, "text"], frame.loc[eligible, "label"], cfg.label_noise)
+        frame.loc[eligible, "noise_flag"] = flags.flagged
+        frame.loc[eligible, "suggested_label"] = flags.suggested
+        frame.loc[eligible, "label_probability"] = flags.label_probability
+    return frame, labels
+
+
+def dataset_failures(kept: pd.DataFrame, cfg: ValidateConfig, share: float, schema: str) -> list[str]:
+    """Checks on the whole batch; each failure is one sentence with its numbers."""
+    failures = [f"schema: {schema}"] if schema else []
+    if share > cfg.max_quarantine_share:
+        failures.append(f"quarantined share {share:.1%} > validate.max_quarantine_share "
+                        f"{cfg.max_quarantine_share:.1%}")
+    counts = kept["label"].value_counts()
+    if cfg.allowed_labels is not None:
+        short = {label: int(counts.get(label, 0)) for label in cfg.allowed_labels
+                 if counts.get(label, 0) < cfg.min_examples_per_class}
+        if short:
+            failures.append(f"classes below validate.min_examples_per_class={cfg.min_examples_per_class}: {short}")
+    if len(counts) and counts.max() / counts.min() > cfg.max_imbalance_ratio:
+        failures.append(f"class imbalance {counts.idxmax()}={counts.max()} vs {counts.idxmin()}={counts.min()} "
+                        f"(ratio {counts.max() / counts.min():.1f} > validate.max_imbalance_ratio "
+                        f"{cfg.max_imbalance_ratio:g})")
+    if kept.empty:
+        failures.append("no rows left after quarantine")
+    return failures
+
+
+def validate_frame(raw: pd.DataFrame, params: Params, docs_dir: Path | None = None,
+                   tokenize: features.Tokenize | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Run the suite; return (kept rows, quarantined rows with reasons and context, report)."""
+    cfg = params.validation
+    frame, labels = derive(raw, cfg, tokenize or tokenizer_counts(params))
+    checks = row_checks(cfg, labels, cfg.allowed_labels is None)
+    result = run_suite(frame, checks, docs_dir)
+    kept, quarantined = quarantine_rows(frame, result)
+    share = len(quarantined) / len(frame) if len(frame) else 0.0
+    failures = dataset_failures(kept, cfg, share, result.schema_detail)
+    if cfg.pii.action == "mask":
+        masked = kept["pii"] != ""
+        kept.loc[masked, "text"] = kept.loc[masked, "text"].map(lambda t: pii.mask_pii(t, cfg.pii.kinds))
     report = {
-        "rows_in": len(raw),
-        "rows_kept": len(kept),
-        "rows_quarantined": len(quarantined),
+        "rows_in": len(frame), "rows_kept": len(kept), "rows_quarantined": len(quarantined),
         "quarantine_share": round(share, 6),
-        "max_quarantine_share": params.validation.max_quarantine_share,
         # Numbers only: this file is a DVC metric (reasons live with each row in the quarantine file).
         "failed_rows": {name: len(rows) for name, rows in result.failures.items()},
-        "success": share <= params.validation.max_quarantine_share and len(kept) > 0,
+        "flagged_rows": {"pii": int((frame["pii"] != "").sum()), "label_noise": int(frame["noise_flag"].sum())},
+        "classes": int(kept["label"].nunique()),
+        "dataset_checks_failed": len(failures),
+        "success": not failures,
     }
-    return kept, quarantined, report
+    return kept, quarantined, {**report, "failures": failures, "docs": result.docs_index}
 
 
-def write_quarantine(quarantined: pd.DataFrame, path: Path) -> None:
-    """One JSON object per quarantined row: the row, its source position, failed checks and reasons."""
+def write_rows(frame: pd.DataFrame, path: Path) -> None:
+    """One JSON object per row (quarantine and flag files are read by people: keep them plain)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    records = quarantined.to_dict(orient="records")
+    records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
     path.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records),
                     encoding="utf-8")
 
 
 def run(params: Params) -> dict[str, Any]:
-    """Write kept rows, the quarantine file and the validation report; fail if too much was quarantined."""
-    raw = pd.read_parquet(params.paths.raw)
-    kept, quarantined, report = validate_frame(raw, params)
-    write_parquet(kept, Path(params.paths.validated))
-    write_quarantine(quarantined, Path(params.paths.quarantine))
-    write_json(report, Path(params.paths.validation_report))
-    if not report["success"]:
-        failing = ", ".join(f"{name}={n}" for name, n in report["failed_rows"].items() if n)
+    """Write kept rows, quarantine and flag files, the report and Data Docs; fail on a bad batch."""
+    paths = params.paths
+    docs = Path(paths.data_docs)
+    shutil.rmtree(docs, ignore_errors=True)
+    kept, quarantined, report = validate_frame(pd.read_parquet(paths.raw), params, docs)
+    write_parquet(kept[COLUMNS], Path(paths.validated))
+    write_rows(quarantined[[*COLUMNS, "failed_checks", "reasons", *CONTEXT_COLUMNS]], Path(paths.quarantine))
+    flagged = kept[(kept["pii"] != "") | kept["noise_flag"].astype(bool)]
+    write_rows(flagged[[*COLUMNS, "pii", "noise_flag", "suggested_label", "label_probability"]], Path(paths.flags))
+    failures, docs_index = report.pop("failures"), report.pop("docs")
+    write_json(report, Path(paths.validation_report))
+    print(f"validate: Data Docs at {docs_index}")
+    if failures:
         raise DataError(
-            f"validate: {report['rows_quarantined']} of {report['rows_in']} rows quarantined "
-            f"({report['quarantine_share']:.1%} > validate.max_quarantine_share "
-            f"{params.validation.max_quarantine_share:.1%}); failed checks: {failing or 'none'}. "
-            f"See {params.paths.quarantine} for each row and its reason"
-        )
-    return {k: report[k] for k in ("rows_in", "rows_kept", "rows_quarantined")}
+            f"validate: batch rejected: {'; '.join(failures)}. {report['rows_quarantined']} of {report['rows_in']} "
+            f"rows quarantined ({_top_checks(report)}); see {paths.quarantine} and the Data Docs at {docs_index}")
+    return {k: report[k] for k in ("rows_in", "rows_kept", "rows_quarantined", "flagged_rows")}
+
+
+def _top_checks(report: dict[str, Any]) -> str:
+    failing = sorted(((n, c) for n, c in report["failed_rows"].items() if c), key=lambda x: -x[1])
+    return ", ".join(f"{name}={count}" for name, count in failing) or "no row failed"

@@ -104,3 +104,27 @@ def project_repo(tmp_path: Path, tiny_model_dir: Path) -> Path:
     sh(["git", "add", "-A"], repo)
     sh(["git", "commit", "-q", "-m", "project"], repo)
     return repo
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """A local S3-compatible server (moto's server mode) on loopback, over real HTTP, for this session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture()
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch):
+    """Credentials and endpoint in the environment (as users set them), and a client to stage objects."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    return boto3.client("s3", endpoint_url=s3_endpoint)

@@ -8,19 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from gradus.config import apply_overrides, read_params_file, validate_params
 from gradus.errors import DataError
 from tasks import ingest, validate
-from tests.conftest import BANKING77, ROOT
-
-
-def params_for(tmp_path: Path, sources: list[dict], **extra: object):
-    overrides = [f"paths.{key}={tmp_path / value}" for key, value in {
-        "raw": "raw.parquet", "raw_manifest": "manifest.json", "validated": "rows.parquet",
-        "quarantine": "quarantine.jsonl", "validation_report": "validation.json"}.items()]
-    raw = apply_overrides(read_params_file(ROOT / "params.yaml"), overrides + [f"{k}={v}" for k, v in extra.items()])
-    raw["data"]["sources"] = sources
-    return validate_params(raw)
+from tests.conftest import BANKING77
+from tests.data.helpers import params_for
 
 
 def fault_injected(path: Path) -> int:
@@ -43,14 +34,15 @@ def test_fault_injected_csv_is_quarantined_row_by_row(tmp_path: Path) -> None:
                                     "label_column": "intent"}])
     assert ingest.run(params)["rows"] == 300
     summary = validate.run(params)
-    assert summary == {"rows_in": 300, "rows_kept": 300 - bad, "rows_quarantined": bad}
+    assert {k: summary[k] for k in ("rows_in", "rows_kept", "rows_quarantined")} == {
+        "rows_in": 300, "rows_kept": 300 - bad, "rows_quarantined": bad}
     quarantined = [json.loads(line) for line in (tmp_path / "quarantine.jsonl").read_text().splitlines()]
     by_row = {q["source_row"]: q for q in quarantined}
     assert set(by_row) == {5, 17, 40, 41, 99}
     assert by_row[5]["failed_checks"] == ["text_not_blank", "text_length"]
     assert by_row[5]["reasons"].startswith("text is empty")
     assert by_row[17]["failed_checks"] == ["text_not_blank"]
-    assert by_row[40]["failed_checks"] == ["label_not_blank"] and by_row[41]["failed_checks"] == ["label_not_blank"]
+    assert by_row[40]["failed_checks"] == by_row[41]["failed_checks"] == ["label_not_blank", "label_known"]
     assert by_row[99]["failed_checks"] == ["text_length"] and "2000" in by_row[99]["reasons"]
     assert all(q["source"] == str(source) for q in quarantined)
     kept = pd.read_parquet(tmp_path / "rows.parquet")
@@ -63,7 +55,7 @@ def test_too_many_bad_rows_fails_naming_checks_and_keeps_the_quarantine(tmp_path
     params = params_for(tmp_path, [{"kind": "file", "path": str(source), "text_column": "utterance",
                                     "label_column": "intent"}], **{"validate.max_quarantine_share": 0.01})
     ingest.run(params)
-    with pytest.raises(DataError, match=r"5 of 300 rows quarantined.*text_not_blank=2.*quarantine.jsonl"):
+    with pytest.raises(DataError, match=r"batch rejected: quarantined share 1.7% > .*5 of 300 rows.*quarantine"):
         validate.run(params)
     assert len((tmp_path / "quarantine.jsonl").read_text().splitlines()) == 5
 
@@ -74,9 +66,10 @@ def test_jsonl_and_parquet_sources_keep_nulls_as_missing(tmp_path: Path, fmt: st
     path = tmp_path / f"rows.{fmt}"
     frame.to_json(path, orient="records", lines=True) if fmt == "jsonl" else frame.to_parquet(path)
     params = params_for(tmp_path, [{"kind": "file", "path": str(path), "text_column": "body", "label_column": "y"}],
-                        **{"validate.max_quarantine_share": 1.0})
+                        **{"validate.max_quarantine_share": 1.0, "validate.min_examples_per_class": 1})
     ingest.run(params)
-    assert validate.run(params) == {"rows_in": 3, "rows_kept": 1, "rows_quarantined": 2}
+    summary = validate.run(params)
+    assert (summary["rows_in"], summary["rows_kept"], summary["rows_quarantined"]) == (3, 1, 2)
     reasons = {json.loads(x)["source_row"]: json.loads(x)["reasons"]
                for x in (tmp_path / "quarantine.jsonl").read_text().splitlines()}
     assert reasons == {1: "text is missing", 2: "label is missing"}

@@ -1,0 +1,70 @@
+"""Columns derived from (text, label) that the Great Expectations suite checks row by row.
+
+GX checks values; what a value *means* here (a normalised duplicate, a label conflict, a token count)
+has to be computed first. Each computation runs once per distinct text, so a large batch with repeats
+costs little more than its distinct texts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from gradus.config import ValidateConfig
+from gradus.text import normalized
+
+Tokenize = Callable[[list[str]], list[int]]
+
+
+def normalised_keys(texts: pd.Series) -> pd.Series:
+    """normalize_text per row, computed once per distinct text."""
+    unique = pd.Series(texts.dropna().unique(), dtype=object)
+    keys = dict(zip(unique, normalized(unique), strict=True))
+    return texts.map(keys).fillna("")
+
+
+def token_counts(texts: pd.Series, cfg: ValidateConfig, tokenize: Tokenize) -> pd.Series:
+    """Tokens per row where the bounds are in doubt; <NA> where they provably hold without tokenizing.
+
+    A WordPiece token covers at least one character and every word yields at least one token, so a text
+    of at most max_tokens - 2 characters and at least min_tokens words needs no tokenizer.
+    """
+    text = texts.fillna("")
+    chars = text.str.len()
+    words = text.str.split().str.len()
+    doubtful = (chars > cfg.max_tokens - 2) | (words < cfg.min_tokens)
+    counts = pd.Series(pd.NA, index=texts.index, dtype="Int64")
+    todo = pd.Series(text[doubtful & texts.notna()].unique(), dtype=object)
+    if len(todo):
+        lengths = dict(zip(todo, tokenize(list(todo)), strict=True))
+        counts[doubtful & texts.notna()] = text[doubtful & texts.notna()].map(lengths).astype("Int64")
+    return counts
+
+
+def duplicate_of(keys: pd.Series, labels: pd.Series, source_rows: pd.Series) -> pd.Series:
+    """For a later copy of (normalised text, label), the source row of its first copy; -1 otherwise."""
+    frame = pd.DataFrame({"key": keys, "label": labels.fillna("\0missing")})
+    first = frame.groupby(["key", "label"], sort=False).cumcount() == 0
+    first_row = source_rows.where(first).groupby([frame["key"], frame["label"]], sort=False).transform("first")
+    result = first_row.where(~first & (keys != ""), -1)
+    return result.fillna(-1).astype(np.int64)
+
+
+def conflicting_labels(keys: pd.Series, labels: pd.Series) -> pd.Series:
+    """For a normalised text seen with several labels, all of them joined by '|'; '' otherwise."""
+    present = pd.DataFrame({"key": keys, "label": labels}).dropna()
+    present = present[(present["key"] != "") & (present["label"].str.strip() != "")]
+    groups = present.drop_duplicates().groupby("key")["label"]
+    several = groups.nunique()
+    several = several[several > 1].index
+    joined = groups.apply(lambda s: "|".join(sorted(s))).reindex(several)
+    return keys.map(joined).fillna("")
+
+
+def inferred_labels(labels: pd.Series, min_examples: int) -> list[str]:
+    """Labels with at least min_examples rows: the label set when params name none."""
+    counts = labels.dropna()
+    counts = counts[counts.str.strip() != ""].value_counts()
+    return sorted(counts[counts >= min_examples].index)

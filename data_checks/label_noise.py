@@ -1,0 +1,62 @@
+"""Likely mislabeled rows, from out-of-fold predictions of a cheap text model.
+
+Great Expectations and its peers check values, not whether a label fits its text. Here each row is scored
+by a TF-IDF + logistic-regression model that never saw it (k-fold); a row is flagged when that model is
+confident in another label and gives the row's own label almost no probability.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+
+from gradus.config import LabelNoiseConfig
+
+
+@dataclass(frozen=True)
+class NoiseFlags:
+    """Per-row outcome, aligned with the input: flagged, the suggested label, the given label's probability."""
+
+    flagged: pd.Series
+    suggested: pd.Series
+    label_probability: pd.Series
+
+
+def out_of_fold_probabilities(texts: pd.Series, labels: pd.Series, folds: int, seed: int = 0) -> np.ndarray:
+    """Class probabilities for every row from a model trained on the other folds (classes sorted)."""
+    classes = np.array(sorted(labels.unique()))
+    y = np.searchsorted(classes, labels.to_numpy())
+    features = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2).fit_transform(texts)
+    probabilities = np.zeros((len(texts), len(classes)))
+    folds = min(folds, int(np.bincount(y).min()))
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, y):
+        # A capped number of saga passes: the flags need a ranking of labels, not a converged optimum.
+        model = LogisticRegression(C=20.0, solver="saga", max_iter=100, tol=1e-3, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(features[train], y[train])
+        probabilities[np.ix_(test, model.classes_)] = model.predict_proba(features[test])
+    return probabilities
+
+
+def flag_label_noise(texts: pd.Series, labels: pd.Series, cfg: LabelNoiseConfig) -> NoiseFlags:
+    """Flag rows whose label the out-of-fold model rejects with confidence."""
+    classes = np.array(sorted(labels.unique()))
+    probabilities = out_of_fold_probabilities(texts, labels, cfg.folds)
+    given = np.searchsorted(classes, labels.to_numpy())
+    best = probabilities.argmax(axis=1)
+    given_p = probabilities[np.arange(len(given)), given]
+    flagged = (best != given) & (probabilities.max(axis=1) >= cfg.min_confidence)
+    flagged &= given_p <= cfg.max_label_probability
+    return NoiseFlags(
+        flagged=pd.Series(flagged, index=texts.index),
+        suggested=pd.Series(classes[best], index=texts.index).where(flagged, ""),
+        label_probability=pd.Series(given_p.round(4), index=texts.index),
+    )
