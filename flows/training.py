@@ -54,6 +54,18 @@ def metrics_markdown(metrics: dict[str, Any], stages: list[dict[str, Any]], chan
     return "\n".join(lines)
 
 
+def validation_markdown(report: dict[str, Any], docs_uri: str) -> str:
+    """The validation summary, with a link to the Great Expectations Data Docs."""
+    failed = ", ".join(f"{k}={v}" for k, v in report.get("failed_rows", {}).items() if v) or "none"
+    flagged = ", ".join(f"{k}={v}" for k, v in report.get("flagged_rows", {}).items()) or "none"
+    return "\n".join([
+        "", "## Data validation", "",
+        f"{report['rows_in']} rows in, {report['rows_kept']} kept, {report['rows_quarantined']} quarantined "
+        f"(failed checks: {failed}); flagged but kept: {flagged}.", "",
+        f"[Great Expectations Data Docs]({docs_uri})",
+    ])
+
+
 @flow(name="training_pipeline", log_prints=True)
 def training_pipeline(overrides: TrainingOverrides | None = None, project_dir: str = ".",
                       push: bool = True) -> dict[str, Any]:
@@ -64,13 +76,18 @@ def training_pipeline(overrides: TrainingOverrides | None = None, project_dir: s
     if changes:
         logger.info("params.yaml overrides for this run: %s", changes)
     params = load_params(root / PARAMS_FILE)
-    stages = [run_stage(stage, str(root)) for stage in STAGES]
+    # DVC cannot see S3 or hub sources change, so ingest always rereads them; an unchanged source gives a
+    # byte-identical snapshot, and DVC then skips everything downstream.
+    remote = params.data.has_remote_sources()
+    stages = [run_stage(stage, str(root), force=remote and stage == "ingest") for stage in STAGES]
     if push:
         push_outputs(str(root))
     metrics = read_json(root / params.paths.metrics)
     validation = read_json(root / params.paths.validation_report)
-    create_markdown_artifact(key="training-metrics", markdown=metrics_markdown(metrics, stages, changes),
-                             description="Test metrics of the trained model, stage by stage")
+    docs = (root / params.paths.data_docs / "index.html").as_uri()
+    markdown = metrics_markdown(metrics, stages, changes) + validation_markdown(validation, docs)
+    create_markdown_artifact(key="training-metrics", markdown=markdown,
+                             description="Test metrics of the trained model, stage by stage, and data validation")
     outputs = {name: str(root / value) for name, value in params.paths.model_dump().items()}
     data = {k: validation[k] for k in ("rows_in", "rows_kept", "rows_quarantined")}
     return {"metrics": metrics, "data": data, "stages": stages, "param_changes": changes, "outputs": outputs}

@@ -39,10 +39,22 @@ def read_table(path: Path, fmt: str = "auto") -> pd.DataFrame:
         return pd.read_parquet(path)
     except DataError:
         raise
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 at byte offset {exc.start}; re-save the file as UTF-8") from None
+    except UnicodeDecodeError:
+        raise utf8_error(path) from None
     except Exception as exc:  # the library's own message, with the file named
         raise DataError(f"{path}: cannot read as {fmt}: {exc}".replace("\n", " ")) from None
+
+
+def utf8_error(path: Path) -> DataError:
+    """Where a file stops being UTF-8: the parsers report offsets within a buffer, not the file."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return DataError(f"{path}: not valid UTF-8 at byte offset {exc.start} (line {line}); "
+                         "re-save the file as UTF-8")
+    return DataError(f"{path}: not valid UTF-8; re-save the file as UTF-8")
 
 
 def read_jsonl(path: Path) -> pd.DataFrame:

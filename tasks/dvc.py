@@ -68,19 +68,19 @@ def run_dvc(args: list[str], project_dir: Path, log: Callable[[str], None]) -> l
     return lines
 
 
-def repro_stage(stage: str, project_dir: Path, log: Callable[[str], None] = print) -> StageOutcome:
-    """Reproduce one stage if DVC finds it changed (its own up-to-date check), else skip it."""
+def repro_stage(stage: str, project_dir: Path, log: Callable[[str], None] = print, force: bool = False) -> StageOutcome:
+    """Reproduce one stage if DVC finds it changed (its own up-to-date check), else skip it; `force` reruns it."""
     started = time.perf_counter()
-    lines = run_dvc(["repro", "--single-item", stage], project_dir, log)
+    lines = run_dvc(["repro", "--single-item", *(["--force"] if force else []), stage], project_dir, log)
     ran = any(m.group(1) == stage for line in lines if (m := _RAN.search(line)))
     return StageOutcome(stage, ran, round(time.perf_counter() - started, 2))
 
 
 @task(name="dvc-stage", task_run_name="{stage}")
-def run_stage(stage: str, project_dir: str) -> dict[str, object]:
+def run_stage(stage: str, project_dir: str, force: bool = False) -> dict[str, object]:
     """One pipeline stage as one Prefect task run; no retries: a stage failure is not transient."""
     logger = get_run_logger()
-    outcome = repro_stage(stage, Path(project_dir), logger.info)
+    outcome = repro_stage(stage, Path(project_dir), logger.info, force)
     logger.info("stage %s %s in %.1fs", stage, "ran" if outcome.ran else "was up to date", outcome.seconds)
     return asdict(outcome)
 

@@ -68,6 +68,8 @@ def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, pr
     assert all(run.state.is_completed() for run in task_runs)
     assert len(artifacts) == 1 and artifacts[0]["type"] == "markdown", artifacts
     assert f"{metrics['accuracy']:.4f}" in artifacts[0]["data"] and "| train | yes |" in artifacts[0]["data"]
+    docs = project_repo / "reports" / "data_docs" / "index.html"
+    assert f"]({docs.as_uri()})" in artifacts[0]["data"] and docs.is_file()
 
     # A second run with nothing changed skips every stage (DVC's own up-to-date check).
     again = training_pipeline(TrainingOverrides(epochs=9), str(project_repo), push=False)
