@@ -13,15 +13,15 @@ import numpy as np
 import pandas as pd
 
 from gradus.config import ValidateConfig
-from gradus.text import normalized
+from gradus.text import normalize_text
 
 Tokenize = Callable[[list[str]], list[int]]
 
 
 def normalised_keys(texts: pd.Series) -> pd.Series:
     """normalize_text per row, computed once per distinct text."""
-    unique = pd.Series(texts.dropna().unique(), dtype=object)
-    keys = dict(zip(unique, normalized(unique), strict=True))
+    unique = texts.dropna().unique()
+    keys = {text: normalize_text(text) for text in unique}
     return texts.map(keys).fillna("")
 
 
@@ -32,9 +32,11 @@ def token_counts(texts: pd.Series, cfg: ValidateConfig, tokenize: Tokenize) -> p
     of at most max_tokens - 2 characters and at least min_tokens words needs no tokenizer.
     """
     text = texts.fillna("")
-    chars = text.str.len()
-    words = text.str.split().str.len()
-    doubtful = (chars > cfg.max_tokens - 2) | (words < cfg.min_tokens)
+    doubtful = text.str.len() > cfg.max_tokens - 2
+    if cfg.min_tokens > 1:
+        doubtful |= text.str.split().str.len() < cfg.min_tokens
+    elif cfg.min_tokens == 1:
+        doubtful |= text.str.strip() == ""
     counts = pd.Series(pd.NA, index=texts.index, dtype="Int64")
     todo = pd.Series(text[doubtful & texts.notna()].unique(), dtype=object)
     if len(todo):
@@ -55,11 +57,9 @@ def duplicate_of(keys: pd.Series, labels: pd.Series, source_rows: pd.Series) -> 
 def conflicting_labels(keys: pd.Series, labels: pd.Series) -> pd.Series:
     """For a normalised text seen with several labels, all of them joined by '|'; '' otherwise."""
     present = pd.DataFrame({"key": keys, "label": labels}).dropna()
-    present = present[(present["key"] != "") & (present["label"].str.strip() != "")]
-    groups = present.drop_duplicates().groupby("key")["label"]
-    several = groups.nunique()
-    several = several[several > 1].index
-    joined = groups.apply(lambda s: "|".join(sorted(s))).reindex(several)
+    pairs = present[(present["key"] != "") & (present["label"].str.strip() != "")].drop_duplicates()
+    several = pairs[pairs["key"].duplicated(keep=False)]  # distinct (key, label) pairs: a repeated key conflicts
+    joined = several.sort_values("label").groupby("key")["label"].agg("|".join)
     return keys.map(joined).fillna("")
 
 

@@ -125,7 +125,7 @@ class LabelNoiseConfig(_Section):
     min_confidence: float = Field(0.5, gt=0, le=1)        # the model's probability for the label it prefers
     max_label_probability: float = Field(0.05, ge=0, lt=1)  # the model's probability for the given label
     quarantine: bool = False                                 # flagged rows are reported; quarantined only if true
-    max_rows: int = Field(300_000, ge=100)                   # above this the check is skipped (and says so)
+    max_rows: int = Field(100_000, ge=100)                   # above this the check is skipped (and says so)
 
 
 class ValidateConfig(_Section):

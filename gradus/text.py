@@ -8,13 +8,17 @@ import unicodedata
 import pandas as pd
 
 _NON_WORD = re.compile(r"[^\w\s]+")
-_SPACES = re.compile(r"\s+")
+# For ASCII text the same result without regexes: NFKC is the identity and casefold is lower().
+_ASCII_NON_WORD = str.maketrans({c: " " for c in map(chr, range(128))
+                                 if not (c.isalnum() or c == "_" or c.isspace())})
 
 
 def normalize_text(text: str) -> str:
     """Comparison key: NFKC, case-folded, punctuation dropped, whitespace collapsed."""
+    if text.isascii():
+        return " ".join(text.lower().translate(_ASCII_NON_WORD).split())
     text = unicodedata.normalize("NFKC", text).casefold()
-    return _SPACES.sub(" ", _NON_WORD.sub(" ", text)).strip()
+    return " ".join(_NON_WORD.sub(" ", text).split())
 
 
 def normalized(texts: pd.Series) -> pd.Series:

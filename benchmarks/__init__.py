@@ -1,0 +1,1 @@
+"""Side-by-side performance harnesses; each writes JSON into benchmarks/results/."""
