@@ -11,6 +11,8 @@ import random
 
 import pandas as pd
 
+from gradus.text import normalize_text
+
 # Slot fillers shared across intents: overlapping vocabulary is the point.
 _SLOTS: dict[str, list[str]] = {
     "card": ["card", "debit card", "credit card", "new card", "bank card", "visa card", "virtual card"],
@@ -160,6 +162,9 @@ SYNONYM_SHARE = 0.45
 _PREFIXES = ["", "", "", "hi, ", "hello, ", "hey ", "excuse me, ", "quick question: ", "help! ", "good morning. "]
 _SUFFIXES = ["", "", "", "?", ".", "!", " please", " thanks", " asap", " - urgent", " thank you"]
 _MALFORMED: list[dict[str, str | None]] = [
+    {"text": "my card has not arrived yet", "label": "card_arrival"},      # exact duplicate of a clean row
+    {"text": "My card has not arrived yet!", "label": "card_arrival"},     # normalised duplicate
+    {"text": "my card has not arrived yet", "label": "card_declined"},     # conflicting label
     {"text": "", "label": "card_arrival"},
     {"text": "   ", "label": "transfer_fee"},
     {"text": None, "label": "refund_request"},
@@ -230,7 +235,15 @@ def generate(rows: int = 3000, seed: int = 7) -> pd.DataFrame:
     """Return `rows` rows (text, label), malformed ones included, identical for the same (rows, seed)."""
     rng = random.Random(seed)
     labels = intents()
-    records: list[dict[str, str | None]] = [_row(rng, labels) for _ in range(rows - len(_MALFORMED))]
-    for bad in _MALFORMED:
+    # Real support traffic rarely repeats a message word for word: keep each normalised text once.
+    seen = {normalize_text(_MALFORMED[0]["text"] or "")}
+    records: list[dict[str, str | None]] = [dict(_MALFORMED[0])]
+    while len(records) < rows - len(_MALFORMED) + 1:
+        row = _row(rng, labels)
+        key = normalize_text(row["text"])
+        if key not in seen:
+            seen.add(key)
+            records.append(row)
+    for bad in _MALFORMED[1:]:
         records.insert(rng.randrange(len(records) + 1), dict(bad))
     return pd.DataFrame.from_records(records, columns=["text", "label"])
