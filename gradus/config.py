@@ -32,6 +32,8 @@ class PathsConfig(_Section):
     data_docs: str = "reports/data_docs"
     splits: str = "data/splits"
     model: str = "models/candidate"
+    checkpoints: str = "models/checkpoints"
+    training_log: str = "reports/training"
     train_summary: str = "reports/train_summary.json"
     metrics: str = "reports/metrics.json"
     per_class: str = "reports/per_class.json"
@@ -160,13 +162,21 @@ class TrainConfig(_Section):
     learning_rate: float = Field(1e-4, gt=0, lt=1)
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(128, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
     max_length: int = Field(64, ge=8, le=512)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     group_by_length: bool = True
     seed: int = 42
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # auto: bf16 on a CUDA device that supports it, else fp16 on CUDA; fp32 on CPU (bf16 measured slower here)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    torch_compile: bool = False
     max_steps: int = Field(-1, ge=-1)
+    eval_steps: int = Field(50, ge=1)                 # evaluate and checkpoint every this many optimizer steps
+    save_total_limit: int = Field(2, ge=1)            # checkpoints kept (the best one is never deleted)
+    early_stopping_patience: int = Field(3, ge=0)     # evaluations without a better val macro-F1; 0 = off
+    resume: bool = True                               # continue from the last checkpoint of the same run
 
 
 class EvaluateConfig(_Section):

@@ -1,9 +1,16 @@
-"""Train stage: fine-tune the base encoder for sequence classification with the Hugging Face Trainer."""
+"""Train stage: fine-tune the base encoder for sequence classification with the Hugging Face Trainer.
+
+The Trainer does the loop, mixed precision, gradient accumulation, DDP under torchrun, checkpointing and
+exact resume (model, optimizer, scheduler, RNG states, data position); this module only configures it,
+decides whether a checkpoint belongs to this run, and writes the outputs (rank 0 only).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import tempfile
+import resource
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +21,10 @@ import pandas as pd
 from gradus.config import Params, TrainConfig
 from gradus.errors import DataError
 from gradus.io import write_json
-from gradus.modeling import TRAINING_SUMMARY, BaseModel, pick_device, resolve_base, save_label_map
+from gradus.modeling import TRAINING_SUMMARY, BaseModel, pick_device, resolve_base, save_label_map, sha256_file
+
+FINGERPRINT = "fingerprint.json"
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
 
 
 class EncodedTexts:
@@ -52,12 +62,21 @@ def macro_f1_metric(prediction: Any) -> dict[str, float]:
             "macro_f1": float(f1_score(actual, predicted, average="macro"))}
 
 
+def mixed_precision(cfg: TrainConfig, device: str) -> tuple[bool, bool]:
+    """(bf16, fp16) flags: autocast on CUDA by default; on CPU only when params ask for bf16."""
+    import torch
+
+    if cfg.precision == "auto":
+        bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+        return bf16, device == "cuda" and not bf16
+    return cfg.precision == "bf16", cfg.precision == "fp16"
+
+
 def training_arguments(cfg: TrainConfig, device: str, output_dir: str) -> Any:
     """TrainingArguments from params: dynamic padding and length grouping keep padding waste low."""
-    import torch
     from transformers import TrainingArguments
 
-    bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+    bf16, fp16 = mixed_precision(cfg, device)
     return TrainingArguments(
         output_dir=output_dir,
         num_train_epochs=cfg.epochs,
@@ -65,38 +84,81 @@ def training_arguments(cfg: TrainConfig, device: str, output_dir: str) -> Any:
         learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         weight_decay=cfg.weight_decay,
         warmup_steps=cfg.warmup_ratio,  # transformers 5: a float below 1 is a ratio of total steps
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        eval_strategy="epoch",
-        save_strategy="no",
+        eval_strategy="steps",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.eval_steps,
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=True,  # the best checkpoint (val macro-F1) is the model kept
+        metric_for_best_model="macro_f1",
+        greater_is_better=True,
         logging_strategy="steps",
         logging_steps=10,
-        report_to="none",
+        report_to="none",  # DVCLive is added as a callback with our own log folder
         seed=cfg.seed,
         data_seed=cfg.seed,
         use_cpu=device == "cpu",
         bf16=bf16,
-        fp16=device == "cuda" and not bf16,
+        fp16=fp16,
+        torch_compile=cfg.torch_compile,
+        ddp_find_unused_parameters=False,
         disable_tqdm=False,
     )
 
 
-def fine_tune(params: Params, train: pd.DataFrame, val: pd.DataFrame, out: Path) -> dict[str, Any]:
-    """Fine-tune and save weights (safetensors), tokenizer and label map into `out`; return a summary."""
+def run_fingerprint(params: Params, split_files: list[Path]) -> str:
+    """What makes two training runs the same run: training and model params, and the exact split files."""
+    settings = params.train.model_dump(exclude={"resume"}) | params.model.model_dump()
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for path in split_files:
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def checkpoint_to_resume(folder: Path, fingerprint: str, resume: bool, is_main: bool) -> str | None:
+    """The last checkpoint of this same run, or None after clearing checkpoints of any other run."""
+    marker = folder / FINGERPRINT
+    same_run = marker.is_file() and json.loads(marker.read_text())["fingerprint"] == fingerprint
+    # A process killed while saving leaves a partial checkpoint: only complete ones count (the Trainer
+    # writes trainer_state.json last).
+    checkpoints = sorted((p for p in folder.glob("checkpoint-*") if all((p / f).is_file() for f in CHECKPOINT_FILES)),
+                         key=lambda p: int(p.name.split("-")[-1]))
+    if resume and same_run and checkpoints:
+        return str(checkpoints[-1])
+    if is_main:  # under torchrun only rank 0 touches the folder
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+    return None
+
+
+def peak_memory_mib(device: str) -> float:
+    """Peak memory of this process: the accelerator's allocator on CUDA, resident set size on CPU."""
+    import torch
+
+    if device == "cuda":
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def build_trainer(params: Params, train: pd.DataFrame, val: pd.DataFrame, base: BaseModel, device: str,
+                  labels: list[str], resuming: bool) -> tuple[Any, Any, EncodedTexts]:
+    """Model, tokenizer, datasets, callbacks (early stopping, DVCLive) wired into a Trainer."""
+    from dvclive import Live
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
         DataCollatorWithPadding,
+        EarlyStoppingCallback,
         Trainer,
-        set_seed,
     )
+    from transformers.integrations import DVCLiveCallback
 
     cfg = params.train
-    base = resolve_base(params.model.base, params.model.revision)
-    device = pick_device(cfg.device)
-    set_seed(cfg.seed)
-    labels = sorted(train["label"].unique())
     label_ids = {label: i for i, label in enumerate(labels)}
     tokenizer = AutoTokenizer.from_pretrained(base.location, revision=params.model.revision)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -104,28 +166,58 @@ def fine_tune(params: Params, train: pd.DataFrame, val: pd.DataFrame, out: Path)
         id2label=dict(enumerate(labels)), label2id=label_ids, use_safetensors=True,
     )
     train_set = encode(train, tokenizer, label_ids, cfg.max_length)
-    with tempfile.TemporaryDirectory(prefix="gradus-train-") as scratch:
-        trainer = Trainer(
-            model=model, args=training_arguments(cfg, device, scratch), train_dataset=train_set,
-            eval_dataset=encode(val, tokenizer, label_ids, cfg.max_length),
-            data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=macro_f1_metric,
-        )
-        started = time.perf_counter()
-        result = trainer.train()
-        wall = time.perf_counter() - started
-        final_eval = trainer.evaluate()
-    out.mkdir(parents=True, exist_ok=True)
-    # model.save_pretrained, not trainer.save_model: the latter also writes training_args.bin, a pickle.
-    trainer.model.save_pretrained(out)
-    tokenizer.save_pretrained(str(out))
-    save_label_map(out, labels)
-    return _summary(base, device, labels, train_set, result, wall, final_eval)
+    trainer = Trainer(
+        model=model, args=training_arguments(cfg, device, params.paths.checkpoints), train_dataset=train_set,
+        eval_dataset=encode(val, tokenizer, label_ids, cfg.max_length),
+        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=macro_f1_metric,
+    )
+    if cfg.early_stopping_patience:
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    if trainer.is_world_process_zero():
+        live = Live(params.paths.training_log, resume=resuming, save_dvc_exp=False, dvcyaml=None, report=None)
+        trainer.add_callback(DVCLiveCallback(live=live))
+    return trainer, tokenizer, train_set
+
+
+def fine_tune(params: Params, train: pd.DataFrame, val: pd.DataFrame, out: Path,
+              split_files: list[Path] | None = None) -> dict[str, Any]:
+    """Fine-tune (resuming this run's last checkpoint if any); save weights (safetensors), tokenizer and
+    label map into `out` on the main process; return a training summary."""
+    from accelerate import PartialState
+    from transformers import set_seed
+
+    cfg = params.train
+    base = resolve_base(params.model.base, params.model.revision)
+    device = pick_device(cfg.device)
+    set_seed(cfg.seed)
+    labels = sorted(train["label"].unique())
+    fingerprint = run_fingerprint(params, split_files or [])
+    checkpoints = Path(params.paths.checkpoints)
+    is_main = PartialState().is_main_process
+    resume_from = checkpoint_to_resume(checkpoints, fingerprint, cfg.resume, is_main)
+    PartialState().wait_for_everyone()
+    trainer, tokenizer, train_set = build_trainer(params, train, val, base, device, labels, resume_from is not None)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    wall = time.perf_counter() - started
+    final_eval = trainer.evaluate()
+    summary = _summary(base, device, labels, train_set, result, wall, final_eval, trainer.state)
+    summary |= {"resumed_from": Path(resume_from).name if resume_from else None,
+                "peak_memory_mib": peak_memory_mib(device), "world_size": trainer.args.world_size}
+    if trainer.is_world_process_zero():
+        out.mkdir(parents=True, exist_ok=True)
+        # model.save_pretrained, not trainer.save_model: the latter also writes training_args.bin, a pickle.
+        trainer.model.save_pretrained(out)
+        tokenizer.save_pretrained(str(out))
+        save_label_map(out, labels)
+    return summary
 
 
 def _summary(base: BaseModel, device: str, labels: list[str], train_set: EncodedTexts, result: Any,
-             wall: float, final_eval: dict[str, float]) -> dict[str, Any]:
+             wall: float, final_eval: dict[str, float], state: Any) -> dict[str, Any]:
     tokens = sum(len(ids) for ids in train_set.encodings["input_ids"])
     epochs = float(result.metrics.get("epoch", 0.0))
+    best = state.best_model_checkpoint
     return {
         "base_model": base.name,
         "base_model_revision": base.revision,
@@ -134,9 +226,11 @@ def _summary(base: BaseModel, device: str, labels: list[str], train_set: Encoded
         "train_rows": len(train_set),
         "epochs": epochs,
         "steps": int(result.global_step),
+        "best_step": int(best.rsplit("-", 1)[-1]) if best else int(result.global_step),
+        "stopped_early": bool(state.max_steps and result.global_step < state.max_steps),
         "train_loss": round(float(result.training_loss), 6),
         "wall_time_s": round(wall, 2),
-        "samples_per_s": round(len(train_set) * epochs / wall, 2) if wall else 0.0,
+        "samples_per_s": round(float(result.metrics.get("train_samples_per_second", 0.0)), 2),
         "tokens_per_s": round(tokens * epochs / wall, 1) if wall else 0.0,
         "val_accuracy": round(final_eval.get("eval_accuracy", 0.0), 6),
         "val_macro_f1": round(final_eval.get("eval_macro_f1", 0.0), 6),
@@ -144,16 +238,21 @@ def _summary(base: BaseModel, device: str, labels: list[str], train_set: Encoded
 
 
 def run(params: Params) -> dict[str, Any]:
-    """Fine-tune on the train split, validate on val, write the model folder and a training summary."""
+    """Fine-tune on the train split, select on val, write the model folder and a training summary."""
     splits = Path(params.paths.splits)
-    train, val = (pd.read_parquet(splits / f"{name}.parquet") for name in ("train", "val"))
+    files = [splits / f"{name}.parquet" for name in ("train", "val")]
+    train, val = (pd.read_parquet(path) for path in files)
     if train.empty:
-        raise DataError(f"{splits / 'train.parquet'}: no training rows; check the validate and split stages")
+        raise DataError(f"{files[0]}: no training rows; check the validate and split stages")
     model_dir = Path(params.paths.model)
-    summary = fine_tune(params, train, val, model_dir)
-    # The full summary (base model name and revision included) travels with the model; the DVC metric
-    # file keeps the numbers only, so `dvc metrics show` / `dvc exp show` stay readable.
-    write_json(summary, model_dir / TRAINING_SUMMARY)
-    write_json({k: v for k, v in summary.items() if isinstance(v, int | float)}, Path(params.paths.train_summary))
-    print(json.dumps(summary, indent=2))
+    summary = fine_tune(params, train, val, model_dir, files)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        # The full summary (base model name and revision included) travels with the model; the DVC metric
+        # file keeps the numbers only, so `dvc metrics show` / `dvc exp show` stay readable.
+        write_json(summary, model_dir / TRAINING_SUMMARY)
+        numbers = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        write_json(numbers, Path(params.paths.train_summary))
+        print(json.dumps(summary, indent=2))
     return {k: summary[k] for k in ("device", "steps", "samples_per_s", "val_macro_f1")}

@@ -28,11 +28,13 @@ def banking_subset() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, dict, pd.DataFrame]:
+    work = tmp_path_factory.mktemp("train")
     overrides = [f"{k}={v}" for k, v in tiny_params(tiny_model_dir).items()]
+    overrides += [f"paths.checkpoints={work / 'checkpoints'}", f"paths.training_log={work / 'log'}"]
     params = load_params(ROOT / "params.yaml", overrides)
     rows = banking_subset()
     split = assign_splits(rows, params.split)
-    out = tmp_path_factory.mktemp("model")
+    out = work / "model"
     summary = fine_tune(params, rows[split == "train"], rows[split == "val"], out)
     return out, summary, rows[split == "test"]
 

@@ -51,6 +51,10 @@ def test_repro_builds_every_output_and_caches(project_repo: Path) -> None:
     confusion = pd.read_csv(paths["confusion"])
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == metrics["test_rows"]
 
+    plots = json.loads(sh([*DVC, "plots", "show", "--json"], project_repo).stdout)
+    shown = json.dumps(plots)
+    assert "reports/training/plots/metrics" in shown and "eval/macro_f1" in shown and "confusion" in shown
+
     lock = yaml.safe_load((project_repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"ingest", "validate", "split", "train", "evaluate"}
 
