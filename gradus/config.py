@@ -169,7 +169,7 @@ class TrainConfig(_Section):
     group_by_length: bool = True
     seed: int = 42
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    # auto: bf16 on a CUDA device that supports it, else fp16 on CUDA; fp32 on CPU (bf16 measured slower here)
+    # auto: bf16 on a CUDA device that supports it, else fp16; on CPU bf16 only where measured faster
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     torch_compile: bool = False
     max_steps: int = Field(-1, ge=-1)

@@ -133,3 +133,30 @@ def predict_proba(model: Any, tokenizer: Any, texts: list[str], batch_size: int 
                               padding=True, return_tensors="pt").to(device)
             out[index] = torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy()
     return out
+
+
+_BF16_SPEEDUP: float | None = None
+
+
+def cpu_bf16_speedup(size: int = 1024, repeats: int = 8) -> float:
+    """How much faster this CPU multiplies bf16 than fp32 matrices (measured once per process).
+
+    CPUs with native bf16 units (AMX, AVX512-BF16) run bf16 autocast about twice as fast; older ones
+    emulate it and run slower, so gradus measures instead of guessing.
+    """
+    global _BF16_SPEEDUP
+    if _BF16_SPEEDUP is None:
+        import time
+
+        import torch
+
+        def seconds(dtype: torch.dtype) -> float:
+            a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+            torch.matmul(a, b)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                torch.matmul(a, b)
+            return time.perf_counter() - start
+
+        _BF16_SPEEDUP = seconds(torch.float32) / seconds(torch.bfloat16)
+    return _BF16_SPEEDUP
