@@ -46,6 +46,10 @@ def row_checks(cfg: ValidateConfig, labels: list[str], labels_inferred: bool) ->
     label_reason = (f"label is not among the labels with at least {cfg.min_examples_per_class} examples"
                     if labels_inferred else "label is not in validate.allowed_labels")
     checks = [
+        RowCheck("text_type", e.ExpectColumnValuesToBeInTypeList(column="text", type_list=["str"]),
+                 "text is not a string"),
+        RowCheck("label_type", e.ExpectColumnValuesToBeInTypeList(column="label", type_list=["str"]),
+                 "label is not a string"),
         RowCheck("text_not_null", e.ExpectColumnValuesToNotBeNull(column="text"), "text is missing"),
         RowCheck("text_not_blank", e.ExpectColumnValuesToNotMatchRegex(column="text", regex=BLANK),
                  "text is empty or only whitespace"),
@@ -100,7 +104,9 @@ def run_suite(frame: pd.DataFrame, checks: list[RowCheck], docs_dir: Path | None
     batch_definition = (context.data_sources.add_pandas("gradus").add_dataframe_asset("rows")
                         .add_batch_definition_whole_dataframe("all"))
     suite = context.suites.add(gx.ExpectationSuite(name=suite_name))
-    schema = suite.add_expectation(gx.expectations.ExpectTableColumnsToMatchSet(column_set=SCHEMA, exact_match=False))
+    schema = [suite.add_expectation(gx.expectations.ExpectTableColumnsToMatchSet(column_set=SCHEMA, exact_match=False)),
+              suite.add_expectation(gx.expectations.ExpectColumnValuesToBeOfType(column="source_row", type_="int64"))]
+    schema_ids = {expectation.id for expectation in schema}
     added = {suite.add_expectation(check.expectation).id: check for check in checks}
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite))
@@ -113,10 +119,12 @@ def run_suite(frame: pd.DataFrame, checks: list[RowCheck], docs_dir: Path | None
     # GX does not promise results in suite order: match each result to its expectation by id.
     for item in outcome.results:
         expectation_id = item.expectation_config.id
-        if expectation_id == schema.id:
-            result.schema_ok = bool(item.success)
-            missing = sorted(set(SCHEMA) - set(frame.columns))
-            result.schema_detail = "" if item.success else f"missing columns {missing}"
+        if expectation_id in schema_ids:
+            if not item.success:
+                missing = sorted(set(SCHEMA) - set(frame.columns))
+                dtype = frame["source_row"].dtype if "source_row" in frame else None
+                detail = f"missing columns {missing}" if missing else f"source_row is {dtype}, not int64"
+                result.schema_ok, result.schema_detail = False, detail
         else:
             positions = item.result.get("unexpected_index_list") or []
             result.failures[added[expectation_id].name] = [int(i) for i in positions]

@@ -147,6 +147,18 @@ def test_data_docs_and_summary_metric_are_written(tmp_path: Path) -> None:
     assert all(isinstance(v, int | float | bool) for k, v in report.items() if not isinstance(v, dict))
 
 
+def test_schema_types_are_checked() -> None:
+    from data_checks.suite import row_checks, run_suite
+    from gradus.config import ValidateConfig
+
+    frame = pd.DataFrame({"text": ["fine", 42, None], "label": ["a", "a", 7], "source": "s",
+                          "source_row": [0.0, 1.0, 2.0]}).astype({"text": object, "label": object})
+    checks = [c for c in row_checks(ValidateConfig(), ["a"], True) if c.name in ("text_type", "label_type")]
+    result = run_suite(frame, checks)
+    assert result.failures == {"text_type": [1], "label_type": [2]}
+    assert not result.schema_ok and result.schema_detail == "source_row is float64, not int64"
+
+
 def test_truncated_parquet_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "rows.parquet"
     base_rows().to_parquet(path)
