@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_checks.label_noise import out_of_fold_probabilities
+from data_checks.label_noise import confident_disagreements, out_of_fold_probabilities
 from gradus.config import LabelNoiseConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,10 +51,8 @@ def one_seed(rows: pd.DataFrame, seed: int, cfg: LabelNoiseConfig) -> dict[str, 
     seconds = time.perf_counter() - start
     classes = np.array(sorted(noisy.unique()))
     given = np.searchsorted(classes, noisy.to_numpy())
-    best = probabilities.argmax(axis=1)
+    confident, best, _ = confident_disagreements(probabilities, given, cfg)
     disagree = best != given
-    confident = disagree & (probabilities.max(axis=1) >= cfg.min_confidence)
-    confident &= probabilities[np.arange(len(given)), given] <= cfg.max_label_probability
     return {"seed": seed, "flipped": int(flipped.sum()), "seconds": round(seconds, 2),
             "baseline": precision_recall(disagree, flipped), "gradus": precision_recall(confident, flipped)}
 

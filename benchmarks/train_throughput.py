@@ -40,7 +40,7 @@ from transformers import (
 )
 
 from gradus.config import load_params
-from gradus.modeling import resolve_base
+from gradus.modeling import matmul_flops_per_s, resolve_base
 from tasks.train import EncodedTexts, macro_f1_metric, mixed_precision, training_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,17 +69,6 @@ class CountingCollator:
         self.padded += int(batch["input_ids"].numel())
         self.real += int(batch["attention_mask"].sum())
         return batch
-
-
-def matmul_peak(dtype: torch.dtype, size: int = 2048, seconds: float = 3.0) -> float:
-    """Measured FLOP/s of square matrix products on this machine (the practical peak)."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    torch.matmul(a, b)
-    runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.matmul(a, b)
-        runs += 1
-    return 2 * size**3 * runs / (time.perf_counter() - start)
 
 
 def non_embedding_parameters(model: Any) -> int:
@@ -142,7 +131,7 @@ def main() -> None:
     classes = sorted(rows["category"].unique())
     texts, labels = list(rows["text"]), [classes.index(c) for c in rows["category"]]
     torch.set_num_threads(os.cpu_count() or 1)
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peaks = {"fp32": matmul_flops_per_s(torch.float32), "bf16": matmul_flops_per_s(torch.bfloat16)}
     variants = [run_variant("hf_example", texts, labels, len(classes), 8, 128, False),
                 run_variant("hf_example_b32", texts, labels, len(classes), 32, 128, False),
                 run_variant("gradus_fp32", texts, labels, len(classes), 32, None, True, ("train.precision=fp32",)),

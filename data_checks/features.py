@@ -13,16 +13,8 @@ import numpy as np
 import pandas as pd
 
 from gradus.config import ValidateConfig
-from gradus.text import normalize_text
 
 Tokenize = Callable[[list[str]], list[int]]
-
-
-def normalised_keys(texts: pd.Series) -> pd.Series:
-    """normalize_text per row, computed once per distinct text."""
-    unique = texts.dropna().unique()
-    keys = {text: normalize_text(text) for text in unique}
-    return texts.map(keys).fillna("")
 
 
 def token_counts(texts: pd.Series, cfg: ValidateConfig, tokenize: Tokenize) -> pd.Series:
@@ -37,11 +29,12 @@ def token_counts(texts: pd.Series, cfg: ValidateConfig, tokenize: Tokenize) -> p
         doubtful |= text.str.split().str.len() < cfg.min_tokens
     elif cfg.min_tokens == 1:
         doubtful |= text.str.strip() == ""
+    doubtful &= texts.notna()
     counts = pd.Series(pd.NA, index=texts.index, dtype="Int64")
-    todo = pd.Series(text[doubtful & texts.notna()].unique(), dtype=object)
-    if len(todo):
-        lengths = dict(zip(todo, tokenize(list(todo)), strict=True))
-        counts[doubtful & texts.notna()] = text[doubtful & texts.notna()].map(lengths).astype("Int64")
+    todo = list(text[doubtful].unique())
+    if todo:
+        lengths = dict(zip(todo, tokenize(todo), strict=True))
+        counts[doubtful] = text[doubtful].map(lengths).astype("Int64")
     return counts
 
 

@@ -46,15 +46,22 @@ def out_of_fold_probabilities(texts: pd.Series, labels: pd.Series, folds: int, s
     return probabilities
 
 
+def confident_disagreements(probabilities: np.ndarray, given: np.ndarray,
+                            cfg: LabelNoiseConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flagged, preferred class, probability of the given class) per row: flagged when the model prefers
+    another class with at least min_confidence and gives the row's own at most max_label_probability."""
+    best = probabilities.argmax(axis=1)
+    given_p = probabilities[np.arange(len(given)), given]
+    flagged = (best != given) & (probabilities.max(axis=1) >= cfg.min_confidence)
+    return flagged & (given_p <= cfg.max_label_probability), best, given_p
+
+
 def flag_label_noise(texts: pd.Series, labels: pd.Series, cfg: LabelNoiseConfig) -> NoiseFlags:
     """Flag rows whose label the out-of-fold model rejects with confidence."""
     classes = np.array(sorted(labels.unique()))
     probabilities = out_of_fold_probabilities(texts, labels, cfg.folds)
-    given = np.searchsorted(classes, labels.to_numpy())
-    best = probabilities.argmax(axis=1)
-    given_p = probabilities[np.arange(len(given)), given]
-    flagged = (best != given) & (probabilities.max(axis=1) >= cfg.min_confidence)
-    flagged &= given_p <= cfg.max_label_probability
+    flagged, best, given_p = confident_disagreements(
+        probabilities, np.searchsorted(classes, labels.to_numpy()), cfg)
     return NoiseFlags(
         flagged=pd.Series(flagged, index=texts.index),
         suggested=pd.Series(classes[best], index=texts.index).where(flagged, ""),

@@ -22,5 +22,6 @@ def normalize_text(text: str) -> str:
 
 
 def normalized(texts: pd.Series) -> pd.Series:
-    """normalize_text over a column (missing values become empty keys)."""
-    return texts.fillna("").astype(str).map(normalize_text)
+    """normalize_text over a column, computed once per distinct text (missing values become empty keys)."""
+    keys = {text: normalize_text(str(text)) for text in texts.dropna().unique()}
+    return texts.map(keys).fillna("")

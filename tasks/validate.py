@@ -17,6 +17,7 @@ from gradus.config import Params, ValidateConfig
 from gradus.errors import DataError
 from gradus.io import SNAPSHOT_COLUMNS as COLUMNS
 from gradus.io import write_json, write_parquet
+from gradus.text import normalized
 
 CONTEXT_COLUMNS = ["n_tokens", "duplicate_of", "conflicting_labels", "pii", "noise_flag", "suggested_label",
                    "label_probability"]
@@ -38,7 +39,7 @@ def tokenizer_counts(params: Params) -> features.Tokenize:
 def derive(raw: pd.DataFrame, cfg: ValidateConfig, tokenize: features.Tokenize) -> tuple[pd.DataFrame, list[str]]:
     """The frame the suite checks: raw columns plus derived ones; and the label set rows must belong to."""
     frame = raw.reset_index(drop=True).copy()
-    keys = features.normalised_keys(frame["text"])
+    keys = normalized(frame["text"])
     frame["n_tokens"] = features.token_counts(frame["text"], cfg, tokenize)
     frame["duplicate_of"] = features.duplicate_of(keys, frame["label"], frame["source_row"])
     frame["conflicting_labels"] = features.conflicting_labels(keys, frame["label"])
