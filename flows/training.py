@@ -15,6 +15,7 @@ from gradus.config import PARAMS_FILE, load_params, write_overrides
 from gradus.io import read_json
 from tasks import STAGES
 from tasks.dvc import push_outputs, run_stage
+from tasks.register import move_aliases, register_model
 
 
 class TrainingOverrides(BaseModel):
@@ -69,7 +70,8 @@ def validation_markdown(report: dict[str, Any], docs_uri: str) -> str:
 @flow(name="training_pipeline", log_prints=True)
 def training_pipeline(overrides: TrainingOverrides | None = None, project_dir: str = ".",
                       push: bool = True) -> dict[str, Any]:
-    """ingest → validate → split → train → evaluate through DVC, then push outputs to the DVC remote."""
+    """ingest → validate → split → train → evaluate → gate through DVC, push outputs to the DVC remote,
+    register the model with its lineage, and move the aliases only if the gate passed."""
     logger = get_run_logger()
     root = Path(project_dir).resolve()
     changes = write_overrides(root / PARAMS_FILE, (overrides or TrainingOverrides()).dotted())
@@ -82,6 +84,14 @@ def training_pipeline(overrides: TrainingOverrides | None = None, project_dir: s
     stages = [run_stage(stage, str(root), force=remote and stage == "ingest") for stage in STAGES]
     if push:
         push_outputs(str(root))
+    registered = register_model(str(root))
+    aliases = move_aliases(str(root), registered["version"])
+    gate = read_json(root / params.paths.gate_report)
+    create_markdown_artifact(
+        key="gate-report", description="Promotion gate verdict: every check, its numbers and reasons",
+        markdown=(root / params.paths.gate_markdown).read_text(encoding="utf-8")
+        + f"\nRegistered as **{registered['version']}** in `{gate['registry']['uri']}`; aliases now: "
+        + ", ".join(f"{k}={v}" for k, v in aliases["aliases"].items() if v) + ".\n")
     metrics = read_json(root / params.paths.metrics)
     validation = read_json(root / params.paths.validation_report)
     docs = (root / params.paths.data_docs / "index.html").as_uri()
@@ -90,7 +100,10 @@ def training_pipeline(overrides: TrainingOverrides | None = None, project_dir: s
                              description="Test metrics of the trained model, stage by stage, and data validation")
     outputs = {name: str(root / value) for name, value in params.paths.model_dump().items()}
     data = {k: validation[k] for k in ("rows_in", "rows_kept", "rows_quarantined")}
-    return {"metrics": metrics, "data": data, "stages": stages, "param_changes": changes, "outputs": outputs}
+    verdict = {"passed": gate["passed"], "mode": gate["mode"], "champion": gate["champion"],
+               "reasons": gate["reasons"]}
+    return {"metrics": metrics, "data": data, "stages": stages, "param_changes": changes, "outputs": outputs,
+            "gate": verdict, "registry": {**registered, **aliases}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,10 +131,23 @@ def format_result(result: dict[str, Any]) -> str:
         f"majority class {metrics.get('majority_class_accuracy', 0):.4f})",
         f"  test macro-F1  {metrics['macro_f1']:.4f}   (TF-IDF baseline {baseline.get('macro_f1', 0):.4f})",
         f"  stages run     {', '.join(s['stage'] for s in result['stages'] if s['ran']) or 'none (all up to date)'}",
+        f"  gate           {gate_line(result['gate'])}",
+        f"  registry       version {result['registry']['version']}"
+        f"{'' if result['registry']['created'] else ' (already registered)'}; "
+        + (", ".join(f"{k}={v}" for k, v in result["registry"]["aliases"].items() if v) or "no aliases set"),
+        *[f"                 - {reason}" for reason in result["gate"]["reasons"]],
         "  outputs:",
     ]
     lines += [f"    {name:<18} {path}" for name, path in result["outputs"].items()]
     return "\n".join(lines)
+
+
+def gate_line(gate: dict[str, Any]) -> str:
+    """One line: the verdict and what it was judged against."""
+    against = f"champion {gate['champion']}" if gate["champion"] else "absolute thresholds (first model)"
+    if gate["passed"]:
+        return f"PASSED against {against}"
+    return f"FAILED against {against}; aliases unchanged. Reasons:"
 
 
 if __name__ == "__main__":

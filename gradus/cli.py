@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,11 +21,17 @@ app = typer.Typer(
 )
 params_app = typer.Typer(help="Inspect and check params.yaml.", no_args_is_help=True)
 app.add_typer(params_app, name="params")
+models_app = typer.Typer(
+    help="The model registry: versions with lineage, aliases, integrity. Exit codes: 0 ok, 2 bad request "
+         "(unknown version, bad params), 3 conflict (aliases changed concurrently: re-read and retry), "
+         "4 integrity failure (a file changed, missing or unsafe).",
+    no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", "-S", help="Override a parameter for this run, e.g. --set train.epochs=1 (repeatable).")]
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params file.")]
-STAGE_NAMES = ("ingest", "validate", "split", "train", "evaluate")
+STAGE_NAMES = ("ingest", "validate", "split", "train", "evaluate", "gate")
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -100,6 +107,260 @@ def demo_data(
     out.parent.mkdir(parents=True, exist_ok=True)
     generate(rows, seed).to_csv(out, index=False)
     typer.echo(f"wrote {rows} rows to {out}")
+
+
+# ------------------------------------------------------------------------------------- models ...
+
+EXIT_CONFLICT, EXIT_INTEGRITY = 3, 4
+RegistryOption = Annotated[str | None, typer.Option(
+    "--registry", help="Registry location (folder or s3://bucket/prefix); default: params.yaml registry.uri.")]
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")]
+ExpectOption = Annotated[int | None, typer.Option(
+    "--expect-generation", help="Only change the aliases if they are still at this generation (see `list`).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _registry(uri: str | None, params: Path) -> Any:
+    from gradus.registry import open_registry
+
+    if uri:
+        return open_registry(uri, cache=Path(".gradus/models"), base=Path.cwd())
+    cfg = load_params(params).registry
+    return open_registry(cfg.uri, cfg.endpoint_url, cfg.cache, params.resolve().parent)
+
+
+def _registry_call(action: Callable[[], None]) -> None:
+    """Run a registry command, mapping its errors to one line and a distinct exit code."""
+    from gradus.errors import ConflictError, IntegrityError
+
+    try:
+        action()
+    except ConflictError as exc:
+        typer.secho(f"conflict: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_CONFLICT) from None
+    except IntegrityError as exc:
+        typer.secho(f"integrity: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_INTEGRITY) from None
+    except (ConfigError, GradusError) as exc:
+        raise _fail(exc) from None
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [headers] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "-" if value is None else str(value)
+
+
+def _alias_line(state: Any) -> str:
+    names = [f"{k}={v}" for k, v in state.mapping().items() if v and k != "canary"]
+    if state.canary:
+        names.append(f"canary={state.canary['version']}@{state.canary['weight']:g}")
+    return f"aliases (generation {state.generation}): " + (", ".join(names) or "none set")
+
+
+def _cli_run() -> str:
+    from gradus.registry import actor
+
+    return f"cli:{actor()}"
+
+
+@models_app.command("list")
+def models_list(registry: RegistryOption = None, params: ParamsOption = Path(PARAMS_FILE),
+                as_json: JsonOption = False) -> None:
+    """Every registered version, oldest first, with its scores, gate verdict and aliases."""
+    def action() -> None:
+        store = _registry(registry, params)
+        state, versions = store.aliases(), store.versions()
+        if as_json:
+            typer.echo(json.dumps({"aliases": {**state.mapping(), "generation": state.generation},
+                                   "versions": [{k: m.get(k) for k in ("version", "created_at", "run", "metrics")}
+                                                | {"gate_passed": (m.get("gate") or {}).get("passed"),
+                                                   "aliases": state.names_for(m["version"])} for m in versions]},
+                                  indent=2))
+            return
+        rows = [[m["version"], m["created_at"][:19].replace("T", " "), _fmt(m["metrics"].get("accuracy")),
+                 _fmt(m["metrics"].get("macro_f1")),
+                 {True: "pass", False: "FAIL", None: "-"}[(m.get("gate") or {}).get("passed")],
+                 ",".join(state.names_for(m["version"])), (m["lineage"]["code"].get("commit") or "-")[:10]]
+                for m in versions]
+        typer.echo(_table(["VERSION", "CREATED (UTC)", "ACCURACY", "MACRO-F1", "GATE", "ALIASES", "COMMIT"], rows))
+        typer.echo(f"\n{len(versions)} version(s) in {store.store.location}; {_alias_line(state)}")
+
+    _registry_call(action)
+
+
+@models_app.command("show")
+def models_show(version: Annotated[str, typer.Argument(help="Version id, unique prefix or alias name.")],
+                registry: RegistryOption = None, params: ParamsOption = Path(PARAMS_FILE),
+                as_json: JsonOption = False) -> None:
+    """One version: lineage (datasets, dvc.lock, commit, base model, params), metrics, gate report, files."""
+    def action() -> None:
+        store = _registry(registry, params)
+        manifest = store.require(version)
+        if as_json:
+            typer.echo(json.dumps(manifest, indent=2, sort_keys=True))
+            return
+        typer.echo(describe_version(manifest, store.aliases().names_for(manifest["version"])))
+
+    _registry_call(action)
+
+
+def describe_version(m: dict[str, Any], aliases: list[str]) -> str:
+    """A version's manifest as a page a person reads."""
+    lineage, gate = m["lineage"], m.get("gate") or {}
+    code, base = lineage["code"], lineage["base_model"]
+    lines = [f"version     {m['version']}   aliases: {', '.join(aliases) or 'none'}",
+             f"created     {m['created_at']} by run {m['run']}",
+             f"base model  {base['name']} @ {base['revision']}",
+             f"code        commit {code.get('commit')} ({code.get('branch')})"
+             + (f", modified: {', '.join(code['modified'])}" if code.get("modified") else ""),
+             "datasets    " + ", ".join(f"{k} md5 {v}" for k, v in lineage["datasets"].items()),
+             "metrics     " + ", ".join(f"{k} {_fmt(m['metrics'].get(k))}" for k in
+                                        ("accuracy", "macro_f1", "weighted_f1", "ece", "test_rows")),
+             f"gate        {'passed' if gate.get('passed') else 'FAILED'} ({gate.get('mode')}"
+             + (f" vs {gate['champion']}" if gate.get("champion") else "") + ")"]
+    lines += [f"              - {reason}" for reason in gate.get("reasons", [])]
+    lines += ["", "dvc.lock (md5 of every stage output):"]
+    for stage, entry in lineage["dvc_lock"].items():
+        lines += [f"  {stage:<9} {path}  {md5}" for path, md5 in entry["outs"].items()]
+    lines += ["", _table(["FILE", "SIZE", "SHA256"], [[name, info["size"], info["sha256"]]
+                                                       for name, info in m["files"].items()])]
+    return "\n".join(lines)
+
+
+@models_app.command("promote")
+def models_promote(version: Annotated[str, typer.Argument(help="Version id, unique prefix or alias name.")],
+                   reason: ReasonOption = "promoted by hand", expect_generation: ExpectOption = None,
+                   force: Annotated[bool, typer.Option(help="Promote even though its gate failed.")] = False,
+                   registry: RegistryOption = None, params: ParamsOption = Path(PARAMS_FILE)) -> None:
+    """Make a version the champion (the old champion becomes `previous`)."""
+    def action() -> None:
+        store = _registry(registry, params)
+        manifest = store.require(version)
+        if not (manifest.get("gate") or {}).get("passed") and not force:
+            raise GradusError(f"{manifest['version']} did not pass the gate ("
+                              + "; ".join((manifest.get("gate") or {}).get("reasons", ["no gate report"]))
+                              + "); use --force --reason '...' to promote it anyway")
+        before = store.aliases()
+        after = store.promote(manifest["version"], run=_cli_run(), reason=reason,
+                              expected_generation=expect_generation)
+        typer.echo(f"champion: {before.champion or 'none'} -> {after.champion} (generation {after.generation})")
+
+    _registry_call(action)
+
+
+@models_app.command("rollback")
+def models_rollback(reason: ReasonOption = "rolled back by hand", expect_generation: ExpectOption = None,
+                    registry: RegistryOption = None, params: ParamsOption = Path(PARAMS_FILE)) -> None:
+    """Make the previous champion the champion again."""
+    def action() -> None:
+        store = _registry(registry, params)
+        before = store.aliases()
+        after = store.rollback(run=_cli_run(), reason=reason, expected_generation=expect_generation)
+        typer.echo(f"champion: {before.champion} -> {after.champion} (generation {after.generation})")
+
+    _registry_call(action)
+
+
+@models_app.command("canary")
+def models_canary(version: Annotated[str | None, typer.Argument(help="Version to send traffic to.")] = None,
+                  weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of traffic.")] = 0.1,
+                  clear: Annotated[bool, typer.Option(help="Remove the canary.")] = False,
+                  reason: ReasonOption = "canary set by hand", expect_generation: ExpectOption = None,
+                  registry: RegistryOption = None, params: ParamsOption = Path(PARAMS_FILE)) -> None:
+    """Set (or clear) the canary version and its traffic weight, for a gradual release."""
+    def action() -> None:
+        if version is None and not clear:
+            raise GradusError("give a VERSION, or --clear")
+        store = _registry(registry, params)
+        after = store.set_canary(None if clear else version, weight, run=_cli_run(), reason=reason,
+                                 expected_generation=expect_generation)
+        typer.echo(_alias_line(after))
+
+    _registry_call(action)
+
+
+@models_app.command("diff")
+def models_diff(first: Annotated[str, typer.Argument(help="Version (or alias).")],
+                second: Annotated[str, typer.Argument(help="Version (or alias).")],
+                registry: RegistryOption = None, params: ParamsOption = Path(PARAMS_FILE)) -> None:
+    """What differs between two versions: metrics, params, datasets, code, base model, files."""
+    def action() -> None:
+        store = _registry(registry, params)
+        a, b = store.require(first), store.require(second)
+        typer.echo(diff_versions(a, b))
+
+    _registry_call(action)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out |= _flatten(item, f"{prefix}{key}.")
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, float | int) and not isinstance(value, bool)
+
+
+def diff_versions(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Side-by-side differences of two manifests."""
+    sections = []
+    metrics_a, metrics_b = _flatten(a["metrics"]), _flatten(b["metrics"])
+    rows = [[k, _fmt(metrics_a.get(k)), _fmt(metrics_b.get(k)),
+             f"{metrics_b[k] - metrics_a[k]:+.4f}" if _number(metrics_a.get(k)) and _number(metrics_b.get(k)) else ""]
+            for k in sorted(set(metrics_a) | set(metrics_b)) if metrics_a.get(k) != metrics_b.get(k)]
+    sections.append(_table(["METRIC", a["version"], b["version"], "CHANGE"], rows) if rows else "metrics: identical")
+    for title, key in (("PARAM", "params"), ("DATASET", "datasets"), ("BASE MODEL", "base_model"), ("CODE", "code")):
+        left, right = _flatten(a["lineage"][key]), _flatten(b["lineage"][key])
+        rows = [[k, _fmt(left.get(k)), _fmt(right.get(k))] for k in sorted(set(left) | set(right))
+                if left.get(k) != right.get(k)]
+        sections.append(_table([title, a["version"], b["version"]], rows) if rows else f"{key}: identical")
+    changed = sorted(n for n in set(a["files"]) | set(b["files"]) if a["files"].get(n) != b["files"].get(n))
+    sections.append("files changed: " + (", ".join(changed) or "none"))
+    return "\n\n".join(sections)
+
+
+@models_app.command("verify")
+def models_verify(version: Annotated[str | None, typer.Argument(help="One version; default: all.")] = None,
+                  registry: RegistryOption = None, params: ParamsOption = Path(PARAMS_FILE)) -> None:
+    """Re-hash every stored file against its manifest; exit 4 naming each file that does not match."""
+    def action() -> None:
+        from gradus.errors import IntegrityError
+
+        store = _registry(registry, params)
+        manifests = [store.require(version)] if version else store.versions()
+        problems = store.verify(version)
+        for manifest in manifests:
+            own = [p for p in problems if p.version == manifest["version"]]
+            typer.echo(f"{'ok' if not own else 'FAILED':<7} {manifest['version']} ({len(manifest['files'])} files)")
+        if problems:
+            raise IntegrityError(f"{len(problems)} problem(s): " + "; ".join(map(str, problems)))
+
+    _registry_call(action)
+
+
+@models_app.command("log")
+def models_log(registry: RegistryOption = None, params: ParamsOption = Path(PARAMS_FILE),
+               as_json: JsonOption = False) -> None:
+    """The audit log: every registration, alias change and refused change, oldest first."""
+    def action() -> None:
+        events = _registry(registry, params).audit_log()
+        if as_json:
+            typer.echo(json.dumps(events, indent=2, sort_keys=True))
+            return
+        typer.echo(_table(["AT (UTC)", "ACTION", "OUTCOME", "VERSION", "RUN", "BY", "REASON"],
+                          [[e["at"][:23].replace("T", " "), e["action"], e["outcome"], e.get("version"), e["run"],
+                            e["by"], e["reason"][:80]] for e in events]))
+
+    _registry_call(action)
 
 
 @app.command()

@@ -38,6 +38,13 @@ class PathsConfig(_Section):
     metrics: str = "reports/metrics.json"
     per_class: str = "reports/per_class.json"
     confusion: str = "reports/confusion.csv"
+    calibration: str = "reports/calibration.csv"
+    slices: str = "reports/slices.json"
+    behavioral: str = "reports/behavioral.json"
+    predictions: str = "reports/predictions.parquet"
+    gate_report: str = "reports/gate.json"
+    gate_markdown: str = "reports/gate.md"
+    gate_metrics: str = "reports/gate_metrics.json"
 
 
 class DemoSource(_Section):
@@ -179,8 +186,55 @@ class TrainConfig(_Section):
     resume: bool = True                               # continue from the last checkpoint of the same run
 
 
+class BehavioralConfig(_Section):
+    """CheckList-style invariance checks: the prediction should not change under these perturbations."""
+
+    min_stability: dict[Literal["case", "punctuation", "typo"], float] = Field(
+        default_factory=lambda: {"case": 0.95, "punctuation": 0.95, "typo": 0.85})
+    max_rows: int = Field(2000, ge=10)  # test rows perturbed (a seeded sample above this)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _rates(self) -> BehavioralConfig:
+        for name, rate in self.min_stability.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"min_stability.{name} must be between 0 and 1")
+        return self
+
+
 class EvaluateConfig(_Section):
     batch_size: int = Field(128, ge=1)
+    calibration_bins: int = Field(15, ge=2, le=100)
+    latency_samples: int = Field(200, ge=10)          # texts timed one at a time, and again in batches of 32
+    length_buckets: tuple[int, ...] = (20, 40, 80)    # character bounds of the text-length slices
+    slice_columns: tuple[str, ...] = ("source",)     # columns of the test split to slice the metrics by
+    behavioral: BehavioralConfig = BehavioralConfig()
+
+
+class GateConfig(_Section):
+    """Whether a newly trained model may replace the champion (tasks/gate.py)."""
+
+    # First model (no champion yet): absolute thresholds on the test split.
+    min_accuracy: float = Field(0.8, ge=0, le=1)
+    min_macro_f1: float = Field(0.8, ge=0, le=1)
+    # Later models, scored with the champion on the same test split:
+    margin: float = Field(0.01, ge=0, le=1)         # CI lower bound of (challenger - champion) macro-F1 >= -margin
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    bootstrap_samples: int = Field(2000, ge=100)
+    seed: int = 0
+    min_support: int = Field(10, ge=1)              # classes with at least this many test rows ...
+    max_class_recall_drop: float = Field(0.15, ge=0, le=1)  # ... may not lose more recall than this
+    max_latency_ms_p95: float = Field(100.0, gt=0)  # batch-1 p95 per text on the evaluating device
+    allow_new_labels: bool = False                  # the challenger may know labels the champion does not
+    allow_removed_labels: bool = False              # the challenger may drop labels the champion knows
+
+
+class RegistryConfig(_Section):
+    """Where registered model versions and their aliases live."""
+
+    uri: str = "registry"                 # a local folder (relative to the project) or s3://bucket/prefix
+    endpoint_url: str | None = None       # an S3-compatible server; default: AWS_ENDPOINT_URL or AWS
+    cache: str = ".gradus/models"         # local copies of loaded versions (verified on every load)
 
 
 class Params(_Section):
@@ -193,6 +247,8 @@ class Params(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    gate: GateConfig = GateConfig()
+    registry: RegistryConfig = RegistryConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 

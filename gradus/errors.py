@@ -11,3 +11,15 @@ class DataError(GradusError):
 
 class ModelError(GradusError):
     """A model or its files are missing, unsafe or inconsistent."""
+
+
+class RegistryError(GradusError):
+    """A registry request cannot be met (unknown version, no such alias, unreachable store)."""
+
+
+class ConflictError(RegistryError):
+    """Aliases changed between reading and writing them (compare-and-swap lost); re-read and retry."""
+
+
+class IntegrityError(RegistryError):
+    """A stored file does not match its manifest, is missing, or is not in a safe format."""

@@ -1,7 +1,11 @@
-"""Evaluate stage: score the trained model on the test split against a TF-IDF baseline."""
+"""Evaluate stage: score the trained model on the test split — quality, calibration, latency, slices and
+behavioral invariance — next to a TF-IDF baseline. Writes what the gate and `dvc metrics/plots` read."""
 
 from __future__ import annotations
 
+import itertools
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +15,19 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, classification_report, f1_score
 
-from gradus.config import Params
-from gradus.io import write_json
+from gradus.config import EvaluateConfig, Params
+from gradus.errors import DataError
+from gradus.io import write_json, write_parquet
+from gradus.metrics import (
+    change_case,
+    expected_calibration_error,
+    reliability_table,
+    small_typo,
+    toggle_trailing_punctuation,
+)
 from gradus.modeling import load_classifier, pick_device, predict_proba
+
+LATENCY_BATCH = 32
 
 
 def tfidf_baseline(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, float]:
@@ -39,16 +53,131 @@ def score(actual: list[str], predicted: list[str], labels: list[str]) -> dict[st
     }
 
 
-def run(params: Params) -> dict[str, Any]:
-    """Write metrics.json (DVC metric), the per-class report and the confusion rows (DVC plot)."""
-    splits = Path(params.paths.splits)
-    train, test = (pd.read_parquet(splits / f"{name}.parquet") for name in ("train", "test"))
-    model, tokenizer, labels = load_classifier(params.paths.model, pick_device(params.train.device))
-    probabilities = predict_proba(model, tokenizer, list(test["text"]), params.evaluate.batch_size,
-                                  params.train.max_length)
+class Predictor:
+    """The model under evaluation, as `texts -> (labels, confidence)`."""
+
+    def __init__(self, model: Any, tokenizer: Any, labels: list[str], batch_size: int, max_length: int) -> None:
+        self.model, self.tokenizer, self.labels = model, tokenizer, labels
+        self.batch_size, self.max_length = batch_size, max_length
+
+    def probabilities(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        return predict_proba(self.model, self.tokenizer, texts, batch_size or self.batch_size, self.max_length)
+
+    def labels_of(self, texts: list[str]) -> list[str]:
+        return [self.labels[i] for i in np.argmax(self.probabilities(texts), axis=1)]
+
+
+def latency(predictor: Predictor, texts: list[str], samples: int) -> dict[str, float]:
+    """Milliseconds per text (tokenizing included, as a service would) at batch 1 and batch 32: p50 and p95.
+
+    At batch 32 the per-text figure is the batch's time / 32, one figure per batch.
+    """
+    pool = (texts * (samples // max(len(texts), 1) + 1))[:samples] if texts else []
+    if not pool:
+        return {}
+    predict = predictor.probabilities
+    predict(pool[:LATENCY_BATCH])  # warm-up: first calls allocate and pick kernels
+    single = []
+    for text in pool:
+        start = time.perf_counter()
+        predict([text], 1)
+        single.append((time.perf_counter() - start) * 1000)
+    batched = []
+    for start_index in range(0, max(samples, LATENCY_BATCH * 10), LATENCY_BATCH):
+        batch = [pool[(start_index + j) % len(pool)] for j in range(LATENCY_BATCH)]
+        start = time.perf_counter()
+        predict(batch, LATENCY_BATCH)
+        batched.append((time.perf_counter() - start) * 1000 / LATENCY_BATCH)
+    return {"batch1_p50_ms": _pct(single, 50), "batch1_p95_ms": _pct(single, 95),
+            f"batch{LATENCY_BATCH}_p50_ms": _pct(batched, 50), f"batch{LATENCY_BATCH}_p95_ms": _pct(batched, 95)}
+
+
+def _pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 3)
+
+
+def length_bucket(lengths: pd.Series, bounds: tuple[int, ...]) -> pd.Series:
+    """'<=20', '21-40', ..., '>80' from character lengths and sorted bounds."""
+    edges = sorted(bounds)
+    names = [f"<={edges[0]}"] + [f"{a + 1}-{b}" for a, b in itertools.pairwise(edges)] + [f">{edges[-1]}"]
+    return pd.Series(pd.cut(lengths, [-1, *edges, np.inf], labels=names), index=lengths.index).astype(str)
+
+
+def slice_report(test: pd.DataFrame, predicted: list[str], labels: list[str],
+                 cfg: EvaluateConfig, test_file: str) -> dict[str, Any]:
+    """Rows, accuracy and macro-F1 per text-length bucket and per value of each configured column."""
+    missing = [c for c in cfg.slice_columns if c not in test.columns]
+    if missing:
+        raise DataError(f"{test_file}: evaluate.slice_columns names {missing}, not columns of the test split "
+                        f"(it has {list(test.columns)}); carry them with a source's metadata_columns or fix params")
+    frame = test.assign(predicted=predicted, length=length_bucket(test["text"].str.len(), cfg.length_buckets))
+    report: dict[str, Any] = {}
+    for column in ("length", *cfg.slice_columns):
+        groups = {}
+        for value, part in frame.groupby(column, sort=True, dropna=False):
+            groups[str(value)] = {
+                "rows": len(part),
+                "accuracy": round(float(accuracy_score(part["label"], part["predicted"])), 6),
+                "macro_f1": round(float(f1_score(part["label"], part["predicted"], labels=sorted(
+                    set(part["label"]) & set(labels)) or labels, average="macro", zero_division=0)), 6),
+            }
+        report["text_length_chars" if column == "length" else column] = groups
+    return report
+
+
+def behavioral(predictor: Predictor, texts: list[str], original: list[str], cfg: EvaluateConfig) -> dict[str, Any]:
+    """Share of test rows whose prediction survives each perturbation, against params' thresholds."""
+    rng = np.random.default_rng(cfg.behavioral.seed)
+    rows = np.arange(len(texts))
+    if len(rows) > cfg.behavioral.max_rows:
+        rows = np.sort(rng.choice(rows, cfg.behavioral.max_rows, replace=False))
+    perturbations = {
+        "case": [change_case(texts[i]) for i in rows],
+        "punctuation": [toggle_trailing_punctuation(texts[i]) for i in rows],
+        "typo": [small_typo(texts[i], rng) for i in rows],
+    }
+    report = {}
+    for name, changed in perturbations.items():
+        kept = [(i, text) for i, text in zip(rows, changed, strict=True) if text is not None and text != texts[i]]
+        after = predictor.labels_of([text for _, text in kept]) if kept else []
+        stable = sum(original[i] == label for (i, _), label in zip(kept, after, strict=True))
+        rate = stable / len(kept) if kept else 1.0
+        threshold = cfg.behavioral.min_stability.get(name, 0.0)
+        examples = [{"text": texts[i], "perturbed": text, "before": original[i], "after": label}
+                    for (i, text), label in zip(kept, after, strict=True) if label != original[i]][:5]
+        report[name] = {"rows": len(kept), "stability": round(rate, 6), "min_stability": threshold,
+                        "passed": rate >= threshold, "examples": examples}
+    return report
+
+
+@dataclass
+class Evaluation:
+    """Everything the evaluate stage measures about one model on one test split."""
+
+    metrics: dict[str, Any]
+    per_class: dict[str, Any]
+    behavioral: dict[str, Any]
+    slices: dict[str, Any]
+    reliability: pd.DataFrame
+    predicted: list[str]
+    confidence: np.ndarray
+
+
+def evaluate_model(model_dir: Path, train: pd.DataFrame, test: pd.DataFrame, params: Params,
+                   test_file: str = "test split") -> Evaluation:
+    """Score the model in model_dir on `test` (train only feeds the TF-IDF baseline)."""
+    cfg = params.evaluate
+    model, tokenizer, labels = load_classifier(model_dir, pick_device(params.train.device))
+    predictor = Predictor(model, tokenizer, labels, cfg.batch_size, params.train.max_length)
+    texts, actual = list(test["text"]), list(test["label"])
+    probabilities = predictor.probabilities(texts)
     predicted = [labels[i] for i in np.argmax(probabilities, axis=1)]
-    actual = list(test["label"])
+    confidence = probabilities.max(axis=1) if len(texts) else np.zeros(0)
+    correct = np.array(actual) == np.array(predicted)
     result = score(actual, predicted, labels)
+    reliability = reliability_table(confidence, correct, cfg.calibration_bins)
+    checks = behavioral(predictor, texts, predicted, cfg)
+    timing = latency(predictor, texts, cfg.latency_samples)
     majority = test["label"].value_counts(normalize=True).iloc[0] if len(test) else 0.0
     metrics = {
         "test_rows": len(test),
@@ -57,10 +186,32 @@ def run(params: Params) -> dict[str, Any]:
         "weighted_f1": result["weighted_f1"],
         "majority_class_accuracy": round(float(majority), 6),
         "baseline_tfidf": tfidf_baseline(train, test),
+        "ece": round(expected_calibration_error(reliability), 6),
+        "mean_confidence": round(float(confidence.mean()), 6) if len(texts) else 0.0,
+        "latency": {"device": str(next(model.parameters()).device), **timing},
+        "behavioral": {name: check["stability"] for name, check in checks.items()},
+        "behavioral_passed": all(check["passed"] for check in checks.values()),
     }
-    write_json(metrics, Path(params.paths.metrics))
-    write_json(result["per_class"], Path(params.paths.per_class))
-    confusion = Path(params.paths.confusion)
-    confusion.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"actual": actual, "predicted": predicted}).to_csv(confusion, index=False)
-    return {k: metrics[k] for k in ("accuracy", "macro_f1", "test_rows")}
+    return Evaluation(metrics, result["per_class"], checks, slice_report(test, predicted, labels, cfg, test_file),
+                      reliability, predicted, confidence)
+
+
+def run(params: Params) -> dict[str, Any]:
+    """Write metrics.json (DVC metric), per-class report, confusion and reliability rows (DVC plots),
+    the slice and behavioral reports, and per-row predictions for the gate."""
+    paths = params.paths
+    splits = Path(paths.splits)
+    train, test = (pd.read_parquet(splits / f"{name}.parquet") for name in ("train", "test"))
+    result = evaluate_model(Path(paths.model), train, test, params, str(splits / "test.parquet"))
+    write_json(result.metrics, Path(paths.metrics))
+    write_json(result.per_class, Path(paths.per_class))
+    write_json(result.behavioral, Path(paths.behavioral))
+    write_json(result.slices, Path(paths.slices))
+    actual = list(test["label"])
+    for path, frame in ((paths.confusion, pd.DataFrame({"actual": actual, "predicted": result.predicted})),
+                        (paths.calibration, result.reliability.dropna())):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(path, index=False)
+    write_parquet(pd.DataFrame({"actual": actual, "predicted": result.predicted, "confidence": result.confidence}),
+                  Path(paths.predictions))
+    return {k: result.metrics[k] for k in ("accuracy", "macro_f1", "test_rows", "ece")}

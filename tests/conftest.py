@@ -67,6 +67,13 @@ def tiny_params(model_dir: Path, rows: int = 900) -> dict[str, object]:
         "train.batch_size": 32,
         "train.warmup_ratio": 0.0,
         "train.device": "cpu",
+        # A toy model: floors it can clear, so the gate's comparisons are what the tests exercise.
+        "gate.min_accuracy": 0.25,
+        "gate.min_macro_f1": 0.15,
+        "gate.max_latency_ms_p95": 1000,
+        "gate.bootstrap_samples": 500,
+        "evaluate.latency_samples": 20,
+        "evaluate.behavioral.min_stability": {"case": 0.5, "punctuation": 0.5, "typo": 0.5},
     }
 
 
@@ -104,6 +111,23 @@ def project_repo(tmp_path: Path, tiny_model_dir: Path) -> Path:
     sh(["git", "add", "-A"], repo)
     sh(["git", "commit", "-q", "-m", "project"], repo)
     return repo
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The tiny BERT as a 3-label classifier folder, as the train stage writes one (safetensors only)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from gradus.modeling import save_label_map
+
+    out = tmp_path_factory.mktemp("tiny-classifier")
+    torch.manual_seed(1)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    save_label_map(out, ["balance", "card_lost", "refund"])
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,8 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.training import TrainingOverrides, format_result, training_pipeline
 from gradus.config import ConfigError
+from gradus.registry import open_registry
+from tests.conftest import sh
 
 pytestmark = pytest.mark.slow
 
@@ -27,16 +29,19 @@ def prefect_server():
         yield
 
 
+def _artifacts(flow_run_id, key: str) -> list[dict]:
+    # The REST call the UI makes (prefect 3.8.8's client sends nulls this server version rejects here).
+    body = {"artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [str(flow_run_id)]}}}
+    return httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body, timeout=30).json()
+
+
 async def _runs_and_artifact(flow_run_id):
     async with get_client() as client:
         flow_run = await client.read_flow_run(flow_run_id)
         task_runs = await client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
             sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=50)
-    # The REST call the UI makes (prefect 3.8.8's client sends nulls this server version rejects here).
-    body = {"artifacts": {"key": {"any_": ["training-metrics"]}, "flow_run_id": {"any_": [str(flow_run_id)]}}}
-    artifacts = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body, timeout=30).json()
-    return flow_run, task_runs, artifacts
+    return flow_run, task_runs, _artifacts(flow_run_id, "training-metrics")
 
 
 def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, project_repo: Path) -> None:
@@ -44,7 +49,7 @@ def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, pr
                               push=True, return_state=True)
     assert state.is_completed(), state
     result = state.result()
-    assert [s["stage"] for s in result["stages"]] == ["ingest", "validate", "split", "train", "evaluate"]
+    assert [s["stage"] for s in result["stages"]] == ["ingest", "validate", "split", "train", "evaluate", "gate"]
     assert all(s["ran"] for s in result["stages"])
     assert result["param_changes"] == {"train.epochs": {"old": 12, "new": 9.0}, "split.seed": {"old": 42, "new": 7}}
 
@@ -64,17 +69,62 @@ def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, pr
     flow_run, task_runs, artifacts = asyncio.run(_runs_and_artifact(state.state_details.flow_run_id))
     assert flow_run.name and flow_run.state.is_completed()
     names = [run.name for run in task_runs]
-    assert names[:5] == ["ingest", "validate", "split", "train", "evaluate"], names
+    assert names[:6] == ["ingest", "validate", "split", "train", "evaluate", "gate"], names
+    assert [n.rsplit("-", 1)[0] for n in names[6:]] == ["dvc-push", "register-model", "apply-gate"], names
     assert all(run.state.is_completed() for run in task_runs)
     assert len(artifacts) == 1 and artifacts[0]["type"] == "markdown", artifacts
     assert f"{metrics['accuracy']:.4f}" in artifacts[0]["data"] and "| train | yes |" in artifacts[0]["data"]
     docs = project_repo / "reports" / "data_docs" / "index.html"
     assert f"]({docs.as_uri()})" in artifacts[0]["data"] and docs.is_file()
 
-    # A second run with nothing changed skips every stage (DVC's own up-to-date check).
+    # The first model passed the gate on absolute thresholds: registered, champion and candidate.
+    assert result["gate"]["passed"] and result["gate"]["mode"] == "first_model", result["gate"]
+    version = result["registry"]["version"]
+    assert result["registry"]["created"] and result["registry"]["moved"]
+    assert result["registry"]["aliases"]["champion"] == result["registry"]["aliases"]["candidate"] == version
+    [gate_artifact] = _artifacts(state.state_details.flow_run_id, "gate-report")
+    assert "# Gate PASSED" in gate_artifact["data"] and version in gate_artifact["data"]
+
+    # Lineage: the version's manifest holds the dvc.lock entries and the commit that made it.
+    registry = open_registry(str(project_repo / "registry"))
+    manifest = registry.require(version)
+    for stage in ("ingest", "validate", "split", "train"):
+        outs = {o["path"]: o["md5"] for o in lock["stages"][stage]["outs"]}
+        assert manifest["lineage"]["dvc_lock"][stage]["outs"] == outs, stage
+    head = sh(["git", "rev-parse", "HEAD"], project_repo).stdout.strip()
+    assert manifest["lineage"]["code"]["commit"] == head and "params.yaml" in manifest["lineage"]["code"]["modified"]
+    assert manifest["lineage"]["params"]["train"]["epochs"] == 9.0 and manifest["metrics"] == metrics
+    assert manifest["lineage"]["base_model"]["revision"].startswith("sha256:")
+
+    # A second run with nothing changed skips every stage but the gate, and registers nothing new.
     again = training_pipeline(TrainingOverrides(epochs=9), str(project_repo), push=False)
-    assert [s["ran"] for s in again["stages"]] == [False] * 5
+    assert [s["ran"] for s in again["stages"]] == [False] * 5 + [True]
     assert again["param_changes"] == {}
+    assert again["registry"]["version"] == version and not again["registry"]["created"]
+    assert again["gate"]["mode"] == "challenger" and again["gate"]["passed"]  # identical to the champion
+    assert registry.aliases().generation == 1
+
+    # A clearly worse model fails the gate: registered for the record, no alias moves, reasons given.
+    worse_state = training_pipeline(TrainingOverrides(epochs=0.2), str(project_repo), push=False,
+                                    return_state=True)
+    worse = worse_state.result()
+    assert not worse["gate"]["passed"] and worse["gate"]["champion"] == version
+    assert any("macro-F1 challenger" in reason for reason in worse["gate"]["reasons"]), worse["gate"]
+    assert worse["registry"]["aliases"]["champion"] == version and not worse["registry"]["moved"]
+    assert registry.aliases().generation == 1
+    assert "FAILED against champion" in format_result(worse)
+    [failed_artifact] = _artifacts(worse_state.state_details.flow_run_id, "gate-report")
+    assert "# Gate FAILED" in failed_artifact["data"] and "## Why it failed" in failed_artifact["data"]
+    assert registry.audit_log()[-1]["outcome"] == "failed"
+
+    # The CLI over the real run's registry (params.yaml in the project names it).
+    listing = sh(["gradus", "models", "list"], project_repo).stdout
+    assert version in listing and worse["registry"]["version"] in listing and "FAIL" in listing
+    diff = sh(["gradus", "models", "diff", "champion", worse["registry"]["version"]], project_repo).stdout
+    assert "train.epochs" in diff and "9.0" in diff and "0.2" in diff
+    shown = sh(["gradus", "models", "show", version], project_repo).stdout
+    assert head in shown and lock["stages"]["train"]["outs"][0]["md5"] in shown
+    assert sh(["gradus", "models", "verify"], project_repo).stdout.count("ok ") == 2
 
 
 def test_invalid_override_fails_before_anything_runs(prefect_server, project_repo: Path) -> None:

@@ -23,11 +23,12 @@ def stages_run(output: str) -> list[str]:
 
 def test_repro_builds_every_output_and_caches(project_repo: Path) -> None:
     first = sh([*DVC, "repro"], project_repo)
-    assert stages_run(first.stdout) == ["ingest", "validate", "split", "train", "evaluate"]
+    assert stages_run(first.stdout) == ["ingest", "validate", "split", "train", "evaluate", "gate"]
     params = yaml.safe_load((project_repo / "params.yaml").read_text())
     paths = {key: project_repo / value for key, value in params["paths"].items()}
     for key in ("raw", "raw_manifest", "validated", "quarantine", "validation_report", "train_summary",
-                "metrics", "per_class", "confusion"):
+                "metrics", "per_class", "confusion", "calibration", "slices", "behavioral", "predictions",
+                "gate_report", "gate_markdown", "gate_metrics"):
         assert paths[key].is_file() and paths[key].stat().st_size > 0, key
     model = paths["model"]
     assert (model / "model.safetensors").is_file()
@@ -54,24 +55,36 @@ def test_repro_builds_every_output_and_caches(project_repo: Path) -> None:
     plots = json.loads(sh([*DVC, "plots", "show", "--json"], project_repo).stdout)
     shown = json.dumps(plots)
     assert "reports/training/plots/metrics" in shown and "eval/macro_f1" in shown and "confusion" in shown
+    assert "reports/calibration.csv" in shown
+
+    # Evaluation extras: calibration, latency, slices, behavioral checks; the gate's verdict as a DVC metric.
+    assert 0 <= metrics["ece"] <= 1 and metrics["latency"]["batch1_p95_ms"] >= metrics["latency"]["batch1_p50_ms"] > 0
+    slices = json.loads(paths["slices"].read_text())
+    assert sum(s["rows"] for s in slices["text_length_chars"].values()) == metrics["test_rows"]
+    assert sum(s["rows"] for s in slices["source"].values()) == metrics["test_rows"]
+    gate = json.loads(paths["gate_report"].read_text())
+    assert gate["mode"] == "first_model" and gate["registry"]["alias_generation"] == 0
+    gate_numbers = json.loads(sh([*DVC, "metrics", "show", "--json"], project_repo).stdout)
+    assert "reports/gate_metrics.json" in json.dumps(gate_numbers)
 
     lock = yaml.safe_load((project_repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"ingest", "validate", "split", "train", "evaluate"}
+    assert set(lock["stages"]) == {"ingest", "validate", "split", "train", "evaluate", "gate"}
 
+    # Only the gate reruns (always_changed: the champion lives in the registry, outside DVC's view).
     second = sh([*DVC, "repro"], project_repo)
-    assert stages_run(second.stdout) == [], second.stdout
+    assert stages_run(second.stdout) == ["gate"], second.stdout
     assert "didn't change" in second.stdout or "up to date" in second.stdout
 
     set_params(project_repo / "params.yaml", {"train.learning_rate": 0.003})
     third = sh([*DVC, "repro"], project_repo)
-    assert stages_run(third.stdout) == ["train", "evaluate"], third.stdout
+    assert stages_run(third.stdout) == ["train", "evaluate", "gate"], third.stdout
 
     # Re-ingesting unchanged sources (what the flow does for S3 / hub sources) gives a byte-identical
     # snapshot, so DVC reruns nothing downstream.
     snapshot = paths["raw"].read_bytes()
     forced = sh([*DVC, "repro", "--force", "--single-item", "ingest"], project_repo)
     assert stages_run(forced.stdout) == ["ingest"] and paths["raw"].read_bytes() == snapshot
-    assert stages_run(sh([*DVC, "repro"], project_repo).stdout) == []
+    assert stages_run(sh([*DVC, "repro"], project_repo).stdout) == ["gate"]
 
     sh([*DVC, "push"], project_repo)
     status = sh([*DVC, "status", "--cloud"], project_repo)

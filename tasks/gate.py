@@ -1,0 +1,217 @@
+"""Gate stage: may the newly trained model (the challenger) replace the champion?
+
+The first model must clear absolute thresholds. Afterwards the champion (loaded, checksum-verified, from the
+registry) and the challenger are scored on the same test split, and the challenger passes only if it is
+not worse on macro-F1 beyond `gate.margin` at the lower bound of a paired-bootstrap confidence interval,
+loses no more than `gate.max_class_recall_drop` recall on any class with enough support, keeps its
+behavioral stability, and stays inside the latency budget. McNemar's exact test is reported alongside.
+
+The champion lives outside DVC, so dvc.yaml marks this stage always_changed: every `dvc repro` re-judges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gradus.config import GateConfig, Params
+from gradus.errors import DataError
+from gradus.io import read_json, write_json
+from gradus.metrics import encode, mcnemar_exact, paired_bootstrap, recall_by_class, weighted_macro_f1
+from gradus.modeling import load_label_map, pick_device, predict_proba
+from gradus.registry import Registry, open_registry
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The current champion's predictions on the challenger's test split."""
+
+    version: str
+    labels: list[str]
+    predicted: list[str]
+
+
+def absolute_checks(metrics: dict[str, Any], cfg: GateConfig) -> list[Check]:
+    """Floors every model must clear (the only quality bar for the first one)."""
+    return [
+        Check("min_accuracy", metrics["accuracy"] >= cfg.min_accuracy,
+              f"test accuracy {metrics['accuracy']:.4f} vs gate.min_accuracy {cfg.min_accuracy:.4f}"),
+        Check("min_macro_f1", metrics["macro_f1"] >= cfg.min_macro_f1,
+              f"test macro-F1 {metrics['macro_f1']:.4f} vs gate.min_macro_f1 {cfg.min_macro_f1:.4f}"),
+    ]
+
+
+def operational_checks(metrics: dict[str, Any], behavioral: dict[str, Any], cfg: GateConfig) -> list[Check]:
+    """Behavioral stability (thresholds: evaluate.behavioral) and the latency budget."""
+    checks = [Check(f"behavioral_{name}", bool(item["passed"]),
+                    f"prediction unchanged under {name} perturbation for {item['stability']:.1%} of "
+                    f"{item['rows']} rows (evaluate.behavioral.min_stability.{name} {item['min_stability']:.1%})")
+              for name, item in behavioral.items()]
+    p95 = metrics.get("latency", {}).get("batch1_p95_ms")
+    if p95 is None:
+        checks.append(Check("latency_p95", False, "no latency measured (empty test split?)"))
+    else:
+        checks.append(Check("latency_p95", p95 <= cfg.max_latency_ms_p95,
+                            f"batch-1 p95 latency {p95:.1f} ms on {metrics['latency'].get('device')} vs "
+                            f"gate.max_latency_ms_p95 {cfg.max_latency_ms_p95:g} ms"))
+    return checks
+
+
+def label_changes(champion: list[str], challenger: list[str], cfg: GateConfig) -> tuple[dict[str, Any], list[Check]]:
+    """What changed in the label set, and whether params allow it."""
+    added, removed = sorted(set(challenger) - set(champion)), sorted(set(champion) - set(challenger))
+    info = {"shared": len(set(champion) & set(challenger)), "added": added, "removed": removed}
+    checks = []
+    if added:
+        checks.append(Check("new_labels", cfg.allow_new_labels,
+                            f"challenger adds {len(added)} label(s) the champion does not know: {added[:10]}"
+                            + ("" if cfg.allow_new_labels else "; set gate.allow_new_labels=true to accept them")))
+    if removed:
+        checks.append(Check("removed_labels", cfg.allow_removed_labels,
+                            f"challenger drops {len(removed)} label(s) the champion knows: {removed[:10]}"
+                            + ("" if cfg.allow_removed_labels else "; set gate.allow_removed_labels=true to accept")))
+    return info, checks
+
+
+def compare(actual: list[str], challenger: list[str], champion: Champion, challenger_labels: list[str],
+            cfg: GateConfig) -> tuple[dict[str, Any], list[Check]]:
+    """Champion vs challenger on the test rows whose true label both models know."""
+    info, checks = label_changes(champion.labels, challenger_labels, cfg)
+    shared = sorted(set(champion.labels) & set(challenger_labels))
+    rows = np.array([label in set(shared) for label in actual], dtype=bool)
+    info["rows_compared"], info["rows_excluded"] = int(rows.sum()), int((~rows).sum())
+    if not rows.any():
+        return {"labels": info}, [*checks, Check("shared_labels", False, "no test row has a label both models know")]
+    y = encode([a for a, keep in zip(actual, rows, strict=True) if keep], shared)
+    new = encode([p for p, keep in zip(challenger, rows, strict=True) if keep], shared)
+    old = encode([p for p, keep in zip(champion.predicted, rows, strict=True) if keep], shared)
+    boot = paired_bootstrap(y, old, new, len(shared), cfg.bootstrap_samples, cfg.confidence, cfg.seed)
+    ones = np.ones((1, len(y)))
+    scores = {"challenger": float(weighted_macro_f1(ones, y, new, len(shared))[0]),
+              "champion": float(weighted_macro_f1(ones, y, old, len(shared))[0])}
+    checks.append(Check(
+        "macro_f1_non_inferiority", boot.low >= -cfg.margin,
+        f"macro-F1 challenger {scores['challenger']:.4f} vs champion {scores['champion']:.4f}: difference "
+        f"{boot.delta:+.4f}, {boot.confidence:.0%} CI [{boot.low:+.4f}, {boot.high:+.4f}] "
+        f"(paired bootstrap, {boot.samples} resamples); lower bound must be >= -gate.margin {-cfg.margin:+.4f}"))
+    support, recall_new = recall_by_class(y, new, len(shared))
+    _, recall_old = recall_by_class(y, old, len(shared))
+    per_class = sorted(({"label": shared[c], "support": int(support[c]), "recall_champion": round(recall_old[c], 4),
+                         "recall_challenger": round(recall_new[c], 4),
+                         "drop": round(float(recall_old[c] - recall_new[c]), 4)}
+                        for c in range(len(shared)) if support[c] >= cfg.min_support),
+                       key=lambda row: -row["drop"])
+    dropped = [row for row in per_class if row["drop"] > cfg.max_class_recall_drop]
+    detail = (", ".join(f"{r['label']} {r['recall_champion']:.2f}→{r['recall_challenger']:.2f}" for r in dropped[:10])
+              if dropped else f"largest drop {per_class[0]['drop']:+.3f}" if per_class else "no class has enough rows")
+    rule = f"gate.min_support={cfg.min_support} test rows"
+    checks.append(Check(
+        "per_class_recall", not dropped,
+        f"{len(dropped)} of {len(per_class)} classes with >= {rule} lose more than "
+        f"gate.max_class_recall_drop={cfg.max_class_recall_drop:g} recall: {detail}" if dropped else
+        f"no class with >= {rule} loses more than {cfg.max_class_recall_drop:g} recall ({detail})"))
+    mcnemar = mcnemar_exact(old == y, new == y)
+    return {"labels": info, "macro_f1": scores, "bootstrap": asdict(boot), "mcnemar": mcnemar,
+            "per_class": per_class}, checks
+
+
+def verdict(metrics: dict[str, Any], behavioral: dict[str, Any], actual: list[str], predicted: list[str],
+            challenger_labels: list[str], champion: Champion | None, cfg: GateConfig) -> dict[str, Any]:
+    """The gate's decision with every check, its numbers and the reasons for a failure."""
+    checks = absolute_checks(metrics, cfg)
+    comparison: dict[str, Any] = {}
+    if champion is not None:
+        comparison, compared = compare(actual, predicted, champion, challenger_labels, cfg)
+        checks += compared
+    checks += operational_checks(metrics, behavioral, cfg)
+    return {
+        "passed": all(c.passed for c in checks),
+        "mode": "first_model" if champion is None else "challenger",
+        "champion": champion.version if champion else None,
+        "challenger": {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+                       "labels": len(challenger_labels), "test_rows": len(actual)},
+        "checks": [asdict(c) for c in checks],
+        "reasons": [c.detail for c in checks if not c.passed],
+        "params": cfg.model_dump(),
+        **comparison,
+    }
+
+
+def gate_markdown(report: dict[str, Any]) -> str:
+    """The verdict as a page a person reads (Prefect artifact, reports/gate.md)."""
+    title = "PASSED" if report["passed"] else "FAILED"
+    against = f"champion {report['champion']}" if report["champion"] else "absolute thresholds (no champion yet)"
+    lines = [f"# Gate {title}", "", f"Challenger judged against {against}.", ""]
+    if report["reasons"]:
+        lines += ["## Why it failed", "", *[f"- {reason}" for reason in report["reasons"]], ""]
+    lines += ["| check | result | detail |", "|---|---|---|"]
+    lines += [f"| {c['name']} | {'pass' if c['passed'] else '**FAIL**'} | {c['detail']} |" for c in report["checks"]]
+    if "mcnemar" in report:
+        m = report["mcnemar"]
+        lines += ["", f"McNemar exact test: p = {m['p_value']:.4g} (only champion right on "
+                      f"{m['only_champion_correct']} rows, only challenger right on {m['only_challenger_correct']})."]
+        labels = report["labels"]
+        lines += [f"Labels: {labels['shared']} shared, added {labels['added'] or 'none'}, removed "
+                  f"{labels['removed'] or 'none'}; {labels['rows_compared']} test rows compared, "
+                  f"{labels['rows_excluded']} excluded (label unknown to one model)."]
+        worst = report["per_class"][:5]
+        if worst:
+            lines += ["", "| class | support | recall champion | recall challenger | drop |", "|---|---|---|---|---|"]
+            lines += [f"| {r['label']} | {r['support']} | {r['recall_champion']:.3f} | {r['recall_challenger']:.3f} "
+                      f"| {r['drop']:+.3f} |" for r in worst]
+    return "\n".join(lines) + "\n"
+
+
+def gate_numbers(report: dict[str, Any]) -> dict[str, float]:
+    """Numbers only, for `dvc metrics show` / `dvc exp show`."""
+    numbers: dict[str, float] = {"passed": int(report["passed"]),
+                                 "failed_checks": sum(not c["passed"] for c in report["checks"])}
+    if "bootstrap" in report:
+        boot = report["bootstrap"]
+        numbers.update(macro_f1_delta=round(boot["delta"], 6), ci_low=round(boot["low"], 6),
+                       ci_high=round(boot["high"], 6), mcnemar_p=round(report["mcnemar"]["p_value"], 6),
+                       worst_class_recall_drop=report["per_class"][0]["drop"] if report["per_class"] else 0.0)
+    return numbers
+
+
+def champion_predictions(registry: Registry, texts: list[str], device: str, batch_size: int) -> Champion | None:
+    """The champion's predicted labels on these texts, or None when there is no champion yet."""
+    state = registry.aliases()
+    if state.champion is None:
+        return None
+    model, tokenizer, labels, manifest = registry.load(state.champion, device)
+    max_length = manifest["lineage"]["params"]["train"]["max_length"]
+    probabilities = predict_proba(model, tokenizer, texts, batch_size, max_length)
+    return Champion(state.champion, labels, [labels[i] for i in np.argmax(probabilities, axis=1)])
+
+
+def run(params: Params) -> dict[str, Any]:
+    """Judge the model in paths.model; write reports/gate.json, gate.md and the numeric DVC metric."""
+    paths = params.paths
+    test_file = Path(paths.splits) / "test.parquet"
+    test, predictions = pd.read_parquet(test_file), pd.read_parquet(paths.predictions)
+    if len(test) != len(predictions) or list(test["label"]) != list(predictions["actual"]):
+        raise DataError(f"{paths.predictions} does not match {test_file}; rerun the evaluate stage (dvc repro)")
+    registry = open_registry(params.registry.uri, params.registry.endpoint_url, params.registry.cache, Path.cwd())
+    generation = registry.aliases().generation
+    champion = champion_predictions(registry, list(test["text"]), pick_device(params.train.device),
+                                    params.evaluate.batch_size)
+    report = verdict(read_json(Path(paths.metrics)), read_json(Path(paths.behavioral)), list(test["label"]),
+                     list(predictions["predicted"]), load_label_map(Path(paths.model)), champion, params.gate)
+    # The aliases this verdict was made against: the flow moves them only if nobody changed them since.
+    report["registry"] = {"uri": registry.store.location, "alias_generation": generation}
+    write_json(report, Path(paths.gate_report))
+    Path(paths.gate_markdown).write_text(gate_markdown(report), encoding="utf-8")
+    write_json(gate_numbers(report), Path(paths.gate_metrics))
+    return {"passed": report["passed"], "mode": report["mode"], "reasons": report["reasons"]}

@@ -1,0 +1,69 @@
+"""After the gate: register the trained model with its lineage, then move aliases only if the gate passed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from gradus import lineage
+from gradus.config import PARAMS_FILE, Params, load_params
+from gradus.io import read_json
+from gradus.registry import AliasState, Registry, open_registry
+
+
+def project_registry(root: Path, params: Params) -> Registry:
+    """The registry params.yaml names, relative paths taken from the project root."""
+    cfg = params.registry
+    return open_registry(cfg.uri, cfg.endpoint_url, cfg.cache, root)
+
+
+def register_version(root: Path, params: Params, run: str) -> dict[str, Any]:
+    """Register paths.model (idempotent: the same model and lineage give back the same version)."""
+    registry = project_registry(root, params)
+    gate = read_json(root / params.paths.gate_report)
+    manifest, created = registry.register(
+        root / params.paths.model, lineage.collect(root, params), read_json(root / params.paths.metrics), gate, run,
+        reason="gate passed" if gate["passed"] else "gate failed: " + "; ".join(gate["reasons"]))
+    return {"version": manifest["version"], "created": created}
+
+
+def apply_gate(root: Path, params: Params, version: str, run: str) -> dict[str, Any]:
+    """On a pass: `candidate` → version (and `champion` if there is none), by compare-and-swap against
+    the alias generation the gate judged with. On a fail: no alias moves; the audit log says why."""
+    registry = project_registry(root, params)
+    gate = read_json(root / params.paths.gate_report)
+    if not gate["passed"]:
+        registry.audit("gate", version=version, run=run, reason="; ".join(gate["reasons"]), outcome="failed")
+        return {"moved": False, "aliases": registry.aliases().mapping()}
+
+    def change(state: AliasState) -> dict[str, Any]:
+        return {"candidate": version, "champion": state.champion or version}
+
+    before = registry.aliases()
+    after = registry.update_aliases(change, action="gate-pass", run=run, reason=f"gate passed ({gate['mode']})",
+                                    expected_generation=gate["registry"]["alias_generation"])
+    return {"moved": after.generation != before.generation, "aliases": after.mapping()}
+
+
+def _flow_run_id() -> str:
+    from prefect.runtime import flow_run
+
+    return f"prefect:{flow_run.id}" if flow_run.id else "manual"
+
+
+@task(name="register-model", retries=2, retry_delay_seconds=5)
+def register_model(project_dir: str) -> dict[str, Any]:
+    """Register the trained model; retried on I/O errors, which is safe because registering is idempotent."""
+    root = Path(project_dir)
+    result = register_version(root, load_params(root / PARAMS_FILE), _flow_run_id())
+    get_run_logger().info("model version %s (%s)", result["version"], "new" if result["created"] else "existing")
+    return result
+
+
+@task(name="apply-gate")
+def move_aliases(project_dir: str, version: str) -> dict[str, Any]:
+    """Alias changes are not retried: a compare-and-swap conflict needs a fresh gate verdict, not a retry."""
+    root = Path(project_dir)
+    return apply_gate(root, load_params(root / PARAMS_FILE), version, _flow_run_id())
