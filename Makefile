@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench clean prefect
 
 install: $(STAMP)
 
@@ -32,6 +32,9 @@ test: $(STAMP)  ## the whole test suite
 
 test-fast: $(STAMP)  ## everything but the slow (training / pipeline) tests
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
+
+prefect: $(STAMP)  ## local Prefect server + UI (http://127.0.0.1:4200), the deployments, and a worker
+	PATH="$(CURDIR)/$(BIN):$$PATH" infra/local_prefect.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

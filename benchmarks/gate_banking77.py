@@ -121,6 +121,9 @@ def main() -> None:
                    "datasets": {"train.csv": md5(DATA / "train.csv"), "test.csv": md5(DATA / "test.csv")},
                    "code": git_state(ROOT), "dvc_lock": {}}
         champion_eval = evaluate_model(work / "champion", fit, test, params)
+        # The champion must itself have passed the gate (first-model mode), as it would have in production.
+        first = verdict(champion_eval.metrics, champion_eval.behavioral, list(test["label"]), champion_eval.predicted,
+                        load_label_map(work / "champion"), None, params.gate)
         manifest, _ = registry.register(work / "champion", lineage, champion_eval.metrics, None, "benchmark",
                                         "gate benchmark champion")
         registry.promote(manifest["version"], run="benchmark", reason="gate benchmark champion")
@@ -133,7 +136,7 @@ def main() -> None:
         challengers = {"identical": work / "champion", "data_30pct": work / "data_30pct",
                        "scrambled": work / "scrambled"}
         results = {name: judge(name, folder, fit, test, params, registry) for name, folder in challengers.items()}
-    expected = {"identical": results["identical"]["passed"],
+    expected = {"champion_first_model": first["passed"], "identical": results["identical"]["passed"],
                 "data_30pct": not results["data_30pct"]["passed"],
                 "scrambled": not results["scrambled"]["passed"]
                 and "per_class_recall" in results["scrambled"]["failed_checks"]}
@@ -142,7 +145,9 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "rows": {"fit": len(fit), "val": len(val), "test": len(test), "labels": int(fit["label"].nunique())},
         "epochs": epochs, "scrambled_class": args.scramble_class,
-        "champion": {"accuracy": champion_eval.metrics["accuracy"], "macro_f1": champion_eval.metrics["macro_f1"]},
+        "champion": {"accuracy": champion_eval.metrics["accuracy"], "macro_f1": champion_eval.metrics["macro_f1"],
+                     "behavioral": champion_eval.metrics["behavioral"], "first_model_gate_passed": first["passed"],
+                     "first_model_gate_reasons": first["reasons"]},
         "gate_params": params.gate.model_dump(), "training": training, "challengers": results,
         "expected_outcomes_met": expected, "all_met": all(expected.values()),
         "wall_time_s": round(time.perf_counter() - started, 1),

@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-from gradus.config import PARAMS_FILE, load_params, write_overrides
+from gradus.config import PARAMS_FILE, append_sources, load_params, write_overrides
 from gradus.io import read_json
 from tasks import STAGES
 from tasks.dvc import push_outputs, run_stage
@@ -31,6 +31,9 @@ class TrainingOverrides(BaseModel):
     base_model: str | None = Field(None, description="model.base: 'packaged', a folder or a hub id")
     extra: list[str] = Field(default_factory=list,
                              description="any other params.yaml key as KEY=VALUE, e.g. split.test_fraction=0.2")
+    add_sources: list[str] = Field(default_factory=list,
+                                   description="labeled files, globs or s3:// prefixes to add to data.sources")
+    reason: str | None = Field(None, description="why this run was started (kept in the registry's audit log)")
 
     def dotted(self) -> list[str]:
         """The overrides as params.yaml dotted assignments."""
@@ -74,7 +77,16 @@ def training_pipeline(overrides: TrainingOverrides | None = None, project_dir: s
     register the model with its lineage, and move the aliases only if the gate passed."""
     logger = get_run_logger()
     root = Path(project_dir).resolve()
-    changes = write_overrides(root / PARAMS_FILE, (overrides or TrainingOverrides()).dotted())
+    overrides = overrides or TrainingOverrides()
+    changes = write_overrides(root / PARAMS_FILE, overrides.dotted())
+    if overrides.add_sources:
+        drift = load_params(root / PARAMS_FILE).drift
+        added = append_sources(root / PARAMS_FILE, overrides.add_sources, drift.text_column,
+                               drift.label_column or "label")
+        if added:
+            changes["data.sources"] = {"old": "", "new": f"+ {', '.join(added)}"}
+    if overrides.reason:
+        logger.info("run started because: %s", overrides.reason)
     if changes:
         logger.info("params.yaml overrides for this run: %s", changes)
     params = load_params(root / PARAMS_FILE)
@@ -84,7 +96,7 @@ def training_pipeline(overrides: TrainingOverrides | None = None, project_dir: s
     stages = [run_stage(stage, str(root), force=remote and stage == "ingest") for stage in STAGES]
     if push:
         push_outputs(str(root))
-    registered = register_model(str(root))
+    registered = register_model(str(root), overrides.reason)
     aliases = move_aliases(str(root), registered["version"])
     gate = read_json(root / params.paths.gate_report)
     create_markdown_artifact(

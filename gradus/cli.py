@@ -364,6 +364,40 @@ def models_log(registry: RegistryOption = None, params: ParamsOption = Path(PARA
 
 
 @app.command()
+def deploy(
+    project_dir: Annotated[Path, typer.Option(help="Project root the deployments run in.")] = Path("."),
+    work_pool: Annotated[str, typer.Option(help="Prefect process work pool (created if missing).")] = "gradus-local",
+    incoming: Annotated[str, typer.Option(help="Where the drift monitor looks for new batches.")] =
+        "data/incoming/*.jsonl",
+) -> None:
+    """Register the Prefect deployments training-pipeline (weekly + on demand) and drift-monitor (hourly)."""
+    # Like `run`, reaches the orchestration layer only here, lazily.
+    for name, deployment in importlib.import_module("infra.deploy").deploy_all(
+            project_dir, work_pool, incoming).items():
+        typer.echo(f"deployed {name}: {deployment}")
+
+
+@app.command()
+def drift(
+    current: Annotated[str, typer.Argument(help="New text: a CSV/JSONL/Parquet file, glob or s3:// prefix.")],
+    project_dir: Annotated[Path, typer.Option(help="Project root holding params.yaml.")] = Path("."),
+    trigger: Annotated[bool, typer.Option(help="Start the training deployment when drift warrants it.")] = False,
+) -> None:
+    """Run the drift monitor once (on a local, ephemeral Prefect); prints each signal and the decision."""
+    flows_drift = importlib.import_module("flows.drift")
+    try:
+        summary = flows_drift.drift_monitor(current, str(project_dir), trigger)
+    except (ConfigError, GradusError) as exc:
+        raise _fail(exc) from None
+    rows = [[name, f"{s['score']:.4f}", s["method"], f"{s['threshold']:g}", "yes" if s["drifted"] else "no"]
+            for name, s in summary["signals"].items()]
+    typer.echo(_table(["SIGNAL", "SCORE", "METHOD", "THRESHOLD", "DRIFTED"], rows))
+    decision = summary["decision"]
+    typer.echo(f"\ndecision: {'retrain' if decision['retrain'] else 'no retrain'} — " + "; ".join(decision["reasons"]))
+    typer.echo("reports: " + ", ".join(summary["reports"]))
+
+
+@app.command()
 def version() -> None:
     """Print the gradus version."""
     from gradus import __version__

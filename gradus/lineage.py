@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -62,3 +63,53 @@ def collect(root: Path, params: Params) -> dict[str, Any]:
         "training": {k: summary.get(k) for k in ("device", "train_rows", "epochs", "steps", "best_step",
                                                  "samples_per_s", "wall_time_s", "val_macro_f1")},
     }
+
+
+def _cache_roots(root: Path) -> list[str]:
+    """Where DVC keeps objects by content hash: the project cache, then the default remote (folder or s3://)."""
+    import configparser
+
+    roots = [str(root / ".dvc" / "cache")]
+    config = configparser.ConfigParser()
+    config.read([root / ".dvc" / "config", root / ".dvc" / "config.local"])
+    default = config.get("core", "remote", fallback=None)
+    url = config.get(f'remote "{default}"', "url", fallback=None) if default else None
+    if url:
+        roots.append(url if url.startswith("s3://") or Path(url).is_absolute() else str(root / ".dvc" / url))
+    return roots
+
+
+def read_dvc_object(root: Path, md5: str) -> bytes:
+    """The bytes DVC stored for an md5 (DVC 3 layout: files/md5/ab/cdef...), from the cache or the remote.
+
+    By hand because DVC's API addresses data by (path, git revision), and a model's lineage addresses it by
+    content hash: the dvc.lock of a flow run is not necessarily committed.
+    """
+    relative = f"files/md5/{md5[:2]}/{md5[2:]}"
+    for base in _cache_roots(root):
+        if base.startswith("s3://"):
+            from gradus.storage import s3_client, split_uri
+
+            bucket, prefix = split_uri(base)
+            try:
+                key = f"{prefix.strip('/')}/{relative}" if prefix.strip("/") else relative
+                return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+            except Exception:  # not there either: try the next place, then fail below naming them all
+                continue
+        path = Path(base) / relative
+        if path.is_file():
+            return path.read_bytes()
+    raise RegistryError(f"DVC object {md5} not found in {', '.join(_cache_roots(root))}; "
+                        "run `dvc pull` in the project that trained the champion")
+
+
+def training_split(root: Path, manifest: dict[str, Any], split: str = "train") -> bytes:
+    """The Parquet bytes of the split a registered model was trained on, found through its lineage."""
+    directory = manifest["lineage"]["datasets"].get("splits", "")
+    if not directory.endswith(".dir"):
+        raise RegistryError(f"{manifest['version']}: its lineage names no DVC-tracked splits; cannot find its data")
+    listing = json.loads(read_dvc_object(root, directory))
+    entry = next((item for item in listing if item["relpath"] == f"{split}.parquet"), None)
+    if entry is None:
+        raise RegistryError(f"{manifest['version']}: {split}.parquet not in the splits of its lineage")
+    return read_dvc_object(root, entry["md5"])

@@ -120,22 +120,40 @@ def pick_device(preference: str = "auto") -> str:
 def predict_proba(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 128,
                   max_length: int = 128) -> Any:
     """Class probabilities (numpy, rows in input order); batches of similar length to cut padding."""
+    return forward(model, tokenizer, texts, batch_size, max_length)[0]
+
+
+def forward(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 128, max_length: int = 128,
+            embeddings: bool = False, bf16: bool = False) -> tuple[Any, Any]:
+    """(class probabilities, mean-pooled last-layer embeddings or None) in one pass, rows in input order;
+    `bf16` runs the matmuls under bf16 autocast (about 2x faster on CPUs with bf16 units)."""
+    import contextlib
+
     import numpy as np
     import torch
 
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     device = next(model.parameters()).device
-    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    with torch.inference_mode():
+    probabilities = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    pooled = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32) if embeddings else None
+    device_type = "cuda" if device.type == "cuda" else "cpu"
+    precision = torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.inference_mode(), precision:
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
             batch = tokenizer([texts[i] for i in index], truncation=True, max_length=max_length,
                               padding=True, return_tensors="pt").to(device)
-            out[index] = torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy()
-    return out
+            out = model(**batch, output_hidden_states=embeddings)
+            probabilities[index] = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
+            if pooled is not None:
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                hidden = out.hidden_states[-1].float()
+                pooled[index] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
+    return probabilities, pooled
 
 
 _BF16_SPEEDUP: float | None = None
+BF16_CPU_MIN_SPEEDUP = 1.3  # below this, emulated bf16 is not worth its rounding
 
 
 def matmul_flops_per_s(dtype: Any, size: int = 2048, seconds: float = 3.0) -> float:
@@ -151,6 +169,15 @@ def matmul_flops_per_s(dtype: Any, size: int = 2048, seconds: float = 3.0) -> fl
         torch.matmul(a, b)
         runs += 1
     return 2 * size**3 * runs / (time.perf_counter() - start)
+
+
+def bf16_inference_pays(device: str) -> bool:
+    """Whether bf16 autocast speeds up inference here: on CUDA with bf16 support, or a CPU measured faster."""
+    import torch
+
+    if device == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return device == "cpu" and cpu_bf16_speedup() >= BF16_CPU_MIN_SPEEDUP
 
 
 def cpu_bf16_speedup() -> float:

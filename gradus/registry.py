@@ -75,6 +75,7 @@ class Store(Protocol):
     def read(self, key: str) -> bytes | None: ...
     def fetch(self, key: str, target: Path) -> bool: ...
     def keys(self, prefix: str) -> list[str]: ...
+    def delete(self, key: str) -> None: ...
 
 
 class LocalStore:
@@ -132,6 +133,9 @@ class LocalStore:
         found = [p.relative_to(self.root).as_posix() for p in base.rglob("*")
                  if p.is_file() and not p.name.endswith(".tmp")]
         return sorted(found)
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
 
 
 class S3Store:
@@ -209,6 +213,12 @@ class S3Store:
         except Exception as exc:
             raise self._error(exc, prefix) from None
         return sorted(found)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise self._error(exc, key) from None
 
 
 def open_store(uri: str, endpoint_url: str | None = None, base: Path | None = None) -> Store:
@@ -526,6 +536,24 @@ class Registry:
         canary = None if ref is None else {"version": self.resolve(ref), "weight": weight}
         return self.update_aliases(lambda s: {"canary": canary}, action="canary", run=run, reason=reason,
                                    expected_generation=expected_generation)
+
+    # -- retrains started by the drift monitor (one record per batch, claimed create-only)
+
+    def trigger(self, batch: str) -> dict[str, Any] | None:
+        data = self.store.read(f"monitor/triggers/{batch}.json")
+        return json.loads(data) if data is not None else None
+
+    def triggers(self) -> list[dict[str, Any]]:
+        return [json.loads(data) for key in self.store.keys("monitor/triggers/") if (data := self.store.read(key))]
+
+    def claim_trigger(self, batch: str, record: dict[str, Any]) -> bool:
+        """Claim a batch for one retrain; False if a monitor run already did (concurrent runs included)."""
+        return self.store.create(f"monitor/triggers/{batch}.json",
+                                 json.dumps({"at": now_utc(), **record}, sort_keys=True, default=str).encode())
+
+    def release_trigger(self, batch: str) -> None:
+        """Give a claim back when the retrain could not be started, so the next run may try again."""
+        self.store.delete(f"monitor/triggers/{batch}.json")
 
     # -- audit
 

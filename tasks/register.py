@@ -19,13 +19,14 @@ def project_registry(root: Path, params: Params) -> Registry:
     return open_registry(cfg.uri, cfg.endpoint_url, cfg.cache, root)
 
 
-def register_version(root: Path, params: Params, run: str) -> dict[str, Any]:
+def register_version(root: Path, params: Params, run: str, why: str | None = None) -> dict[str, Any]:
     """Register paths.model (idempotent: the same model and lineage give back the same version)."""
     registry = project_registry(root, params)
     gate = read_json(root / params.paths.gate_report)
+    verdict = "gate passed" if gate["passed"] else "gate failed: " + "; ".join(gate["reasons"])
     manifest, created = registry.register(
         root / params.paths.model, lineage.collect(root, params), read_json(root / params.paths.metrics), gate, run,
-        reason="gate passed" if gate["passed"] else "gate failed: " + "; ".join(gate["reasons"]))
+        reason=f"{why}; {verdict}" if why else verdict)
     return {"version": manifest["version"], "created": created}
 
 
@@ -54,10 +55,10 @@ def _flow_run_id() -> str:
 
 
 @task(name="register-model", retries=2, retry_delay_seconds=5)
-def register_model(project_dir: str) -> dict[str, Any]:
+def register_model(project_dir: str, why: str | None = None) -> dict[str, Any]:
     """Register the trained model; retried on I/O errors, which is safe because registering is idempotent."""
     root = Path(project_dir)
-    result = register_version(root, load_params(root / PARAMS_FILE), _flow_run_id())
+    result = register_version(root, load_params(root / PARAMS_FILE), _flow_run_id(), why)
     get_run_logger().info("model version %s (%s)", result["version"], "new" if result["created"] else "existing")
     return result
 

@@ -22,6 +22,7 @@ from gradus.config import Params, TrainConfig
 from gradus.errors import DataError
 from gradus.io import write_json
 from gradus.modeling import (
+    BF16_CPU_MIN_SPEEDUP,
     TRAINING_SUMMARY,
     BaseModel,
     cpu_bf16_speedup,
@@ -68,9 +69,6 @@ def macro_f1_metric(prediction: Any) -> dict[str, float]:
     actual = prediction.label_ids
     return {"accuracy": float((predicted == actual).mean()),
             "macro_f1": float(f1_score(actual, predicted, average="macro"))}
-
-
-BF16_CPU_MIN_SPEEDUP = 1.3
 
 
 def mixed_precision(cfg: TrainConfig, device: str) -> tuple[bool, bool]:

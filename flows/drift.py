@@ -1,0 +1,109 @@
+"""The drift monitor as a Prefect flow: Evidently reports on a new batch, and a retrain when it matters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.deployments import run_deployment
+
+from gradus.config import PARAMS_FILE, load_params
+from tasks.drift import run_monitor
+from tasks.register import project_registry
+
+
+@task(name="drift-report")
+def check_drift(project_dir: str, current: str) -> dict[str, Any]:
+    """Load the batch and the champion's training data, run the Evidently reports, decide."""
+    root = Path(project_dir).resolve()
+    return run_monitor(root, load_params(root / PARAMS_FILE), current)
+
+
+def drift_markdown(summary: dict[str, Any], triggered: str | None) -> str:
+    """Signal by signal, the decision and its reasons, with links to the HTML reports."""
+    decision = summary["decision"]
+    lines = [f"# Drift monitor: {'retrain' if decision['retrain'] else 'no retrain'}", "",
+             f"Batch `{summary['current']}` ({summary['rows']['current']} rows) vs the training split of champion "
+             f"{summary['champion']} ({summary['rows']['reference']} rows).", "",
+             "| signal | score | method | threshold | drifted |", "|---|---|---|---|---|"]
+    for name, signal in summary["signals"].items():
+        drifted = "**yes**" if signal["drifted"] else "no"
+        lines.append(f"| {name} | {signal['score']:.4f} | {signal['method']} | {signal['threshold']:g} | {drifted} |")
+    sample = summary["model_sample"]
+    if sample.get("sampled"):
+        lines += ["", f"Model signals computed on a seeded sample: {sample['rows']} rows (drift.max_model_rows)."]
+    lines += ["", "| check | passed | detail |", "|---|---|---|"]
+    lines += [f"| {name} | {'yes' if check['passed'] else 'no'} | {check['detail']} |"
+              for name, check in decision["checks"].items()]
+    if triggered:
+        lines += ["", f"Started training flow run `{triggered}`."]
+    lines += ["", *[f"[{Path(path).name}]({Path(path).as_uri()})" for path in summary["reports"]]]
+    return "\n".join(lines)
+
+
+@flow(name="drift_monitor", log_prints=True)
+def drift_monitor(current: str, project_dir: str = ".", trigger: bool = True) -> dict[str, Any]:
+    """Compare `current` (a file, glob or s3:// prefix of new text) with the champion's training data; start
+    the training deployment when drift is significant, the batch big enough and the cooldown over."""
+    logger = get_run_logger()
+    root = Path(project_dir).resolve()
+    params = load_params(root / PARAMS_FILE)
+    summary = check_drift(str(root), current)
+    decision, triggered = summary["decision"], None
+    if decision["retrain"] and trigger:
+        triggered = start_retrain(root, summary)
+        decision["triggered_flow_run"] = triggered
+    elif decision["retrain"]:
+        logger.info("retrain warranted but trigger=False: not starting %s", params.drift.training_deployment)
+    logger.info("drift decision: %s (%s)", "retrain" if decision["retrain"] else "no retrain",
+                "; ".join(decision["reasons"]))
+    create_markdown_artifact(key="drift-report", markdown=drift_markdown(summary, triggered),
+                             description="Drift per signal, the retrain decision and links to Evidently reports")
+    return summary
+
+
+@task(name="start-retrain")
+def start_retrain(root: Path, summary: dict[str, Any]) -> str | None:
+    """Claim the batch (create-only, so concurrent monitors start one retrain), then run the training
+    deployment with the reason and the new data; give the claim back if the run cannot be created."""
+    logger = get_run_logger()
+    params = load_params(root / PARAMS_FILE)
+    registry = project_registry(root, params)
+    reason = f"drift on batch {summary['current']}: " + "; ".join(summary["decision"]["reasons"])
+    if not registry.claim_trigger(summary["batch"], {"current": summary["current"], "reason": reason}):
+        logger.info("batch %s already triggered a retrain; not starting another", summary["batch"][:12])
+        summary["decision"]["retrain"] = False
+        return None
+    overrides: dict[str, Any] = {"reason": reason}
+    if summary["labeled"]:
+        overrides["add_sources"] = [summary["current"]]  # the new data goes into that retrain
+    try:
+        run = run_deployment(params.drift.training_deployment, parameters={"overrides": overrides}, timeout=0)
+    except Exception:
+        registry.release_trigger(summary["batch"])
+        raise
+    registry.audit("retrain-triggered", run=str(run.id), reason=reason, outcome="ok",
+                   details={"batch": summary["batch"], "current": summary["current"]})
+    logger.info("started %s: flow run %s", params.drift.training_deployment, run.id)
+    return str(run.id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flows.drift CURRENT [--no-trigger]`: one monitor run on a local, ephemeral Prefect."""
+    parser = argparse.ArgumentParser(prog="python -m flows.drift")
+    parser.add_argument("current", help="a CSV/JSONL/Parquet file, a glob or an s3:// prefix of new text")
+    parser.add_argument("--project-dir", default=".")
+    parser.add_argument("--no-trigger", action="store_true", help="report only; never start a retrain")
+    args = parser.parse_args(argv)
+    summary = drift_monitor(args.current, args.project_dir, not args.no_trigger)
+    print(json.dumps({k: summary[k] for k in ("signals", "decision", "reports")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

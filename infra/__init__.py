@@ -1,0 +1,1 @@
+"""Deployment definitions (Prefect work pool and deployments); see infra/README.md."""

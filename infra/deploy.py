@@ -1,0 +1,75 @@
+"""The Prefect deployments of gradus, and the process work pool they run on.
+
+    gradus deploy [--project-dir .] [--work-pool gradus-local]    (or: python -m infra.deploy)
+
+training-pipeline: weekly (Monday 03:00 UTC) and on demand from the UI with typed parameters; at most one
+                   run at a time (a second trigger waits in the queue), so two trainings never share the
+                   project workspace.
+drift-monitor:     hourly, on the batch files under data/incoming/ (a parameter: any file, glob or s3://).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+WORK_POOL = "gradus-local"
+TRAINING, DRIFT = "training-pipeline", "drift-monitor"
+TRAINING_CRON, DRIFT_CRON = "0 3 * * 1", "0 * * * *"
+INCOMING = "data/incoming/*.jsonl"
+
+
+async def ensure_work_pool(name: str) -> None:
+    """Create the process work pool (with the process worker's default job template) if it is missing."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    async with get_client() as client:
+        try:
+            await client.read_work_pool(name)
+        except ObjectNotFound:
+            await client.create_work_pool(WorkPoolCreate(
+                name=name, type="process", base_job_template=ProcessWorker.get_default_base_job_template()))
+
+
+def deploy_all(project_dir: str | Path = ".", work_pool: str = WORK_POOL, incoming: str = INCOMING) -> dict[str, str]:
+    """Register both deployments (idempotent: re-running updates them); returns {name: deployment id}."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.flows import Flow
+
+    root = Path(project_dir).resolve()
+    asyncio.run(ensure_work_pool(work_pool))
+    training = Flow.from_source(source=str(root), entrypoint="flows/training.py:training_pipeline")
+    drift = Flow.from_source(source=str(root), entrypoint="flows/drift.py:drift_monitor")
+    common = {"work_pool_name": work_pool, "tags": ["gradus"]}
+    # to_deployment(...).apply() rather than flow.deploy(): deploy() first lists the pool's online workers,
+    # a request prefect 3.8.8's client sends with null paging that its own server rejects (HTTP 422).
+    ids = {
+        TRAINING: training.to_deployment(
+            name=TRAINING, cron=TRAINING_CRON, parameters={"project_dir": str(root)},
+            concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+            description="ingest → validate → split → train → evaluate → gate → register; typed overrides",
+            **common).apply(),
+        DRIFT: drift.to_deployment(
+            name=DRIFT, cron=DRIFT_CRON, parameters={"project_dir": str(root), "current": incoming},
+            description="Evidently drift report on new data; starts training-pipeline when drift is significant",
+            **common).apply(),
+    }
+    return {name: str(value) for name, value in ids.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m infra.deploy", description=__doc__.splitlines()[0])
+    parser.add_argument("--project-dir", default=".")
+    parser.add_argument("--work-pool", default=WORK_POOL)
+    parser.add_argument("--incoming", default=INCOMING)
+    args = parser.parse_args(argv)
+    for name, deployment in deploy_all(args.project_dir, args.work_pool, args.incoming).items():
+        print(f"deployed {name}: {deployment}")
+
+
+if __name__ == "__main__":
+    main()

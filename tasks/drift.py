@@ -1,0 +1,268 @@
+"""Drift monitor: compare a batch of new text with the champion's training data, with Evidently reports.
+
+Signals: text descriptors (length, word count, non-letter share: Evidently descriptors; out-of-vocabulary
+share against the training vocabulary), the champion's predicted-label distribution and confidence, and
+the champion's own encoder embeddings (Evidently's embedding drift: a reference-vs-current classifier).
+The decision to retrain needs enough drifted signals, a big enough batch, a cooled-down last retrain, and
+a batch not already acted on.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import re
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gradus import storage
+from gradus.config import DriftConfig, Params
+from gradus.errors import DataError
+from gradus.io import FORMATS, read_table, write_json
+from gradus.lineage import training_split
+from gradus.modeling import bf16_inference_pays, forward, pick_device
+from gradus.registry import Registry, open_registry
+
+TEXT_SIGNALS = ("text_length", "word_count", "non_letter_share", "oov_share")
+MODEL_SIGNALS = ("predicted_label", "confidence", "embeddings")
+# Stat tests whose score is a p-value (drift when below the threshold); the rest are distances.
+P_VALUE_METHODS = {"ks", "chisquare", "z", "t_test", "mannw", "cramer_von_mises", "anderson", "fisher_exact",
+                   "g_test", "epps_singleton", "empirical_mmd"}
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+def load_batch(uri: str, cfg: DriftConfig, root: Path) -> pd.DataFrame:
+    """The new batch (a file, a glob, or an s3:// prefix) as text (+ label when configured and present)."""
+    frames = []
+    if uri.startswith("s3://"):
+        client = storage.s3_client(cfg.endpoint_url)
+        with tempfile.TemporaryDirectory(prefix="gradus-drift-") as scratch:
+            for obj in storage.list_objects(client, uri, tuple(FORMATS)):
+                frames.append(_columns(read_table(storage.download(client, obj, Path(scratch)), cfg.format),
+                                       obj.uri, cfg))
+    else:
+        pattern = uri if Path(uri).is_absolute() else str(root / uri)
+        paths = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+        if not paths:
+            raise DataError(f"drift batch {uri!r}: no file matches; give a CSV/JSONL/Parquet file, a glob or "
+                            "an s3:// prefix")
+        frames = [_columns(read_table(path, cfg.format), str(path), cfg) for path in paths]
+    batch = pd.concat(frames, ignore_index=True)
+    # Blank texts say nothing about language drift; they are the validate stage's business if retrained on.
+    return batch[batch["text"].notna() & (batch["text"].astype(str).str.strip() != "")].reset_index(drop=True)
+
+
+def _columns(table: pd.DataFrame, where: str, cfg: DriftConfig) -> pd.DataFrame:
+    if cfg.text_column not in table.columns:
+        raise DataError(f"{where}: no column {cfg.text_column!r} (found {list(table.columns)[:10]}); "
+                        "set drift.text_column")
+    out = pd.DataFrame({"text": table[cfg.text_column].astype(object)})
+    if cfg.label_column and cfg.label_column in table.columns:
+        out["label"] = table[cfg.label_column].astype(object)
+    return out
+
+
+def fingerprint(batch: pd.DataFrame) -> str:
+    """Content hash of a batch: the same rows delivered again are the same batch, whatever the file name."""
+    digest = hashlib.sha256()
+    for column in sorted(batch.columns):
+        digest.update(column.encode())
+        digest.update("\x1f".join(map(str, batch[column])).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def vocabulary(texts: pd.Series) -> set[str]:
+    return {word for text in texts for word in _WORD.findall(str(text).lower())}
+
+
+def oov_share(texts: pd.Series, vocab: set[str]) -> np.ndarray:
+    """Share of each text's words never seen in the reference (Evidently's OOV descriptor needs NLTK corpora
+    downloaded at run time, and the training vocabulary is the more telling reference for a fine-tuned model)."""
+    shares = []
+    for text in texts:
+        words = _WORD.findall(str(text).lower())
+        shares.append(sum(word not in vocab for word in words) / len(words) if words else 0.0)
+    return np.array(shares, dtype=float)
+
+
+# ---------------------------------------------------------------------------------------- reports
+
+
+def _drifted(score: float, method: str, threshold: float) -> bool:
+    return score < threshold if method in P_VALUE_METHODS else score >= threshold
+
+
+def text_report(reference: pd.Series, current: pd.Series, cfg: DriftConfig) -> tuple[Any, dict[str, Any]]:
+    """Evidently report over the text descriptors of every row."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.descriptors import NonLetterCharacterPercentage, TextLength, WordCount
+    from evidently.metrics import ValueDrift
+
+    # A reference text's words are all in the reference vocabulary by construction; so each half of the
+    # reference is scored against the other half's vocabulary, and the current batch against the first half's.
+    halves = np.arange(len(reference)) % 2 == 0
+    vocab_a, vocab_b = vocabulary(reference[halves]), vocabulary(reference[~halves])
+    reference_oov = np.where(halves, oov_share(reference, vocab_b), oov_share(reference, vocab_a))
+    definition = DataDefinition(text_columns=["text"], numerical_columns=["oov_share"])
+
+    def dataset(texts: pd.Series, oov: np.ndarray) -> Any:
+        frame = pd.DataFrame({"text": texts.astype(str).to_numpy(), "oov_share": oov})
+        return Dataset.from_pandas(frame, data_definition=definition, descriptors=[
+            TextLength("text", alias="text_length"), WordCount("text", alias="word_count"),
+            NonLetterCharacterPercentage("text", alias="non_letter_share")])
+
+    signals = [s for s in TEXT_SIGNALS if s in cfg.signals]
+    metrics = [ValueDrift(column=s, method=cfg.numerical_method, threshold=cfg.numerical_threshold) for s in signals]
+    snapshot = Report(metrics).run(dataset(current, oov_share(current, vocab_a)), dataset(reference, reference_oov))
+    return snapshot, {s: _signal(v, cfg.numerical_method, cfg.numerical_threshold, len(reference), len(current))
+                      for s, v in zip(signals, _values(snapshot), strict=True)}
+
+
+def _signal(score: float, method: str, threshold: float, reference_rows: int, current_rows: int) -> dict[str, Any]:
+    return {"score": round(float(score), 6), "method": method, "threshold": threshold,
+            "drifted": _drifted(float(score), method, threshold),
+            "rows": {"reference": reference_rows, "current": current_rows}}
+
+
+def _values(snapshot: Any) -> list[float]:
+    return [float(metric["value"]) for metric in snapshot.dict()["metrics"]]
+
+
+def model_frame(texts: list[str], champion: Any) -> pd.DataFrame:
+    """The champion's predicted label, confidence and mean-pooled embedding for each text."""
+    model, tokenizer, labels, max_length = champion
+    device = str(next(model.parameters()).device.type)
+    probabilities, embeddings = forward(model, tokenizer, texts, 64, max_length, embeddings=True,
+                                        bf16=bf16_inference_pays(device))
+    frame = pd.DataFrame(embeddings, columns=[f"emb_{i}" for i in range(embeddings.shape[1])])
+    frame.insert(0, "predicted_label", [labels[i] for i in probabilities.argmax(axis=1)])
+    frame.insert(1, "confidence", probabilities.max(axis=1).astype(float))
+    return frame
+
+
+def model_report(reference: pd.Series, current: pd.Series, champion: Any,
+                 cfg: DriftConfig) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Evidently report over the champion's view of a seeded sample of each side (forward passes cost)."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import EmbeddingsDrift, ValueDrift
+    from evidently.metrics.embeddings import ModelDriftMethod
+
+    rng = np.random.default_rng(cfg.seed)
+    sample = {name: side.iloc[np.sort(rng.choice(len(side), min(len(side), cfg.max_model_rows), replace=False))]
+              for name, side in (("reference", reference), ("current", current))}
+    frames = {name: model_frame(list(side.astype(str)), champion) for name, side in sample.items()}
+    embedding_columns = [c for c in frames["current"].columns if c.startswith("emb_")]
+    definition = DataDefinition(numerical_columns=["confidence", *embedding_columns],
+                                categorical_columns=["predicted_label"], embeddings={"champion": embedding_columns})
+    datasets = {name: Dataset.from_pandas(frame, data_definition=definition) for name, frame in frames.items()}
+    wanted = [s for s in MODEL_SIGNALS if s in cfg.signals]
+    metrics = {"predicted_label": ValueDrift(column="predicted_label", method=cfg.categorical_method,
+                                             threshold=cfg.categorical_threshold),
+               "confidence": ValueDrift(column="confidence", method=cfg.numerical_method,
+                                        threshold=cfg.numerical_threshold),
+               "embeddings": EmbeddingsDrift(embeddings_name="champion",
+                                             drift_method=ModelDriftMethod(threshold=cfg.embeddings_threshold))}
+    snapshot = Report([metrics[s] for s in wanted]).run(datasets["current"], datasets["reference"])
+    rules = {"predicted_label": (cfg.categorical_method, cfg.categorical_threshold),
+             "confidence": (cfg.numerical_method, cfg.numerical_threshold),
+             "embeddings": ("domain_classifier_roc_auc", cfg.embeddings_threshold)}
+    rows = {name: len(s) for name, s in sample.items()}
+    signals = {s: _signal(v, *rules[s], rows["reference"], rows["current"])
+               for s, v in zip(wanted, _values(snapshot), strict=True)}
+    distribution = {name: frame["predicted_label"].value_counts(normalize=True).round(4).head(10).to_dict()
+                    for name, frame in frames.items()}
+    return snapshot, signals, {"sampled": any(len(s) > cfg.max_model_rows for s in (reference, current)),
+                               "rows": rows, "top_predicted_labels": distribution}
+
+
+# --------------------------------------------------------------------------------------- decision
+
+
+def decide(signals: dict[str, Any], current_rows: int, cfg: DriftConfig, last_retrain: datetime | None,
+           already_triggered: bool, now: datetime) -> dict[str, Any]:
+    """Retrain only on significant drift, with enough rows, after the cooldown, once per batch."""
+    drifted = [name for name in cfg.signals if signals.get(name, {}).get("drifted")]
+    checks = {
+        "significant": (len(drifted) >= cfg.min_drifted_signals,
+                        f"{len(drifted)} of {len(cfg.signals)} signals drifted ({', '.join(drifted) or 'none'}); "
+                        f"drift.min_drifted_signals={cfg.min_drifted_signals}"),
+        "enough_rows": (current_rows >= cfg.min_samples,
+                        f"batch has {current_rows} rows; drift.min_samples={cfg.min_samples}"),
+        "cooled_down": (last_retrain is None or now - last_retrain >= timedelta(hours=cfg.cooldown_hours),
+                        "no retrain yet" if last_retrain is None else
+                        f"last retrain {(now - last_retrain).total_seconds() / 3600:.1f} h ago; "
+                        f"drift.cooldown_hours={cfg.cooldown_hours:g}"),
+        "new_batch": (not already_triggered, "this batch already triggered a retrain" if already_triggered
+                      else "batch not seen before"),
+    }
+    retrain = all(ok for ok, _ in checks.values())
+    return {"retrain": retrain, "drifted_signals": drifted,
+            "checks": {name: {"passed": ok, "detail": detail} for name, (ok, detail) in checks.items()},
+            "reasons": [detail for ok, detail in checks.values() if not ok] if not retrain else
+                       [checks["significant"][1]]}
+
+
+def last_retrain(registry: Registry) -> datetime | None:
+    """The latest of: a registered version, a retrain the monitor started."""
+    times = [m["created_at"] for m in registry.versions()] + [t["at"] for t in registry.triggers()]
+    return max((datetime.fromisoformat(t.replace("Z", "+00:00")) for t in times), default=None)
+
+
+# ------------------------------------------------------------------------------------------ stage
+
+
+def champion_and_reference(root: Path, params: Params) -> tuple[Any, pd.DataFrame, dict[str, Any]]:
+    """The champion (model, tokenizer, labels, max_length) and its training split, through its lineage."""
+    cfg = params.registry
+    registry = open_registry(cfg.uri, cfg.endpoint_url, cfg.cache, root)
+    state = registry.aliases()
+    if state.champion is None:
+        raise DataError("drift monitor: no champion in the registry yet; train and pass the gate first")
+    model, tokenizer, labels, manifest = registry.load(state.champion, pick_device(params.train.device))
+    reference = pd.read_parquet(io.BytesIO(training_split(root, manifest)))
+    max_length = manifest["lineage"]["params"]["train"]["max_length"]
+    return (model, tokenizer, labels, max_length), reference, manifest
+
+
+def analyse(reference: pd.DataFrame, batch: pd.DataFrame, champion: Any, cfg: DriftConfig,
+            out_dir: Path) -> dict[str, Any]:
+    """Both Evidently reports (HTML kept in out_dir) and the per-signal drift scores."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text_snapshot, signals = text_report(reference["text"], batch["text"], cfg)
+    text_snapshot.save_html(str(out_dir / "text_drift.html"))
+    sample: dict[str, Any] = {"sampled": False}
+    if any(s in cfg.signals for s in MODEL_SIGNALS):
+        model_snapshot, model_signals, sample = model_report(reference["text"], batch["text"], champion, cfg)
+        model_snapshot.save_html(str(out_dir / "model_drift.html"))
+        signals |= model_signals
+    return {"signals": signals, "model_sample": sample}
+
+
+def run_monitor(root: Path, params: Params, current: str, now: datetime | None = None) -> dict[str, Any]:
+    """Load, analyse, decide; write reports/drift/<time>-<batch>/ with the HTML reports and summary.json."""
+    now = now or datetime.now(UTC)
+    cfg = params.drift
+    batch = load_batch(current, cfg, root)
+    batch_id = fingerprint(batch)
+    champion, reference, manifest = champion_and_reference(root, params)
+    out_dir = root / params.paths.drift_reports / f"{now:%Y%m%dT%H%M%SZ}-{batch_id[:12]}"
+    analysis = analyse(reference, batch, champion, cfg, out_dir)
+    registry = open_registry(params.registry.uri, params.registry.endpoint_url, params.registry.cache, root)
+    decision = decide(analysis["signals"], len(batch), cfg, last_retrain(registry),
+                      registry.trigger(batch_id) is not None, now)
+    summary = {"at": now.isoformat(), "current": current, "batch": batch_id, "rows": {"current": len(batch),
+               "reference": len(reference)}, "labeled": "label" in batch.columns, "champion": manifest["version"],
+               "reference": f"{manifest['version']}: train split {manifest['lineage']['datasets'].get('splits')}",
+               **analysis, "decision": decision, "reports": sorted(str(p) for p in out_dir.glob("*.html"))}
+    write_json(summary, out_dir / "summary.json")
+    return summary | {"summary_file": str(out_dir / "summary.json")}
+

@@ -1,0 +1,140 @@
+"""Deployments on a real Prefect server: schedules, an API-triggered training run executed by a real process
+worker with UI-style parameter overrides, and drift monitor runs that start exactly the retrains they should."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.client.schemas.sorting import DeploymentSort, FlowRunSort
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.drift import drift_monitor
+from gradus.demo import generate
+from infra.deploy import DRIFT, DRIFT_CRON, TRAINING, TRAINING_CRON, WORK_POOL, deploy_all
+from tests.conftest import ROOT, set_params, tool_env
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+async def _deployments() -> dict:
+    async with get_client() as client:
+        # Paging and sort given explicitly: prefect 3.8.8's client sends nulls its server rejects (422).
+        found = await client.read_deployments(limit=50, sort=DeploymentSort.NAME_ASC)
+        pool = await client.read_work_pool(WORK_POOL)
+    return {d.name: d for d in found} | {"_pool": pool}
+
+
+async def _runs_of(deployment_id) -> list:
+    async with get_client() as client:
+        return await client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=100)
+
+
+def _wait_final(flow_run_id, seconds: float) -> object:
+    async def state():
+        async with get_client() as client:
+            return await client.read_flow_run(flow_run_id)
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        run = asyncio.run(state())
+        if run.state and run.state.is_final():
+            return run
+        time.sleep(2)
+    raise AssertionError(f"flow run {flow_run_id} not finished after {seconds} s")
+
+
+def shifted_batch(path: Path, rows: int = 600) -> None:
+    """Text from another domain (library documentation sentences), labeled with the demo's labels."""
+    docs = []
+    for module in (inspect, subprocess, asyncio, time, pd, yaml):
+        for _, member in inspect.getmembers(module):
+            doc = inspect.getdoc(member) if callable(member) else None
+            if doc and 30 <= len(first := doc.split("\n\n")[0].replace("\n", " ")) <= 300:
+                docs.append(first)
+    labels = sorted({label for label in generate(300, 1)["label"] if isinstance(label, str) and label.strip()})
+    texts = (sorted(set(docs)) * (rows // max(len(set(docs)), 1) + 1))[:rows]
+    pd.DataFrame({"text": texts, "label": [labels[i % len(labels)] for i in range(rows)]}).to_json(
+        path, orient="records", lines=True)
+
+
+def test_deployments_schedules_api_trigger_and_drift_retrains(prefect_server, project_repo: Path) -> None:
+    ids = deploy_all(project_repo)
+    found = asyncio.run(_deployments())
+    training, drift = found[TRAINING], found[DRIFT]
+    assert found["_pool"].type == "process" and training.work_pool_name == drift.work_pool_name == WORK_POOL
+    assert [s.schedule.cron for s in training.schedules] == [TRAINING_CRON]
+    assert [s.schedule.cron for s in drift.schedules] == [DRIFT_CRON]
+    assert training.concurrency_limit == 1 or training.global_concurrency_limit.limit == 1
+    schema = training.parameter_openapi_schema
+    assert "overrides" in schema["properties"] and "epochs" in yaml.safe_dump(schema)  # a typed form in the UI
+    assert str(training.id) == ids[TRAINING]
+
+    # What the UI's "Run" button does: a flow run of the deployment with parameter overrides ...
+    run = run_deployment(f"training_pipeline/{TRAINING}", timeout=0,
+                         parameters={"overrides": {"epochs": 14, "extra": ["evaluate.batch_size=64"]}})
+    # ... executed by a real process worker, as in production.
+    worker = subprocess.run(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process", "--run-once"],
+        cwd=ROOT, env=tool_env() | {"PREFECT_API_URL": PREFECT_API_URL.value()}, capture_output=True, text=True,
+        timeout=900)
+    finished = _wait_final(run.id, 60)
+    assert finished.state.is_completed(), worker.stdout[-3000:] + worker.stderr[-3000:]
+    lock = yaml.safe_load((project_repo / "dvc.lock").read_text())
+    assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["epochs"] == 14
+    assert lock["stages"]["evaluate"]["params"]["params.yaml"]["evaluate"]["batch_size"] == 64
+    gate = yaml.safe_load((project_repo / "reports" / "gate.json").read_text())
+    assert gate["passed"], gate["reasons"]  # it trained, passed the gate and became champion
+
+    incoming = project_repo / "data" / "incoming"
+    incoming.mkdir(parents=True)
+    generate(800, 99).to_json(incoming / "same.jsonl", orient="records", lines=True)
+    shifted_batch(incoming / "shifted.jsonl")
+    shifted_batch(incoming / "shifted_again.jsonl", rows=700)
+    set_params(project_repo / "params.yaml", {"drift.cooldown_hours": 0})
+    before = len(asyncio.run(_runs_of(training.id)))
+
+    # Same distribution: no retrain.
+    same = drift_monitor(str(incoming / "same.jsonl"), str(project_repo))
+    assert not same["decision"]["retrain"], same["signals"]
+    assert len(asyncio.run(_runs_of(training.id))) == before
+
+    # Another domain: exactly one retrain, with the reason and the new data as parameters.
+    shifted = drift_monitor(str(incoming / "shifted.jsonl"), str(project_repo))
+    assert shifted["decision"]["retrain"], shifted["signals"]
+    assert len(shifted["decision"]["drifted_signals"]) >= 2
+    runs = asyncio.run(_runs_of(training.id))
+    assert len(runs) == before + 1
+    started = next(r for r in runs if str(r.id) == shifted["decision"]["triggered_flow_run"])
+    assert started.parameters["overrides"]["add_sources"] == [str(incoming / "shifted.jsonl")]
+    assert "drift on batch" in started.parameters["overrides"]["reason"]
+    assert started.parameters["project_dir"] == str(project_repo)  # deployment defaults kept
+    assert all(Path(p).is_file() for p in shifted["reports"]) and len(shifted["reports"]) == 2
+
+    # The same batch again: suppressed. A new drifted batch inside the cooldown: no retrain either.
+    again = drift_monitor(str(incoming / "shifted.jsonl"), str(project_repo))
+    assert not again["decision"]["checks"]["new_batch"]["passed"] and not again["decision"]["retrain"]
+    set_params(project_repo / "params.yaml", {"drift.cooldown_hours": 24})
+    cooling = drift_monitor(str(incoming / "shifted_again.jsonl"), str(project_repo))
+    assert cooling["decision"]["drifted_signals"] and not cooling["decision"]["checks"]["cooled_down"]["passed"]
+    assert not cooling["decision"]["retrain"]
+    assert len(asyncio.run(_runs_of(training.id))) == before + 1
