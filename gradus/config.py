@@ -62,6 +62,15 @@ TableFormat = Literal["auto", "csv", "jsonl", "parquet"]
 class _Columns(_Section):
     text_column: str = "text"
     label_column: str = "label"
+    # Extra columns carried into the snapshot and splits, e.g. for evaluate.slice_columns (channel, locale).
+    metadata_columns: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _no_reserved_names(self) -> _Columns:
+        reserved = {"text", "label", "source", "source_row"} & set(self.metadata_columns)
+        if reserved:
+            raise ValueError(f"metadata_columns may not be named {sorted(reserved)}")
+        return self
 
 
 class FileSource(_Columns):
@@ -243,11 +252,11 @@ class DriftConfig(_Section):
     endpoint_url: str | None = None       # for s3:// batches on an S3-compatible server
     signals: tuple[DriftSignal, ...] = ("text_length", "word_count", "non_letter_share", "oov_share",
                                         "predicted_label", "confidence", "embeddings")
-    min_drifted_signals: int = Field(2, ge=1)   # retrain only when at least this many signals drift
-    numerical_method: str = "wasserstein"       # Evidently stat test for numerical signals
-    numerical_threshold: float = Field(0.1, gt=0)
-    categorical_method: str = "jensenshannon"   # ... and for the predicted label
-    categorical_threshold: float = Field(0.1, gt=0)
+    min_drifted_signals: int = Field(1, ge=1)   # retrain only when at least this many signals drift
+    numerical_method: str = "ks"                # Evidently stat test for numerical signals (ks: p-value)
+    numerical_threshold: float = Field(0.001, gt=0)
+    label_p_value: float = Field(0.01, gt=0, lt=1)  # permutation test on the predicted-label distribution
+    label_permutations: int = Field(1000, ge=100)
     embeddings_threshold: float = Field(0.55, gt=0.5, lt=1)  # ROC AUC of a reference-vs-current classifier
     max_model_rows: int = Field(1000, ge=100)   # rows per side scored with the champion (a seeded sample)
     min_samples: int = Field(500, ge=1)         # a smaller batch never triggers a retrain

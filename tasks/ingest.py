@@ -29,24 +29,30 @@ def load_demo(source: DemoSource) -> tuple[pd.DataFrame, dict[str, Any]]:
 def load_file(source: FileSource | FeedbackSource | S3Source, path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One local table file, with its text and label columns mapped."""
     table = read_table(path, source.format)
-    missing = [c for c in (source.text_column, source.label_column) if c not in table.columns]
+    missing = [c for c in (source.text_column, source.label_column, *source.metadata_columns)
+               if c not in table.columns]
     if missing:
         found = ", ".join(map(str, table.columns[:10]))
         hint = " (one column only: is the delimiter a comma?)" if len(table.columns) == 1 else ""
         raise DataError(f"{path}: missing column(s) {missing}; found [{found}]{hint}. "
-                        "Set text_column / label_column for this source in params.yaml (data.sources)")
+                        "Set text_column / label_column / metadata_columns for this source in params.yaml "
+                        "(data.sources)")
     stat = path.stat()
     info = {"uri": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "rows": len(table)}
-    return _frame(table[source.text_column], table[source.label_column], str(path)), info
+    extra = {column: table[column] for column in source.metadata_columns}
+    return _frame(table[source.text_column], table[source.label_column], str(path), extra), info
 
 
-def _frame(text: pd.Series, label: pd.Series, uri: str) -> pd.DataFrame:
-    return pd.DataFrame({
+def _frame(text: pd.Series, label: pd.Series, uri: str, extra: dict[str, pd.Series] | None = None) -> pd.DataFrame:
+    frame = pd.DataFrame({
         "text": _as_text(text),
         "label": _as_text(label),
         "source": uri,
         "source_row": range(len(text)),
     })
+    for column, values in (extra or {}).items():
+        frame[column] = _as_text(values.reset_index(drop=True))
+    return frame
 
 
 def _as_text(values: pd.Series) -> pd.Series:
@@ -107,7 +113,8 @@ def load_hf(source: HFSource) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise
     except Exception as exc:
         raise DataError(f"hf dataset {source.path or source.name}: cannot load: {exc}".replace("\n", " ")) from None
-    missing = [c for c in (source.text_column, source.label_column) if c not in dataset.column_names]
+    missing = [c for c in (source.text_column, source.label_column, *source.metadata_columns)
+               if c not in dataset.column_names]
     if missing:
         raise DataError(f"hf dataset {source.path or source.name}: missing column(s) {missing}; found "
                         f"{dataset.column_names}. Set text_column / label_column for this source")
@@ -117,7 +124,9 @@ def load_hf(source: HFSource) -> tuple[pd.DataFrame, dict[str, Any]]:
         labels = [None if x is None or x < 0 else feature.int2str(x) for x in labels]
     uri = f"hf://{source.path or source.name}?split={source.split}"
     info = {"uri": uri, "fingerprint": dataset._fingerprint, "rows": len(dataset)}
-    return _frame(pd.Series(dataset[source.text_column], dtype=object), pd.Series(labels, dtype=object), uri), info
+    extra = {column: pd.Series(dataset[column], dtype=object) for column in source.metadata_columns}
+    return _frame(pd.Series(dataset[source.text_column], dtype=object), pd.Series(labels, dtype=object), uri,
+                  extra), info
 
 
 def load_source(source: Source) -> Loaded:
@@ -142,7 +151,10 @@ def collect(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
             manifest.append({"kind": source.kind, **info})
     raw = pd.concat(frames, ignore_index=True)
     raw["label"] = normalize_labels(raw["label"], cfg.label_case)
-    return raw[SNAPSHOT_COLUMNS], manifest
+    extras = sorted({c for source in cfg.sources for c in getattr(source, "metadata_columns", ())})
+    if extras:  # a source without a metadata column gets None there, never the string 'nan'
+        raw[extras] = raw[extras].astype(object).where(raw[extras].notna(), None)
+    return raw[[*SNAPSHOT_COLUMNS, *extras]], manifest
 
 
 def normalize_labels(labels: pd.Series, case: str) -> pd.Series:

@@ -120,9 +120,11 @@ def run(params: Params) -> dict[str, Any]:
     paths = params.paths
     docs = Path(paths.data_docs)
     shutil.rmtree(docs, ignore_errors=True)
-    kept, quarantined, report = validate_frame(pd.read_parquet(paths.raw), params, docs)
-    write_parquet(kept[COLUMNS], Path(paths.validated))
-    write_rows(quarantined[[*COLUMNS, "failed_checks", "reasons", *CONTEXT_COLUMNS]], Path(paths.quarantine))
+    raw = pd.read_parquet(paths.raw)
+    columns = [*COLUMNS, *(c for c in raw.columns if c not in COLUMNS)]  # metadata columns ride along
+    kept, quarantined, report = validate_frame(raw, params, docs)
+    write_parquet(kept[columns], Path(paths.validated))
+    write_rows(quarantined[[*columns, "failed_checks", "reasons", *CONTEXT_COLUMNS]], Path(paths.quarantine))
     flagged = kept[(kept["pii"] != "") | kept["noise_flag"].astype(bool)]
     write_rows(flagged[[*COLUMNS, "pii", "noise_flag", "suggested_label", "label_probability"]], Path(paths.flags))
     failures, docs_index = report.pop("failures"), report.pop("docs")

@@ -111,3 +111,35 @@ def test_missing_source_file_is_named(tmp_path: Path) -> None:
     params = params_for(tmp_path, [{"kind": "file", "path": str(tmp_path / "nope*.csv")}])
     with pytest.raises(DataError, match="no file matches"):
         ingest.run(params)
+
+
+def test_metadata_columns_ride_along_to_the_splits_and_slice_the_metrics(tmp_path: Path) -> None:
+    from gradus.config import EvaluateConfig
+    from tasks.evaluate import slice_report
+    from tasks.split import assign_splits
+
+    rows = pd.read_csv(BANKING77 / "train.csv").head(400)
+    rows["channel"] = ["app" if i % 3 else "web" for i in range(len(rows))]
+    rows.loc[7, "text"] = ""  # quarantined, and its channel goes with it
+    rows.to_csv(tmp_path / "with_channel.csv", index=False)
+    rows.drop(columns="channel").head(50).to_csv(tmp_path / "without.csv", index=False)
+    params = params_for(tmp_path, [
+        {"kind": "file", "path": str(tmp_path / "with_channel.csv"), "label_column": "category",
+         "metadata_columns": ["channel"]},
+        {"kind": "file", "path": str(tmp_path / "without.csv"), "label_column": "category"}],
+        **{"validate.max_quarantine_share": 1.0, "validate.min_examples_per_class": 1})
+    ingest.run(params)
+    raw = pd.read_parquet(tmp_path / "raw.parquet")
+    assert list(raw.columns) == ["text", "label", "source", "source_row", "channel"]
+    assert raw["channel"].iloc[:400].tolist() == rows["channel"].tolist() and raw["channel"].iloc[400:].isna().all()
+    validate.run(params)
+    kept = pd.read_parquet(tmp_path / "rows.parquet")
+    quarantined = [json.loads(line) for line in (tmp_path / "quarantine.jsonl").read_text().splitlines()]
+    assert "channel" in kept.columns and any(q["channel"] == "app" and q["source_row"] == 7 for q in quarantined)
+    test = kept[assign_splits(kept, params.split) == "test"].fillna({"channel": "none"})
+    report = slice_report(test, list(test["label"]), sorted(kept["label"].unique()),
+                          EvaluateConfig(slice_columns=("channel",)), "test.parquet")
+    assert sum(s["rows"] for s in report["channel"].values()) == len(test) and {"app", "web"} <= set(report["channel"])
+    with pytest.raises(DataError, match=r"without\.csv: missing column\(s\) \['channel'\]"):
+        ingest.run(params_for(tmp_path, [{"kind": "file", "path": str(tmp_path / "without.csv"),
+                                          "label_column": "category", "metadata_columns": ["channel"]}]))
