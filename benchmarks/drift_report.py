@@ -4,8 +4,8 @@ out-of-the-box text drift, in one run.
     python -m benchmarks.drift_report [--quick]
 
 gradus:   both Evidently reports of the monitor (text descriptors on every row, the champion's predicted
-          labels, confidence and embeddings on a seeded sample of drift.max_model_rows rows per side, computed
-          in batches), HTML written.
+          labels, confidence and embeddings on seeded samples of drift.reference_model_rows / max_model_rows
+          rows, computed in batches), HTML written.
 baseline: Evidently's DataDriftPreset over the raw text column (its default text drift: a domain classifier
           on the texts) on the same rows, HTML written.
 
@@ -83,7 +83,7 @@ def main() -> None:
         "benchmark": "drift_report", "quick": args.quick,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "rows": {"reference": rows, "current": rows},
-        "model_rows_per_side": analysis["model_sample"]["rows"], "sampled": analysis["model_sample"]["sampled"],
+        "model_rows": analysis["model_sample"]["rows"], "sampled": analysis["model_sample"]["sampled"],
         "gradus_s": round(gradus_s, 2), "champion_load_s": round(load_s, 2),
         "evidently_text_preset_s": round(baseline_s, 2),
         "ratio_gradus_over_baseline": round(gradus_s / baseline_s, 3),

@@ -36,7 +36,8 @@ def drift_markdown(summary: dict[str, Any], triggered: str | None) -> str:
         lines.append(f"| {name} | {signal['score']:.4f} | {signal['method']} | {signal['threshold']:g} | {drifted} |")
     sample = summary["model_sample"]
     if sample.get("sampled"):
-        lines += ["", f"Model signals computed on a seeded sample: {sample['rows']} rows (drift.max_model_rows)."]
+        lines += ["", f"Model signals computed on seeded samples: {sample['rows']} rows "
+                      "(drift.max_model_rows, drift.reference_model_rows)."]
     lines += ["", "| check | passed | detail |", "|---|---|---|"]
     lines += [f"| {name} | {'yes' if check['passed'] else 'no'} | {check['detail']} |"
               for name, check in decision["checks"].items()]

@@ -258,7 +258,8 @@ class DriftConfig(_Section):
     label_p_value: float = Field(0.01, gt=0, lt=1)  # permutation test on the predicted-label distribution
     label_permutations: int = Field(1000, ge=100)
     embeddings_threshold: float = Field(0.55, gt=0.5, lt=1)  # ROC AUC of a reference-vs-current classifier
-    max_model_rows: int = Field(1000, ge=100)   # rows per side scored with the champion (a seeded sample)
+    max_model_rows: int = Field(1000, ge=100)   # current rows scored with the champion (a seeded sample)
+    reference_model_rows: int = Field(5000, ge=100)  # reference rows scored (more: a steadier baseline)
     min_samples: int = Field(500, ge=1)         # a smaller batch never triggers a retrain
     cooldown_hours: float = Field(24.0, ge=0)   # no retrain sooner than this after the last one
     seed: int = 0

@@ -190,7 +190,8 @@ def model_report(reference: pd.Series, current: pd.Series, champion: Any,
     embeddings_drift.SAMPLE_CONSTANT = TSNE_POINTS_PER_SIDE
 
     rng = np.random.default_rng(cfg.seed)
-    sample = {name: side.iloc[np.sort(rng.choice(len(side), min(len(side), cfg.max_model_rows), replace=False))]
+    sizes = {"reference": cfg.reference_model_rows, "current": cfg.max_model_rows}
+    sample = {name: side.iloc[np.sort(rng.choice(len(side), min(len(side), sizes[name]), replace=False))]
               for name, side in (("reference", reference), ("current", current))}
     frames = {name: model_frame(list(side.astype(str)), champion) for name, side in sample.items()}
     embedding_columns = [c for c in frames["current"].columns if c.startswith("emb_")]
@@ -218,7 +219,7 @@ def model_report(reference: pd.Series, current: pd.Series, champion: Any,
             signals[name] = _signal(value, *rules[name], rows["reference"], rows["current"])
     distribution = {name: frame["predicted_label"].value_counts(normalize=True).round(4).head(10).to_dict()
                     for name, frame in frames.items()}
-    return snapshot, signals, {"sampled": any(len(s) > cfg.max_model_rows for s in (reference, current)),
+    return snapshot, signals, {"sampled": len(reference) > sizes["reference"] or len(current) > sizes["current"],
                                "rows": rows, "top_predicted_labels": distribution}
 
 
