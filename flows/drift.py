@@ -13,8 +13,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.deployments import run_deployment
 
 from gradus.config import PARAMS_FILE, load_params
+from gradus.registry import project_registry
 from tasks.drift import run_monitor
-from tasks.register import project_registry
 
 
 @task(name="drift-report")

@@ -121,12 +121,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable outpu
 
 
 def _registry(uri: str | None, params: Path) -> Any:
-    from gradus.registry import open_registry
+    from gradus.registry import open_registry, project_registry
 
     if uri:
         return open_registry(uri, cache=Path(".gradus/models"), base=Path.cwd())
-    cfg = load_params(params).registry
-    return open_registry(cfg.uri, cfg.endpoint_url, cfg.cache, params.resolve().parent)
+    return project_registry(params.resolve().parent, load_params(params))
 
 
 def _registry_call(action: Callable[[], None]) -> None:

@@ -578,3 +578,9 @@ def open_registry(uri: str, endpoint_url: str | None = None, cache: str | Path |
     cache_path = None if cache is None else (Path(cache) if Path(cache).is_absolute() or base is None
                                              else base / cache)
     return Registry(open_store(uri, endpoint_url, base), cache_path)
+
+
+def project_registry(root: Path, params: Any) -> Registry:
+    """The registry params.yaml names (`registry:` section), relative paths taken from the project root."""
+    cfg = params.registry
+    return open_registry(cfg.uri, cfg.endpoint_url, cfg.cache, root)

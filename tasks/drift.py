@@ -27,7 +27,7 @@ from gradus.errors import DataError
 from gradus.io import FORMATS, read_table, write_json
 from gradus.lineage import training_split
 from gradus.modeling import bf16_inference_pays, forward, pick_device
-from gradus.registry import Registry, open_registry
+from gradus.registry import Registry, project_registry
 
 TEXT_SIGNALS = ("text_length", "word_count", "non_letter_share", "oov_share")
 MODEL_SIGNALS = ("predicted_label", "confidence", "embeddings")
@@ -259,10 +259,9 @@ def last_retrain(registry: Registry) -> datetime | None:
 # ------------------------------------------------------------------------------------------ stage
 
 
-def champion_and_reference(root: Path, params: Params) -> tuple[Any, pd.DataFrame, dict[str, Any]]:
+def champion_and_reference(registry: Registry, root: Path, params: Params) -> tuple[Any, pd.DataFrame,
+                                                                                     dict[str, Any]]:
     """The champion (model, tokenizer, labels, max_length) and its training split, through its lineage."""
-    cfg = params.registry
-    registry = open_registry(cfg.uri, cfg.endpoint_url, cfg.cache, root)
     state = registry.aliases()
     if state.champion is None:
         raise DataError("drift monitor: no champion in the registry yet; train and pass the gate first")
@@ -292,10 +291,10 @@ def run_monitor(root: Path, params: Params, current: str, now: datetime | None =
     cfg = params.drift
     batch = load_batch(current, cfg, root)
     batch_id = fingerprint(batch)
-    champion, reference, manifest = champion_and_reference(root, params)
+    registry = project_registry(root, params)
+    champion, reference, manifest = champion_and_reference(registry, root, params)
     out_dir = root / params.paths.drift_reports / f"{now:%Y%m%dT%H%M%SZ}-{batch_id[:12]}"
     analysis = analyse(reference, batch, champion, cfg, out_dir)
-    registry = open_registry(params.registry.uri, params.registry.endpoint_url, params.registry.cache, root)
     decision = decide(analysis["signals"], len(batch), cfg, last_retrain(registry),
                       registry.trigger(batch_id) is not None, now)
     summary = {"at": now.isoformat(), "current": current, "batch": batch_id, "rows": {"current": len(batch),

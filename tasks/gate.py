@@ -23,7 +23,7 @@ from gradus.errors import DataError
 from gradus.io import read_json, write_json
 from gradus.metrics import encode, mcnemar_exact, paired_bootstrap, recall_by_class, weighted_macro_f1
 from gradus.modeling import load_label_map, pick_device, predict_proba
-from gradus.registry import Registry, open_registry
+from gradus.registry import Registry, project_registry
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ def run(params: Params) -> dict[str, Any]:
     test, predictions = pd.read_parquet(test_file), pd.read_parquet(paths.predictions)
     if len(test) != len(predictions) or list(test["label"]) != list(predictions["actual"]):
         raise DataError(f"{paths.predictions} does not match {test_file}; rerun the evaluate stage (dvc repro)")
-    registry = open_registry(params.registry.uri, params.registry.endpoint_url, params.registry.cache, Path.cwd())
+    registry = project_registry(Path.cwd(), params)
     generation = registry.aliases().generation
     champion = champion_predictions(registry, list(test["text"]), pick_device(params.train.device),
                                     params.evaluate.batch_size)

@@ -10,13 +10,7 @@ from prefect import get_run_logger, task
 from gradus import lineage
 from gradus.config import PARAMS_FILE, Params, load_params
 from gradus.io import read_json
-from gradus.registry import AliasState, Registry, open_registry
-
-
-def project_registry(root: Path, params: Params) -> Registry:
-    """The registry params.yaml names, relative paths taken from the project root."""
-    cfg = params.registry
-    return open_registry(cfg.uri, cfg.endpoint_url, cfg.cache, root)
+from gradus.registry import AliasState, project_registry
 
 
 def register_version(root: Path, params: Params, run: str, why: str | None = None) -> dict[str, Any]:
