@@ -18,17 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from gradus.config import load_params
-from gradus.modeling import load_classifier, predict_proba
+from gradus.modeling import load_classifier
 from tasks.evaluate import score, tfidf_baseline
 from tasks.train import fine_tune
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "banking77"
+DATA = ROOT / "benchmarks" / "data" / "banking77"
 RESULTS = ROOT / "benchmarks" / "results" / "banking77_accuracy.json"
 
 
@@ -48,11 +47,10 @@ def main() -> None:
             f"paths.checkpoints={work}/checkpoints", f"paths.training_log={work}/log"])
         started = time.perf_counter()
         summary = fine_tune(params, fit, val, Path(work) / "model")
-        model, tokenizer, labels = load_classifier(Path(work) / "model")
-        probabilities = predict_proba(model, tokenizer, list(test["text"]), 128, params.train.max_length)
+        model = load_classifier(Path(work) / "model", max_length=params.train.max_length)
+        predicted = model.predict(list(test["text"]), 128).labels()
         wall = time.perf_counter() - started
-    predicted = [labels[i] for i in np.argmax(probabilities, axis=1)]
-    result = score(list(test["label"]), predicted, labels)
+    result = score(list(test["label"]), predicted, list(model.labels))
     output = {
         "benchmark": "banking77_accuracy", "base_model": summary["base_model"], "device": summary["device"],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},

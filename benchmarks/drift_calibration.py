@@ -37,7 +37,7 @@ from tasks.drift import analyse
 from tasks.train import fine_tune
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "banking77"
+DATA = ROOT / "benchmarks" / "data" / "banking77"
 RESULTS = ROOT / "benchmarks" / "results" / "drift_calibration.json"
 
 
@@ -114,8 +114,7 @@ def main() -> None:
         run = load_params(ROOT / "params.yaml", [f"train.epochs={1 if args.quick else 2}", "train.eval_steps=100",
                                                  f"paths.checkpoints={work}/ckpt", f"paths.training_log={work}/log"])
         fine_tune(run, fit.reset_index(drop=True), val.reset_index(drop=True), work / "champion")
-        model, tokenizer, labels = load_classifier(work / "champion")
-        champion = (model, tokenizer, labels, run.train.max_length)
+        champion = load_classifier(work / "champion", max_length=run.train.max_length)
         others = other_domain_sentences()
         results: dict[str, Any] = {}
         for kind, seed in (("same", 1), ("domain_30", 2), ("intents_10", 3)):

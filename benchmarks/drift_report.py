@@ -32,7 +32,7 @@ from gradus.modeling import load_classifier, resolve_base, save_label_map
 from tasks.drift import analyse
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "banking77"
+DATA = ROOT / "benchmarks" / "data" / "banking77"
 RESULTS = ROOT / "benchmarks" / "results" / "drift_report.json"
 
 
@@ -73,10 +73,10 @@ def main() -> None:
         work = Path(scratch)
         champion_folder(work / "champion", sorted(train["label"].unique()))
         load_started = time.perf_counter()
-        model, tokenizer, labels = load_classifier(work / "champion")
+        champion = load_classifier(work / "champion", max_length=64)
         load_s = time.perf_counter() - load_started
         started = time.perf_counter()
-        analysis = analyse(reference, current, (model, tokenizer, labels, 64), cfg, work / "gradus")
+        analysis = analyse(reference, current, champion, cfg, work / "gradus")
         gradus_s = time.perf_counter() - started
         baseline_s = evidently_baseline(reference, current, work)
     output = {

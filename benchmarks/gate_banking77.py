@@ -40,7 +40,7 @@ from tasks.gate import champion_predictions, verdict
 from tasks.train import fine_tune
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "banking77"
+DATA = ROOT / "benchmarks" / "data" / "banking77"
 RESULTS = ROOT / "benchmarks" / "results" / "gate_banking77.json"
 
 

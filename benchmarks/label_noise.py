@@ -23,7 +23,7 @@ from data_checks.label_noise import confident_disagreements, out_of_fold_probabi
 from gradus.config import LabelNoiseConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-BANKING77 = ROOT.parent / "shared" / "data" / "banking77" / "train.csv"
+BANKING77 = ROOT / "benchmarks" / "data" / "banking77" / "train.csv"
 RESULTS = ROOT / "benchmarks" / "results" / "label_noise.json"
 
 

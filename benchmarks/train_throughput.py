@@ -44,7 +44,7 @@ from gradus.modeling import matmul_flops_per_s, resolve_base
 from tasks.train import EncodedTexts, macro_f1_metric, mixed_precision, training_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
-BANKING77 = ROOT.parent / "shared" / "data" / "banking77" / "train.csv"
+BANKING77 = ROOT / "benchmarks" / "data" / "banking77" / "train.csv"
 RESULTS = ROOT / "benchmarks" / "results" / "train_throughput.json"
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-BANKING77 = ROOT.parent / "shared" / "data" / "banking77" / "train.csv"
+BANKING77 = ROOT / "benchmarks" / "data" / "banking77" / "train.csv"
 RESULTS = ROOT / "benchmarks" / "results" / "validate_throughput.json"
 FILLERS = ("please", "thanks", "asap", "today", "urgent", "again", "now", "help", "hello", "team", "sorry",
            "quickly", "kindly", "still", "really", "why", "how", "when", "ok", "hi")

@@ -46,10 +46,11 @@ def row_checks(cfg: ValidateConfig, labels: list[str], labels_inferred: bool) ->
     label_reason = (f"label is not among the labels with at least {cfg.min_examples_per_class} examples"
                     if labels_inferred else "label is not in validate.allowed_labels")
     checks = [
-        RowCheck("text_type", e.ExpectColumnValuesToBeInTypeList(column="text", type_list=["str"]),
-                 "text is not a string"),
-        RowCheck("label_type", e.ExpectColumnValuesToBeInTypeList(column="label", type_list=["str"]),
-                 "label is not a string"),
+        # Ingest keeps a non-string value visible as JSON text and names its type in text_type/label_type.
+        RowCheck("text_type", e.ExpectColumnValuesToBeNull(column="text_type"),
+                 "text is not a string in the source (its JSON type is in text_type)"),
+        RowCheck("label_type", e.ExpectColumnValuesToBeNull(column="label_type"),
+                 "label is not a string in the source (its JSON type is in label_type)"),
         RowCheck("text_not_null", e.ExpectColumnValuesToNotBeNull(column="text"), "text is missing"),
         RowCheck("text_not_blank", e.ExpectColumnValuesToNotMatchRegex(column="text", regex=BLANK),
                  "text is empty or only whitespace"),

@@ -5,17 +5,33 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-from gradus.config import PARAMS_FILE, append_sources, load_params, write_overrides
+from gradus.config import PARAMS_FILE, Params, TrainConfig, append_sources, load_params, write_overrides
 from gradus.io import read_json
-from tasks import STAGES
 from tasks.dvc import push_outputs, run_stage
 from tasks.register import move_aliases, register_model
+from tasks.runner import STAGES
+
+
+def _train_override(name: str) -> Any:
+    """The type of train.<name> with its bounds, as an optional override: one definition (TrainConfig),
+    so the form in the Prefect UI can never accept what params.yaml would refuse."""
+    info = TrainConfig.model_fields[name]
+    bounded = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+    return Annotated[bounded | None, Field(description=f"train.{name}")]
+
+
+Epochs = _train_override("epochs")
+LearningRate = _train_override("learning_rate")
+BatchSize = _train_override("batch_size")
+MaxLength = _train_override("max_length")
+Seed = _train_override("seed")
+TRAIN_FIELDS = ("epochs", "learning_rate", "batch_size", "max_length", "seed")
 
 
 class TrainingOverrides(BaseModel):
@@ -23,11 +39,11 @@ class TrainingOverrides(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: float | None = Field(None, gt=0, description="train.epochs")
-    learning_rate: float | None = Field(None, gt=0, lt=1, description="train.learning_rate")
-    batch_size: int | None = Field(None, ge=1, description="train.batch_size")
-    max_length: int | None = Field(None, ge=8, le=512, description="train.max_length")
-    seed: int | None = Field(None, description="train.seed")
+    epochs: Epochs = None
+    learning_rate: LearningRate = None
+    batch_size: BatchSize = None
+    max_length: MaxLength = None
+    seed: Seed = None
     base_model: str | None = Field(None, description="model.base: 'packaged', a folder or a hub id")
     extra: list[str] = Field(default_factory=list,
                              description="any other params.yaml key as KEY=VALUE, e.g. split.test_fraction=0.2")
@@ -37,9 +53,7 @@ class TrainingOverrides(BaseModel):
 
     def dotted(self) -> list[str]:
         """The overrides as params.yaml dotted assignments."""
-        named = {"epochs": "train.epochs", "learning_rate": "train.learning_rate",
-                 "batch_size": "train.batch_size", "max_length": "train.max_length",
-                 "seed": "train.seed", "base_model": "model.base"}
+        named = {name: f"train.{name}" for name in TRAIN_FIELDS} | {"base_model": "model.base"}
         values = [f"{key}={getattr(self, field)}" for field, key in named.items() if getattr(self, field) is not None]
         return values + list(self.extra)
 
@@ -70,14 +84,10 @@ def validation_markdown(report: dict[str, Any], docs_uri: str) -> str:
     ])
 
 
-@flow(name="training_pipeline", log_prints=True)
-def training_pipeline(overrides: TrainingOverrides | None = None, project_dir: str = ".",
-                      push: bool = True) -> dict[str, Any]:
-    """ingest → validate → split → train → evaluate → gate through DVC, push outputs to the DVC remote,
-    register the model with its lineage, and move the aliases only if the gate passed."""
+def prepare_params(root: Path, overrides: TrainingOverrides) -> tuple[Params, dict[str, Any]]:
+    """Write the run's overrides (and added data sources) into params.yaml, as `dvc exp run -S` does, so DVC
+    sees them; return the validated params and what changed."""
     logger = get_run_logger()
-    root = Path(project_dir).resolve()
-    overrides = overrides or TrainingOverrides()
     changes = write_overrides(root / PARAMS_FILE, overrides.dotted())
     if overrides.add_sources:
         drift = load_params(root / PARAMS_FILE).drift
@@ -89,15 +99,29 @@ def training_pipeline(overrides: TrainingOverrides | None = None, project_dir: s
         logger.info("run started because: %s", overrides.reason)
     if changes:
         logger.info("params.yaml overrides for this run: %s", changes)
-    params = load_params(root / PARAMS_FILE)
+    return load_params(root / PARAMS_FILE), changes
+
+
+def run_stages(root: Path, params: Params, push: bool) -> list[dict[str, Any]]:
+    """Every DVC stage as its own task run (DVC skips the up-to-date ones), then `dvc push`."""
     # DVC cannot see S3 or hub sources change, so ingest always rereads them; an unchanged source gives a
     # byte-identical snapshot, and DVC then skips everything downstream.
     remote = params.data.has_remote_sources()
     stages = [run_stage(stage, str(root), force=remote and stage == "ingest") for stage in STAGES]
     if push:
         push_outputs(str(root))
-    registered = register_model(str(root), overrides.reason)
-    aliases = move_aliases(str(root), registered["version"])
+    return stages
+
+
+def register_and_gate(root: Path, reason: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Register the model with its lineage (idempotent), then move aliases only if the gate passed."""
+    registered = register_model(str(root), reason)
+    return registered, move_aliases(str(root), registered["version"])
+
+
+def publish(root: Path, params: Params, stages: list[dict[str, Any]], changes: dict[str, Any],
+            registered: dict[str, Any], aliases: dict[str, Any]) -> dict[str, Any]:
+    """Prefect artifacts (gate verdict, metrics, validation) and the run's result."""
     gate = read_json(root / params.paths.gate_report)
     create_markdown_artifact(
         key="gate-report", description="Promotion gate verdict: every check, its numbers and reasons",
@@ -116,6 +140,19 @@ def training_pipeline(overrides: TrainingOverrides | None = None, project_dir: s
                "reasons": gate["reasons"]}
     return {"metrics": metrics, "data": data, "stages": stages, "param_changes": changes, "outputs": outputs,
             "gate": verdict, "registry": {**registered, **aliases}}
+
+
+@flow(name="training_pipeline", log_prints=True)
+def training_pipeline(overrides: TrainingOverrides | None = None, project_dir: str = ".",
+                      push: bool = True) -> dict[str, Any]:
+    """ingest → validate → split → train → evaluate → gate through DVC, push outputs to the DVC remote,
+    register the model with its lineage, and move the aliases only if the gate passed."""
+    root = Path(project_dir).resolve()
+    overrides = overrides or TrainingOverrides()
+    params, changes = prepare_params(root, overrides)
+    stages = run_stages(root, params, push)
+    registered, aliases = register_and_gate(root, overrides.reason)
+    return publish(root, params, stages, changes, registered, aliases)
 
 
 def main(argv: list[str] | None = None) -> int:

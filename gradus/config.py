@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -11,12 +12,30 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 PARAMS_FILE = "params.yaml"
 
 
+def _numeric(annotation: Any) -> bool:
+    """True for int, float and their optional forms (not bool, not unions with str)."""
+    members = set(get_args(annotation)) - {type(None)} if get_args(annotation) else {annotation}
+    return bool(members) and members <= {int, float}
+
+
 class ConfigError(ValueError):
     """params.yaml (or an override) is invalid; the message names the key and what is expected."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: `epochs: .inf` is a typo, not a training plan.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        """pydantic reads `batch_size: true` as 1; a boolean where a number belongs is a mistake."""
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                value = data.get(field.alias or name, data.get(name))
+                if isinstance(value, bool) and _numeric(field.annotation):
+                    raise ValueError(f"'{field.alias or name}' expects a number, got {str(value).lower()}")
+        return data
 
 
 class PathsConfig(_Section):
@@ -64,37 +83,42 @@ class _Columns(_Section):
     label_column: str = "label"
     # Extra columns carried into the snapshot and splits, e.g. for evaluate.slice_columns (channel, locale).
     metadata_columns: tuple[str, ...] = ()
+    # A file or dataset with no rows stops ingest (a truncated export must not just shrink the data) unless
+    # this source says an empty delivery is expected (a feedback folder on a quiet day).
+    allow_empty: bool = False
 
     @model_validator(mode="after")
     def _no_reserved_names(self) -> _Columns:
-        reserved = {"text", "label", "source", "source_row"} & set(self.metadata_columns)
+        reserved = {"text", "label", "source", "source_row", "text_type", "label_type"} & set(self.metadata_columns)
         if reserved:
             raise ValueError(f"metadata_columns may not be named {sorted(reserved)}")
         return self
 
 
-class FileSource(_Columns):
+class _TableSource(_Columns):
+    format: TableFormat = "auto"
+    delimiter: str = Field(",", min_length=1, max_length=1)  # CSV only: ',' ';' '\t' '|'
+
+
+class FileSource(_TableSource):
     """A local CSV, JSONL or Parquet file, or a glob of them."""
 
     kind: Literal["file"] = "file"
     path: str
-    format: TableFormat = "auto"
 
 
-class FeedbackSource(_Columns):
+class FeedbackSource(_TableSource):
     """Labeled production samples (user feedback): a JSONL/Parquet file, glob or s3:// prefix."""
 
     kind: Literal["feedback"] = "feedback"
     path: str
-    format: TableFormat = "auto"
 
 
-class S3Source(_Columns):
+class S3Source(_TableSource):
     """Every CSV/JSONL/Parquet object under an s3://bucket/prefix (credentials from the environment)."""
 
     kind: Literal["s3"] = "s3"
     uri: str = Field(pattern=r"^s3://[^/]+(/.*)?$")
-    format: TableFormat = "auto"
     endpoint_url: str | None = None  # an S3-compatible server; default: AWS_ENDPOINT_URL or AWS
 
 
@@ -160,6 +184,14 @@ class ValidateConfig(_Section):
     conflicts: Literal["quarantine", "keep"] = "quarantine"  # same normalised text, different labels
     pii: PiiConfig = PiiConfig()
     label_noise: LabelNoiseConfig = LabelNoiseConfig()
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> ValidateConfig:
+        for low, high in (("min_text_chars", "max_text_chars"), ("min_tokens", "max_tokens")):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(f"{low} ({getattr(self, low)}) is above {high} ({getattr(self, high)}): "
+                                 "no text could pass")
+        return self
 
 
 class SplitConfig(_Section):
@@ -288,7 +320,8 @@ class Params(_Section):
     registry: RegistryConfig = RegistryConfig()
     drift: DriftConfig = DriftConfig()
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=(),
+                              allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> Params:
@@ -352,13 +385,63 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found (run from the project root or pass --params)")
+    text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+        raise ConfigError(f"{path}: " + (str(exc) if isinstance(exc, DuplicateKeyError) else
+                                         f"not valid YAML: {exc}").replace("\n", " ")) from None
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty; start from the project's params.yaml (every section is "
+                          "documented there)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (paths, data, train, ...)")
     return raw
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A key written twice in one mapping: YAML keeps the last silently, which hides the first."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses duplicate keys, naming the dotted key and both lines."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._gradus_root = node
+        return super().construct_document(node)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKeyError(f"duplicate key '{_dotted(self, node, key)}' on lines {seen[key]} and "
+                                        f"{line}; keep one (YAML would silently use the last)")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _dotted(loader: yaml.SafeLoader, node: yaml.MappingNode, key: Any) -> str:
+    """The dotted path of `key` inside the document (found by walking from the root to `node`)."""
+    def walk(current: yaml.Node, prefix: list[str]) -> list[str] | None:
+        if current is node:
+            return prefix
+        if isinstance(current, yaml.MappingNode):
+            children = [(str(k.value), v) for k, v in current.value]
+        elif isinstance(current, yaml.SequenceNode):
+            children = [(str(i), v) for i, v in enumerate(current.value)]
+        else:
+            return None
+        for name, child in children:
+            found = walk(child, [*prefix, name])
+            if found is not None:
+                return found
+        return None
+
+    root = getattr(loader, "_gradus_root", None)
+    path = walk(root, []) if root is not None else None
+    return ".".join([*(path or []), str(key)])
 
 
 def validate_params(raw: dict[str, Any], origin: str = PARAMS_FILE) -> Params:
@@ -366,7 +449,11 @@ def validate_params(raw: dict[str, Any], origin: str = PARAMS_FILE) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{origin}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+        errors = exc.errors()
+        # A bad source item also makes pydantic say the list is too short: only the item's own error matters.
+        items = {tuple(e["loc"][:2]) for e in errors if len(e["loc"]) > 2}
+        errors = [e for e in errors if not (e["type"] == "too_short" and tuple(e["loc"]) in items)]
+        raise ConfigError(f"{origin}: " + "; ".join(_describe(e) for e in errors)) from None
 
 
 def load_params(path: str | Path = PARAMS_FILE, overrides: list[str] | tuple[str, ...] = ()) -> Params:
@@ -379,14 +466,25 @@ def _describe(error: Any) -> str:
     loc = [str(p) for p in error["loc"] if p not in SOURCE_KINDS]
     key = ".".join(loc) or "(top level)"
     if error["type"] == "extra_forbidden":
-        return f"unknown key '{key}' ({_allowed_keys(loc)})"
+        return f"unknown key '{key}' ({_allowed_keys(loc, error['loc'])})"
     if error["type"] == "missing":
         return f"missing key '{key}'"
+    if error["type"] == "too_short" and loc == ["data", "sources"]:
+        return f"'{key}' needs at least one source (kinds: {', '.join(SOURCE_KINDS)})"
+    if error["type"] == "value_error":  # a rule across keys of one section: its message names the keys
+        message = error["msg"].removeprefix("Value error, ")
+        field = re.match(r"'(\w+)' (.*)", message)
+        return f"'{key}.{field[1]}': {field[2]}" if field else f"'{key}': {message}"
     return f"'{key}': {error['msg'].lower()} (got {error.get('input')!r})"
 
 
-def _allowed_keys(loc: list[str]) -> str:
-    model: Any = Params
+def _allowed_keys(loc: list[str], raw_loc: tuple[Any, ...] = ()) -> str:
+    kind = next((p for p in raw_loc if p in SOURCE_KINDS), None)
+    if len(loc) == 4 and loc[:2] == ["data", "sources"] and kind:  # a key of one source item
+        model: Any = {cls.model_fields["kind"].default: cls for cls in
+                      (DemoSource, FileSource, FeedbackSource, S3Source, HFSource)}[kind]
+        return "allowed for kind " + kind + ": " + ", ".join(sorted(model.model_fields))
+    model = Params
     for part in loc[:-1]:
         field = _field(model, part)
         if field is None:

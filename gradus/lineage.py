@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from pathlib import Path
@@ -39,14 +40,24 @@ def dataset_hashes(entries: dict[str, Any], params: Params) -> dict[str, str]:
 
 
 def git_state(root: Path) -> dict[str, Any]:
-    """The commit of the code that ran, and which tracked files differed from it (the flow edits params)."""
-    def git(*args: str) -> str | None:
-        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-        return done.stdout.rstrip() if done.returncode == 0 else None  # porcelain lines start with a space
+    """The commit of the code that ran, and which tracked files differed from it (the flow edits params).
 
-    commit = git("rev-parse", "HEAD")
-    changed = git("status", "--porcelain", "--untracked-files=no") or ""
-    return {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+    A model whose code cannot be named has no lineage: a failing git call is an error, never a silent None.
+    """
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        except FileNotFoundError:
+            raise RegistryError("lineage: git is not installed; gradus records the code commit of every model "
+                                "it registers") from None
+        if done.returncode != 0:
+            detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RegistryError(f"lineage: `git {' '.join(args)}` failed in {root} ({detail}); register models "
+                                "from a git checkout with at least one commit")
+        return done.stdout.rstrip()  # not strip(): porcelain lines start with a space
+
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
             "modified": sorted(line[3:] for line in changed.splitlines() if line.strip())}
 
 
@@ -65,42 +76,32 @@ def collect(root: Path, params: Params) -> dict[str, Any]:
     }
 
 
-def _cache_roots(root: Path) -> list[str]:
-    """Where DVC keeps objects by content hash: the project cache, then the default remote (folder or s3://)."""
-    import configparser
-
-    roots = [str(root / ".dvc" / "cache")]
-    config = configparser.ConfigParser()
-    config.read([root / ".dvc" / "config", root / ".dvc" / "config.local"])
-    default = config.get("core", "remote", fallback=None)
-    url = config.get(f'remote "{default}"', "url", fallback=None) if default else None
-    if url:
-        roots.append(url if url.startswith("s3://") or Path(url).is_absolute() else str(root / ".dvc" / url))
-    return roots
-
-
 def read_dvc_object(root: Path, md5: str) -> bytes:
-    """The bytes DVC stored for an md5 (DVC 3 layout: files/md5/ab/cdef...), from the cache or the remote.
+    """The bytes DVC stored for an md5 (a file, or a `.dir` listing), from the project's cache, else from its
+    default remote, both as DVC's own configuration names them (config, config.local, `endpointurl`,
+    credentials). DVC's API addresses data by (path, git revision); a model's lineage addresses it by content
+    hash (the dvc.lock of a flow run need not be committed), so this asks DVC's object stores directly."""
+    from dvc.config import NoRemoteError
+    from dvc.repo import Repo
 
-    By hand because DVC's API addresses data by (path, git revision), and a model's lineage addresses it by
-    content hash: the dvc.lock of a flow run is not necessarily committed.
-    """
-    relative = f"files/md5/{md5[:2]}/{md5[2:]}"
-    for base in _cache_roots(root):
-        if base.startswith("s3://"):
-            from gradus.storage import s3_client, split_uri
-
-            bucket, prefix = split_uri(base)
+    with Repo(str(root)) as repo:
+        stores = [("cache", repo.cache.local)]
+        with contextlib.suppress(NoRemoteError):  # no default remote: the cache is the only place
+            remote = repo.config["core"].get("remote")
+            stores.append((f"remote '{remote}'", repo.cloud.get_remote_odb(None, "gradus")))
+        for name, odb in stores:
+            path = odb.oid_to_path(md5)
             try:
-                key = f"{prefix.strip('/')}/{relative}" if prefix.strip("/") else relative
-                return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
-            except Exception:  # not there either: try the next place, then fail below naming them all
-                continue
-        path = Path(base) / relative
-        if path.is_file():
-            return path.read_bytes()
-    raise RegistryError(f"DVC object {md5} not found in {', '.join(_cache_roots(root))}; "
-                        "run `dvc pull` in the project that trained the champion")
+                return odb.fs.cat_file(path)
+            except FileNotFoundError:
+                continue  # not there: try the next place, then fail below naming them all
+            except Exception as exc:  # reached, but refused or unreachable: say so, not "not found"
+                raise RegistryError(f"DVC object {md5}: cannot read it from the {name} ({odb.fs.protocol}: {path}): "
+                                    f"{type(exc).__name__}: {exc}; check the remote's credentials and endpointurl "
+                                    "(dvc remote modify)".replace("\n", " ")) from None
+        searched = ", ".join(f"{name} ({odb.path})" for name, odb in stores)
+    raise RegistryError(f"DVC object {md5} not found in {searched}; run `dvc push` in the project that trained "
+                        "the champion, or `dvc pull` here")
 
 
 def training_split(root: Path, manifest: dict[str, Any], split: str = "train") -> bytes:

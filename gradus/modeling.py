@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ PACKAGED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 LABELS_FILE = "labels.json"
 WEIGHTS_FILE = "model.safetensors"
 TRAINING_SUMMARY = "training_summary.json"
+DEFAULT_MAX_LENGTH = 128  # for a model folder that does not say what it was trained with
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "model.bin", "pytorch_model.pt", "model.pt", "model.ckpt")
 
 
@@ -90,15 +91,66 @@ def load_label_map(folder: Path) -> list[str]:
     return list(json.loads(path.read_text(encoding="utf-8"))["labels"])
 
 
-def load_classifier(folder: str | Path, device: str = "cpu") -> tuple[Any, Any, list[str]]:
-    """Load a fine-tuned classifier (model, tokenizer, labels) from safetensors only, in eval mode."""
+@dataclass(frozen=True)
+class Predictions:
+    """Class probabilities (rows in input order) and, when asked for, mean-pooled last-layer embeddings."""
+
+    probabilities: Any
+    label_names: tuple[str, ...]
+    embeddings: Any = None
+
+    def labels(self) -> list[str]:
+        """The most probable label of each text."""
+        return [self.label_names[i] for i in self.probabilities.argmax(axis=1)]
+
+    @property
+    def confidence(self) -> Any:
+        """The probability of the predicted label, per text."""
+        return self.probabilities.max(axis=1) if len(self.probabilities) else self.probabilities[:, :0].sum(1)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A classifier ready to answer: weights (safetensors only) on a device, its tokenizer and label order,
+    the max_length it was trained with, and which registered version (and alias) it is, if any."""
+
+    model: Any
+    tokenizer: Any
+    labels: tuple[str, ...]
+    max_length: int = DEFAULT_MAX_LENGTH
+    version: str | None = None
+    alias: str | None = None
+    bf16: bool = False  # run the matmuls under bf16 autocast (decided by bf16_pays for the device)
+    manifest: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def device(self) -> str:
+        return str(next(self.model.parameters()).device.type)
+
+    def predict(self, texts: list[str], batch_size: int = 64, embeddings: bool = False) -> Predictions:
+        """Probabilities (and embeddings) for texts, in batches of similar length to cut padding."""
+        probabilities, pooled = forward(self.model, self.tokenizer, texts, batch_size, self.max_length,
+                                        embeddings=embeddings, bf16=self.bf16)
+        return Predictions(probabilities, self.labels, pooled)
+
+
+def load_classifier(folder: str | Path, device: str = "cpu", *, max_length: int | None = None,
+                    version: str | None = None, alias: str | None = None, bf16: bool | None = None,
+                    manifest: dict[str, Any] | None = None) -> LoadedModel:
+    """Load a fine-tuned classifier folder from safetensors only, in eval mode. max_length defaults to the one
+    it was trained with (training_summary.json); bf16 defaults to whether bf16 pays on the device."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = Path(folder)
     refuse_pickle_weights(folder)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    return model.to(device).eval(), tokenizer, load_label_map(folder)
+    if max_length is None:
+        summary = folder / TRAINING_SUMMARY
+        trained = json.loads(summary.read_text(encoding="utf-8")).get("max_length") if summary.is_file() else None
+        max_length = int(trained or DEFAULT_MAX_LENGTH)
+    return LoadedModel(model, tokenizer, tuple(load_label_map(folder)), max_length, version, alias,
+                       bf16_pays(device) if bf16 is None else bf16, manifest)
 
 
 def pick_device(preference: str = "auto") -> str:
@@ -115,12 +167,6 @@ def pick_device(preference: str = "auto") -> str:
     if mps is not None and mps.is_available():
         return "mps"
     return "cpu"
-
-
-def predict_proba(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 128,
-                  max_length: int = 128) -> Any:
-    """Class probabilities (numpy, rows in input order); batches of similar length to cut padding."""
-    return forward(model, tokenizer, texts, batch_size, max_length)[0]
 
 
 def forward(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 128, max_length: int = 128,
@@ -171,8 +217,9 @@ def matmul_flops_per_s(dtype: Any, size: int = 2048, seconds: float = 3.0) -> fl
     return 2 * size**3 * runs / (time.perf_counter() - start)
 
 
-def bf16_inference_pays(device: str) -> bool:
-    """Whether bf16 autocast speeds up inference here: on CUDA with bf16 support, or a CPU measured faster."""
+def bf16_pays(device: str) -> bool:
+    """The one answer to "use bf16 here?", for training and inference alike: on CUDA where the GPU supports
+    it; on a CPU only where bf16 matrix products measure at least BF16_CPU_MIN_SPEEDUP times faster."""
     import torch
 
     if device == "cuda":

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gradus.errors import ConflictError, IntegrityError, RegistryError
-from gradus.modeling import WEIGHTS_FILE, sha256_file
+from gradus.modeling import WEIGHTS_FILE, LoadedModel, sha256_file
 
 ALIASES = ("champion", "candidate", "previous")
 # Allow-list: weights only as safetensors; everything else a model needs is JSON or plain text. A pickle
@@ -456,13 +456,15 @@ class Registry:
         partial.rename(target)
         return target
 
-    def load(self, ref: str, device: str = "cpu") -> tuple[Any, Any, list[str], dict[str, Any]]:
-        """(model, tokenizer, labels, manifest) of a verified version, loaded from safetensors only."""
+    def load(self, ref: str, device: str = "cpu", bf16: bool | None = None) -> LoadedModel:
+        """A verified version (id, prefix or alias) loaded from safetensors only, ready to predict; it knows
+        its version id, the alias it was loaded by, its training max_length and its manifest."""
         from gradus.modeling import load_classifier
 
         folder, manifest = self.fetch(ref)
-        model, tokenizer, labels = load_classifier(folder, device)
-        return model, tokenizer, labels, manifest
+        return load_classifier(folder, device, max_length=manifest["lineage"]["params"]["train"]["max_length"],
+                               version=manifest["version"], alias=ref if ref in (*ALIASES, "canary") else None,
+                               bf16=bf16, manifest=manifest)
 
     # -- aliases
 

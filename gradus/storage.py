@@ -1,13 +1,24 @@
-"""S3 access through boto3: one configured client, listing with pagination, errors that name the object."""
+"""One reader of tables wherever they are (a file, a glob, an s3:// prefix), and S3 access through boto3.
+
+boto3 rather than fsspec/s3fs (both installed with DVC's S3 support): the registry needs boto3's conditional
+writes (If-None-Match) anyway, so one client configuration (retries, checksum mode for S3-compatible servers,
+endpoint) and one error mapping serve data sources, the drift monitor, the registry and the prediction log.
+"""
 
 from __future__ import annotations
 
+import glob
 import os
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from gradus.errors import DataError
+from gradus.io import FORMATS, delimiter_hint, read_table
 
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
 _MISSING = {"NoSuchKey", "404", "NoSuchBucket", "NotFound"}
@@ -93,3 +104,57 @@ def download(client: Any, obj: S3Object, folder: Path) -> Path:
     except Exception as exc:
         raise explain(exc, obj.uri) from None
     return target
+
+
+@dataclass(frozen=True)
+class Table:
+    """One file or object read whole: its rows, where it came from, and what identifies that version of it."""
+
+    frame: pd.DataFrame
+    uri: str
+    info: dict[str, Any] = field(default_factory=dict)  # size and mtime_ns, or etag and size
+
+
+def read_tables(location: str, *, columns: Sequence[str], fix: str, fmt: str = "auto", delimiter: str = ",",
+                endpoint_url: str | None = None, root: Path | None = None) -> list[Table]:
+    """Every table a location names: a file, a glob (sorted), or each CSV/JSONL/Parquet object under an s3://
+    prefix (sorted by key). Each must hold `columns`; a missing one is an error naming the file and `fix`
+    (the params key to set). Relative paths are taken from `root` (the project) when given."""
+    if location.startswith("s3://"):
+        client = s3_client(endpoint_url)
+        tables = []
+        with tempfile.TemporaryDirectory(prefix="gradus-s3-") as scratch:
+            for obj in list_objects(client, location, tuple(FORMATS)):
+                local = download(client, obj, Path(scratch))
+                try:
+                    frame = require_columns(read_table(local, fmt, delimiter), columns, local, fix, delimiter)
+                except DataError as exc:  # name the object, not the temporary copy
+                    raise DataError(str(exc).replace(str(local), obj.uri)) from None
+                tables.append(Table(frame, obj.uri, {"etag": obj.etag, "size": obj.size}))
+        return tables
+    pattern = location if root is None or Path(location).is_absolute() else str(root / location)
+    if Path(pattern).is_dir():
+        raise DataError(f"{location}: is a directory; give a file, or a glob such as {location}/*.csv")
+    paths = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if not Path(p).is_dir())
+    if not paths:
+        raise DataError(f"{location}: no file matches; give a CSV/JSONL/Parquet file, a glob or an s3:// prefix "
+                        "(relative paths are taken from the project root)")
+    tables = []
+    for path in paths:
+        frame = require_columns(read_table(path, fmt, delimiter), columns, path, fix, delimiter)
+        stat = path.stat()
+        tables.append(Table(frame, str(path), {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
+    return tables
+
+
+def require_columns(table: pd.DataFrame, columns: Sequence[str], where: Path | str, fix: str,
+                    delimiter: str = ",") -> pd.DataFrame:
+    """The table itself, or an error naming the file, the missing columns, the ones found and the fix."""
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        found = ", ".join(map(str, table.columns[:10]))
+        hint = ""
+        if len(table.columns) == 1:  # one column: the header was probably not split at all
+            hint = delimiter_hint(str(table.columns[0]), delimiter) or "; one column only: is the delimiter right?"
+        raise DataError(f"{where}: missing column(s) {missing}; found [{found}]{hint}. {fix}")
+    return table

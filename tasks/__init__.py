@@ -1,3 +1,2 @@
-"""Pipeline stages: one module each, plain functions taking Params; dvc.yaml runs `python -m tasks STAGE`."""
-
-STAGES = ("ingest", "validate", "split", "train", "evaluate", "gate")
+"""Pipeline stages: one module each, plain functions taking Params; dvc.yaml runs `python -m tasks STAGE`
+(tasks/runner.py holds the stage list and the one runner)."""

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 
-from gradus.config import PARAMS_FILE, ConfigError, load_params
+from gradus.config import PARAMS_FILE, ConfigError
 from gradus.errors import GradusError
-from tasks import STAGES
+from tasks.runner import STAGES, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,8 +19,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a parameter, e.g. --set train.epochs=1 (repeatable)")
     args = parser.parse_args(argv)
     try:
-        params = load_params(args.params, args.overrides)
-        summary = importlib.import_module(f"tasks.{args.stage}").run(params)
+        summary = run_stage(args.stage, args.params, args.overrides)
     except (ConfigError, GradusError) as exc:
         print(f"gradus {args.stage}: error: {exc}", file=sys.stderr)
         return 2

@@ -9,11 +9,9 @@ a batch not already acted on.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import io
 import re
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,9 +22,9 @@ import pandas as pd
 from gradus import storage
 from gradus.config import DriftConfig, Params
 from gradus.errors import DataError
-from gradus.io import FORMATS, read_table, write_json
+from gradus.io import write_json
 from gradus.lineage import training_split
-from gradus.modeling import bf16_inference_pays, forward, pick_device
+from gradus.modeling import LoadedModel, pick_device
 from gradus.registry import Registry, project_registry
 
 TEXT_SIGNALS = ("text_length", "word_count", "non_letter_share", "oov_share")
@@ -46,29 +44,14 @@ TSNE_POINTS_PER_SIDE = 500
 
 def load_batch(uri: str, cfg: DriftConfig, root: Path) -> pd.DataFrame:
     """The new batch (a file, a glob, or an s3:// prefix) as text (+ label when configured and present)."""
-    frames = []
-    if uri.startswith("s3://"):
-        client = storage.s3_client(cfg.endpoint_url)
-        with tempfile.TemporaryDirectory(prefix="gradus-drift-") as scratch:
-            for obj in storage.list_objects(client, uri, tuple(FORMATS)):
-                frames.append(_columns(read_table(storage.download(client, obj, Path(scratch)), cfg.format),
-                                       obj.uri, cfg))
-    else:
-        pattern = uri if Path(uri).is_absolute() else str(root / uri)
-        paths = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
-        if not paths:
-            raise DataError(f"drift batch {uri!r}: no file matches; give a CSV/JSONL/Parquet file, a glob or "
-                            "an s3:// prefix")
-        frames = [_columns(read_table(path, cfg.format), str(path), cfg) for path in paths]
-    batch = pd.concat(frames, ignore_index=True)
+    tables = storage.read_tables(uri, columns=[cfg.text_column], fix="Set drift.text_column in params.yaml",
+                                 fmt=cfg.format, endpoint_url=cfg.endpoint_url, root=root)
+    batch = pd.concat([_columns(table.frame, cfg) for table in tables], ignore_index=True)
     # Blank texts say nothing about language drift; they are the validate stage's business if retrained on.
     return batch[batch["text"].notna() & (batch["text"].astype(str).str.strip() != "")].reset_index(drop=True)
 
 
-def _columns(table: pd.DataFrame, where: str, cfg: DriftConfig) -> pd.DataFrame:
-    if cfg.text_column not in table.columns:
-        raise DataError(f"{where}: no column {cfg.text_column!r} (found {list(table.columns)[:10]}); "
-                        "set drift.text_column")
+def _columns(table: pd.DataFrame, cfg: DriftConfig) -> pd.DataFrame:
     out = pd.DataFrame({"text": table[cfg.text_column].astype(object)})
     if cfg.label_column and cfg.label_column in table.columns:
         out["label"] = table[cfg.label_column].astype(object)
@@ -167,19 +150,17 @@ def label_shift_p_value(reference: pd.Series, current: pd.Series, permutations: 
     return float((1 + np.sum(null >= observed)) / (1 + permutations))
 
 
-def model_frame(texts: list[str], champion: Any) -> pd.DataFrame:
+def model_frame(texts: list[str], champion: LoadedModel) -> pd.DataFrame:
     """The champion's predicted label, confidence and mean-pooled embedding for each text."""
-    model, tokenizer, labels, max_length = champion
-    device = str(next(model.parameters()).device.type)
-    probabilities, embeddings = forward(model, tokenizer, texts, 64, max_length, embeddings=True,
-                                        bf16=bf16_inference_pays(device))
+    predictions = champion.predict(texts, 64, embeddings=True)
+    embeddings = predictions.embeddings
     frame = pd.DataFrame(embeddings, columns=[f"emb_{i}" for i in range(embeddings.shape[1])])
-    frame.insert(0, "predicted_label", [labels[i] for i in probabilities.argmax(axis=1)])
-    frame.insert(1, "confidence", probabilities.max(axis=1).astype(float))
+    frame.insert(0, "predicted_label", predictions.labels())
+    frame.insert(1, "confidence", predictions.confidence.astype(float))
     return frame
 
 
-def model_report(reference: pd.Series, current: pd.Series, champion: Any,
+def model_report(reference: pd.Series, current: pd.Series, champion: LoadedModel,
                  cfg: DriftConfig) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """Evidently report over the champion's view of a seeded sample of each side (forward passes cost)."""
     from evidently import DataDefinition, Dataset, Report
@@ -259,19 +240,15 @@ def last_retrain(registry: Registry) -> datetime | None:
 # ------------------------------------------------------------------------------------------ stage
 
 
-def champion_and_reference(registry: Registry, root: Path, params: Params) -> tuple[Any, pd.DataFrame,
-                                                                                     dict[str, Any]]:
-    """The champion (model, tokenizer, labels, max_length) and its training split, through its lineage."""
-    state = registry.aliases()
-    if state.champion is None:
+def champion_and_reference(registry: Registry, root: Path, params: Params) -> tuple[LoadedModel, pd.DataFrame]:
+    """The champion (verified) and its training split, found through its lineage."""
+    if registry.aliases().champion is None:
         raise DataError("drift monitor: no champion in the registry yet; train and pass the gate first")
-    model, tokenizer, labels, manifest = registry.load(state.champion, pick_device(params.train.device))
-    reference = pd.read_parquet(io.BytesIO(training_split(root, manifest)))
-    max_length = manifest["lineage"]["params"]["train"]["max_length"]
-    return (model, tokenizer, labels, max_length), reference, manifest
+    champion = registry.load("champion", pick_device(params.train.device))
+    return champion, pd.read_parquet(io.BytesIO(training_split(root, champion.manifest or {})))
 
 
-def analyse(reference: pd.DataFrame, batch: pd.DataFrame, champion: Any, cfg: DriftConfig,
+def analyse(reference: pd.DataFrame, batch: pd.DataFrame, champion: LoadedModel, cfg: DriftConfig,
             out_dir: Path) -> dict[str, Any]:
     """Both Evidently reports (HTML kept in out_dir) and the per-signal drift scores."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -292,7 +269,8 @@ def run_monitor(root: Path, params: Params, current: str, now: datetime | None =
     batch = load_batch(current, cfg, root)
     batch_id = fingerprint(batch)
     registry = project_registry(root, params)
-    champion, reference, manifest = champion_and_reference(registry, root, params)
+    champion, reference = champion_and_reference(registry, root, params)
+    manifest = champion.manifest or {}
     out_dir = root / params.paths.drift_reports / f"{now:%Y%m%dT%H%M%SZ}-{batch_id[:12]}"
     analysis = analyse(reference, batch, champion, cfg, out_dir)
     decision = decide(analysis["signals"], len(batch), cfg, last_retrain(registry),

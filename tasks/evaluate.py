@@ -25,7 +25,7 @@ from gradus.metrics import (
     small_typo,
     toggle_trailing_punctuation,
 )
-from gradus.modeling import load_classifier, pick_device, predict_proba
+from gradus.modeling import LoadedModel, load_classifier, pick_device
 
 LATENCY_BATCH = 32
 
@@ -53,21 +53,7 @@ def score(actual: list[str], predicted: list[str], labels: list[str]) -> dict[st
     }
 
 
-class Predictor:
-    """The model under evaluation, as `texts -> (labels, confidence)`."""
-
-    def __init__(self, model: Any, tokenizer: Any, labels: list[str], batch_size: int, max_length: int) -> None:
-        self.model, self.tokenizer, self.labels = model, tokenizer, labels
-        self.batch_size, self.max_length = batch_size, max_length
-
-    def probabilities(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
-        return predict_proba(self.model, self.tokenizer, texts, batch_size or self.batch_size, self.max_length)
-
-    def labels_of(self, texts: list[str]) -> list[str]:
-        return [self.labels[i] for i in np.argmax(self.probabilities(texts), axis=1)]
-
-
-def latency(predictor: Predictor, texts: list[str], samples: int) -> dict[str, float]:
+def latency(model: LoadedModel, texts: list[str], samples: int) -> dict[str, float]:
     """Milliseconds per text (tokenizing included, as a service would) at batch 1 and batch 32: p50 and p95.
 
     At batch 32 the per-text figure is the batch's time / 32, one figure per batch.
@@ -75,8 +61,8 @@ def latency(predictor: Predictor, texts: list[str], samples: int) -> dict[str, f
     pool = (texts * (samples // max(len(texts), 1) + 1))[:samples] if texts else []
     if not pool:
         return {}
-    predict = predictor.probabilities
-    predict(pool[:LATENCY_BATCH])  # warm-up: first calls allocate and pick kernels
+    predict = model.predict
+    predict(pool[:LATENCY_BATCH], LATENCY_BATCH)  # warm-up: first calls allocate and pick kernels
     single = []
     for text in pool:
         start = time.perf_counter()
@@ -125,7 +111,7 @@ def slice_report(test: pd.DataFrame, predicted: list[str], labels: list[str],
     return report
 
 
-def behavioral(predictor: Predictor, texts: list[str], original: list[str], cfg: EvaluateConfig) -> dict[str, Any]:
+def behavioral(model: LoadedModel, texts: list[str], original: list[str], cfg: EvaluateConfig) -> dict[str, Any]:
     """Share of test rows whose prediction survives each perturbation, against params' thresholds."""
     rng = np.random.default_rng(cfg.behavioral.seed)
     rows = np.arange(len(texts))
@@ -139,7 +125,7 @@ def behavioral(predictor: Predictor, texts: list[str], original: list[str], cfg:
     report = {}
     for name, changed in perturbations.items():
         kept = [(i, text) for i, text in zip(rows, changed, strict=True) if text is not None and text != texts[i]]
-        after = predictor.labels_of([text for _, text in kept]) if kept else []
+        after = model.predict([text for _, text in kept], cfg.batch_size).labels() if kept else []
         stable = sum(original[i] == label for (i, _), label in zip(kept, after, strict=True))
         rate = stable / len(kept) if kept else 1.0
         threshold = cfg.behavioral.min_stability.get(name, 0.0)
@@ -167,17 +153,16 @@ def evaluate_model(model_dir: Path, train: pd.DataFrame, test: pd.DataFrame, par
                    test_file: str = "test split") -> Evaluation:
     """Score the model in model_dir on `test` (train only feeds the TF-IDF baseline)."""
     cfg = params.evaluate
-    model, tokenizer, labels = load_classifier(model_dir, pick_device(params.train.device))
-    predictor = Predictor(model, tokenizer, labels, cfg.batch_size, params.train.max_length)
+    model = load_classifier(model_dir, pick_device(params.train.device), max_length=params.train.max_length)
+    labels = list(model.labels)
     texts, actual = list(test["text"]), list(test["label"])
-    probabilities = predictor.probabilities(texts)
-    predicted = [labels[i] for i in np.argmax(probabilities, axis=1)]
-    confidence = probabilities.max(axis=1) if len(texts) else np.zeros(0)
+    predictions = model.predict(texts, cfg.batch_size)
+    predicted, confidence = predictions.labels(), predictions.confidence
     correct = np.array(actual) == np.array(predicted)
     result = score(actual, predicted, labels)
     reliability = reliability_table(confidence, correct, cfg.calibration_bins)
-    checks = behavioral(predictor, texts, predicted, cfg)
-    timing = latency(predictor, texts, cfg.latency_samples)
+    checks = behavioral(model, texts, predicted, cfg)
+    timing = latency(model, texts, cfg.latency_samples)
     majority = test["label"].value_counts(normalize=True).iloc[0] if len(test) else 0.0
     metrics = {
         "test_rows": len(test),
@@ -188,7 +173,7 @@ def evaluate_model(model_dir: Path, train: pd.DataFrame, test: pd.DataFrame, par
         "baseline_tfidf": tfidf_baseline(train, test),
         "ece": round(expected_calibration_error(reliability), 6),
         "mean_confidence": round(float(confidence.mean()), 6) if len(texts) else 0.0,
-        "latency": {"device": str(next(model.parameters()).device), **timing},
+        "latency": {"device": model.device, "bf16": model.bf16, **timing},
         "behavioral": {name: check["stability"] for name, check in checks.items()},
         "behavioral_passed": all(check["passed"] for check in checks.values()),
     }

@@ -22,7 +22,7 @@ from gradus.config import GateConfig, Params
 from gradus.errors import DataError
 from gradus.io import read_json, write_json
 from gradus.metrics import encode, mcnemar_exact, paired_bootstrap, recall_by_class, weighted_macro_f1
-from gradus.modeling import load_label_map, pick_device, predict_proba
+from gradus.modeling import load_label_map, pick_device
 from gradus.registry import Registry, project_registry
 
 
@@ -190,10 +190,8 @@ def champion_predictions(registry: Registry, texts: list[str], device: str, batc
     state = registry.aliases()
     if state.champion is None:
         return None
-    model, tokenizer, labels, manifest = registry.load(state.champion, device)
-    max_length = manifest["lineage"]["params"]["train"]["max_length"]
-    probabilities = predict_proba(model, tokenizer, texts, batch_size, max_length)
-    return Champion(state.champion, labels, [labels[i] for i in np.argmax(probabilities, axis=1)])
+    champion = registry.load(state.champion, device)
+    return Champion(state.champion, list(champion.labels), champion.predict(texts, batch_size).labels())
 
 
 def run(params: Params) -> dict[str, Any]:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import glob
+import json
+import numbers
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from gradus import demo, storage
 from gradus.config import DataConfig, DemoSource, FeedbackSource, FileSource, HFSource, Params, S3Source, Source
 from gradus.errors import DataError
-from gradus.io import FORMATS, SNAPSHOT_COLUMNS, read_table, write_json, write_parquet
+from gradus.io import SNAPSHOT_COLUMNS, TYPE_COLUMNS, write_json, write_parquet
 
 Loaded = list[tuple[pd.DataFrame, dict[str, Any]]]
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -26,38 +27,67 @@ def load_demo(source: DemoSource) -> tuple[pd.DataFrame, dict[str, Any]]:
     return _frame(frame["text"], frame["label"], uri), {"uri": uri, "rows": len(frame)}
 
 
-def load_file(source: FileSource | FeedbackSource | S3Source, path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """One local table file, with its text and label columns mapped."""
-    table = read_table(path, source.format)
-    missing = [c for c in (source.text_column, source.label_column, *source.metadata_columns)
-               if c not in table.columns]
-    if missing:
-        found = ", ".join(map(str, table.columns[:10]))
-        hint = " (one column only: is the delimiter a comma?)" if len(table.columns) == 1 else ""
-        raise DataError(f"{path}: missing column(s) {missing}; found [{found}]{hint}. "
-                        "Set text_column / label_column / metadata_columns for this source in params.yaml "
-                        "(data.sources)")
-    stat = path.stat()
-    info = {"uri": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "rows": len(table)}
-    extra = {column: table[column] for column in source.metadata_columns}
-    return _frame(table[source.text_column], table[source.label_column], str(path), extra), info
+SOURCE_FIX = "Set text_column / label_column / metadata_columns for this source in params.yaml (data.sources)"
+
+
+def load_tables(source: FileSource | FeedbackSource | S3Source) -> Loaded:
+    """Every file or object a table source names (file, glob or s3:// prefix), its columns mapped."""
+    location = source.uri if isinstance(source, S3Source) else source.path
+    endpoint = source.endpoint_url if isinstance(source, S3Source) else None
+    columns = (source.text_column, source.label_column, *source.metadata_columns)
+    loaded = []
+    for table in storage.read_tables(location, columns=columns, fix=SOURCE_FIX, fmt=source.format,
+                                     delimiter=source.delimiter, endpoint_url=endpoint):
+        extra = {column: table.frame[column] for column in source.metadata_columns}
+        frame = _frame(table.frame[source.text_column], table.frame[source.label_column], table.uri, extra)
+        loaded.append((frame, {"uri": table.uri, **table.info, "rows": len(frame)}))
+    return loaded
 
 
 def _frame(text: pd.Series, label: pd.Series, uri: str, extra: dict[str, pd.Series] | None = None) -> pd.DataFrame:
-    frame = pd.DataFrame({
-        "text": _as_text(text),
-        "label": _as_text(label),
-        "source": uri,
-        "source_row": range(len(text)),
-    })
+    texts, text_types = _as_text(text)
+    labels, label_types = _as_text(label)
+    frame = pd.DataFrame({"text": texts, "label": labels, "source": uri, "source_row": range(len(text)),
+                          "text_type": text_types, "label_type": label_types})
     for column, values in (extra or {}).items():
-        frame[column] = _as_text(values.reset_index(drop=True))
+        frame[column] = _as_text(values.reset_index(drop=True))[0]
     return frame
 
 
-def _as_text(values: pd.Series) -> pd.Series:
-    """Strings stay strings, missing stays None (never the string 'nan')."""
-    return pd.Series([None if _missing(v) else _storable(str(v)) for v in values], dtype=object)
+def _as_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(texts, types): strings stay strings and missing stays None (never the string 'nan'). Any other value
+    (a number, boolean, list or object from JSONL or Parquet) is kept visible as its JSON text, and its type
+    goes beside it, so validation quarantines the row instead of training on '42' or "['a', 'b']"."""
+    texts, types = [], []
+    for value in values:
+        if _missing(value):
+            texts.append(None)
+            types.append(None)
+        elif isinstance(value, str):
+            texts.append(_storable(value))
+            types.append(None)
+        else:
+            texts.append(_storable(json.dumps(_plain(value), ensure_ascii=False, default=str)))
+            types.append(value_type(value))
+    return pd.Series(texts, dtype=object), pd.Series(types, dtype=object)
+
+
+def value_type(value: Any) -> str:
+    """The JSON name of a non-string value's type."""
+    if isinstance(value, bool | np.bool_):
+        return "boolean"
+    if isinstance(value, numbers.Number):
+        return "number"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list | tuple | np.ndarray):
+        return "array"
+    return type(value).__name__
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays (from Parquet) as plain Python values, for JSON."""
+    return value.tolist() if isinstance(value, np.ndarray | np.generic) else value
 
 
 def _storable(text: str) -> str:
@@ -70,30 +100,6 @@ def _storable(text: str) -> str:
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
-
-
-def expand(pattern: str) -> list[Path]:
-    """The files a path or glob names, sorted for a stable snapshot."""
-    matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
-    if not matches:
-        raise DataError(f"data.sources: no file matches {pattern!r}; check the path (relative to the project)")
-    return matches
-
-
-def load_s3(source: S3Source | FeedbackSource, uri: str, endpoint_url: str | None = None) -> Loaded:
-    """Every table object under an s3:// prefix; errors name the object, not a temporary file."""
-    client = storage.s3_client(endpoint_url)
-    loaded = []
-    with tempfile.TemporaryDirectory(prefix="gradus-s3-") as scratch:
-        for obj in storage.list_objects(client, uri, tuple(FORMATS)):
-            local = storage.download(client, obj, Path(scratch))
-            try:
-                frame, _ = load_file(source, local)
-            except DataError as exc:
-                raise DataError(str(exc).replace(str(local), obj.uri)) from None
-            frame["source"] = obj.uri
-            loaded.append((frame, {"uri": obj.uri, "etag": obj.etag, "size": obj.size, "rows": len(frame)}))
-    return loaded
 
 
 def load_hf(source: HFSource) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -133,20 +139,25 @@ def load_source(source: Source) -> Loaded:
     """Read one configured source into (frame, manifest entry) pairs, one per file or object."""
     if isinstance(source, DemoSource):
         return [load_demo(source)]
-    if isinstance(source, HFSource):
-        return [load_hf(source)]
-    if isinstance(source, S3Source):
-        return load_s3(source, source.uri, source.endpoint_url)
-    if source.path.startswith("s3://"):  # feedback kept in S3
-        return load_s3(source, source.path)
-    return [load_file(source, path) for path in expand(source.path)]
+    return [load_hf(source)] if isinstance(source, HFSource) else load_tables(source)
+
+
+def not_empty(source: Source, position: int, loaded: Loaded) -> Loaded:
+    """Refuse a source that yielded no rows, unless it allows that (an empty export is usually a fault)."""
+    if getattr(source, "allow_empty", False):
+        return loaded
+    for frame, info in loaded:
+        if frame.empty:
+            raise DataError(f"data.sources.{position} ({source.kind}): {info['uri']} has no data rows; fix the "
+                            f"export, remove the source, or set allow_empty: true on data.sources.{position}")
+    return loaded
 
 
 def collect(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Read every source, in order, into one frame; normalise labels per params."""
     frames, manifest = [], []
-    for source in cfg.sources:
-        for frame, info in load_source(source):
+    for position, source in enumerate(cfg.sources):
+        for frame, info in not_empty(source, position, load_source(source)):
             frames.append(frame)
             manifest.append({"kind": source.kind, **info})
     raw = pd.concat(frames, ignore_index=True)
@@ -154,7 +165,7 @@ def collect(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     extras = sorted({c for source in cfg.sources for c in getattr(source, "metadata_columns", ())})
     if extras:  # a source without a metadata column gets None there, never the string 'nan'
         raw[extras] = raw[extras].astype(object).where(raw[extras].notna(), None)
-    return raw[[*SNAPSHOT_COLUMNS, *extras]], manifest
+    return raw[[*SNAPSHOT_COLUMNS, *TYPE_COLUMNS, *extras]], manifest
 
 
 def normalize_labels(labels: pd.Series, case: str) -> pd.Series:

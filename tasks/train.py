@@ -22,10 +22,9 @@ from gradus.config import Params, TrainConfig
 from gradus.errors import DataError
 from gradus.io import write_json
 from gradus.modeling import (
-    BF16_CPU_MIN_SPEEDUP,
     TRAINING_SUMMARY,
     BaseModel,
-    cpu_bf16_speedup,
+    bf16_pays,
     pick_device,
     resolve_base,
     save_label_map,
@@ -74,13 +73,9 @@ def macro_f1_metric(prediction: Any) -> dict[str, float]:
 def mixed_precision(cfg: TrainConfig, device: str) -> tuple[bool, bool]:
     """(bf16, fp16) flags. auto: bf16 on CUDA where supported, else fp16; on CPU, bf16 only where a
     matmul measurement shows it faster (benchmarks/train_throughput.py: 2.1x samples/s on this machine)."""
-    import torch
-
     if cfg.precision == "auto":
-        if device == "cuda":
-            bf16 = torch.cuda.is_bf16_supported()
-            return bf16, not bf16
-        return device == "cpu" and cpu_bf16_speedup() >= BF16_CPU_MIN_SPEEDUP, False
+        bf16 = bf16_pays(device)
+        return bf16, device == "cuda" and not bf16
     return cfg.precision == "bf16", cfg.precision == "fp16"
 
 
@@ -214,7 +209,8 @@ def fine_tune(params: Params, train: pd.DataFrame, val: pd.DataFrame, out: Path,
     wall = time.perf_counter() - started
     final_eval = trainer.evaluate()
     summary = _summary(base, device, labels, train_set, result, wall, final_eval, trainer.state)
-    summary |= {"precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
+    summary |= {"max_length": cfg.max_length,  # how the model's inputs must be tokenized (LoadedModel)
+                "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
                 "resumed_from": Path(resume_from).name if resume_from else None,
                 "peak_memory_mib": peak_memory_mib(device), "world_size": trainer.args.world_size}
     if trainer.is_world_process_zero():

@@ -16,7 +16,7 @@ from data_checks.suite import row_checks, run_suite
 from gradus.config import Params, ValidateConfig
 from gradus.errors import DataError
 from gradus.io import SNAPSHOT_COLUMNS as COLUMNS
-from gradus.io import write_json, write_parquet
+from gradus.io import TYPE_COLUMNS, write_json, write_parquet
 from gradus.text import normalized
 
 CONTEXT_COLUMNS = ["n_tokens", "duplicate_of", "conflicting_labels", "pii", "noise_flag", "suggested_label",
@@ -39,6 +39,9 @@ def tokenizer_counts(params: Params) -> features.Tokenize:
 def derive(raw: pd.DataFrame, cfg: ValidateConfig, tokenize: features.Tokenize) -> tuple[pd.DataFrame, list[str]]:
     """The frame the suite checks: raw columns plus derived ones; and the label set rows must belong to."""
     frame = raw.reset_index(drop=True).copy()
+    for column in TYPE_COLUMNS:  # snapshots written before types were recorded hold strings only
+        if column not in frame:
+            frame[column] = None
     keys = normalized(frame["text"])
     frame["n_tokens"] = features.token_counts(frame["text"], cfg, tokenize)
     frame["duplicate_of"] = features.duplicate_of(keys, frame["label"], frame["source_row"])
@@ -121,10 +124,12 @@ def run(params: Params) -> dict[str, Any]:
     docs = Path(paths.data_docs)
     shutil.rmtree(docs, ignore_errors=True)
     raw = pd.read_parquet(paths.raw)
-    columns = [*COLUMNS, *(c for c in raw.columns if c not in COLUMNS)]  # metadata columns ride along
+    # Metadata columns ride along; the type columns are context for quarantined rows only.
+    columns = [*COLUMNS, *(c for c in raw.columns if c not in COLUMNS and c not in TYPE_COLUMNS)]
     kept, quarantined, report = validate_frame(raw, params, docs)
     write_parquet(kept[columns], Path(paths.validated))
-    write_rows(quarantined[[*columns, "failed_checks", "reasons", *CONTEXT_COLUMNS]], Path(paths.quarantine))
+    write_rows(quarantined[[*columns, "failed_checks", "reasons", *TYPE_COLUMNS, *CONTEXT_COLUMNS]],
+               Path(paths.quarantine))
     flagged = kept[(kept["pii"] != "") | kept["noise_flag"].astype(bool)]
     write_rows(flagged[[*COLUMNS, "pii", "noise_flag", "suggested_label", "label_probability"]], Path(paths.flags))
     failures, docs_index = report.pop("failures"), report.pop("docs")

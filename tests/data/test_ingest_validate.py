@@ -94,7 +94,8 @@ def test_glob_of_files_and_demo_combine_in_a_stable_order(tmp_path: Path) -> Non
 @pytest.mark.parametrize(("content", "message"), [
     (b"", "file is empty"),
     (b"utterance,intent\nhello,greet\n", "missing column(s) ['text', 'label']"),
-    (b"text;label\nhello;greet\n", "is the delimiter a comma?"),
+    (b"text;label\nhello;greet\n", "looks semicolon-delimited: set delimiter: ';' for this source"),
+    (b"text\tlabel\nhello\tgreet\n", "looks tab-delimited: set delimiter: '\\t' for this source"),
     (b"text,label\ncaf\xe9,drink\n", "not valid UTF-8 at byte offset"),
 ])
 def test_bad_files_give_one_clear_error_naming_the_file(tmp_path: Path, content: bytes, message: str) -> None:
@@ -130,7 +131,7 @@ def test_metadata_columns_ride_along_to_the_splits_and_slice_the_metrics(tmp_pat
         **{"validate.max_quarantine_share": 1.0, "validate.min_examples_per_class": 1})
     ingest.run(params)
     raw = pd.read_parquet(tmp_path / "raw.parquet")
-    assert list(raw.columns) == ["text", "label", "source", "source_row", "channel"]
+    assert list(raw.columns) == ["text", "label", "source", "source_row", "text_type", "label_type", "channel"]
     assert raw["channel"].iloc[:400].tolist() == rows["channel"].tolist() and raw["channel"].iloc[400:].isna().all()
     validate.run(params)
     kept = pd.read_parquet(tmp_path / "rows.parquet")

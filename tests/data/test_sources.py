@@ -133,3 +133,24 @@ def test_feedback_records_are_appended_from_a_file_and_from_s3(tmp_path: Path, s
     assert raw["text"].tail(2).tolist() == ["my card still has not come", "card not here yet"]
     kinds = [s["kind"] for s in json.loads((tmp_path / "manifest.json").read_text())["sources"]]
     assert kinds == ["file", "feedback", "feedback"]
+
+
+def test_one_table_reader_serves_files_globs_and_s3_prefixes(tmp_path: Path, s3, bucket: str) -> None:
+    """storage.read_tables is what ingest, feedback and the drift monitor read through."""
+    rows = banking(30)
+    rows.to_csv(tmp_path / "a.csv", index=False)
+    rows.to_json(tmp_path / "b.jsonl", orient="records", lines=True)
+    put_csv(s3, bucket, "batch/one.csv", rows)
+    columns, fix = ["utterance", "intent"], "Set the columns"
+    single = storage.read_tables(str(tmp_path / "a.csv"), columns=columns, fix=fix)
+    globbed = storage.read_tables("*.*", columns=columns, fix=fix, root=tmp_path)
+    remote = storage.read_tables(f"s3://{bucket}/batch/", columns=columns, fix=fix)
+    assert [t.uri for t in globbed] == [str(tmp_path / "a.csv"), str(tmp_path / "b.jsonl")]
+    assert remote[0].uri == f"s3://{bucket}/batch/one.csv" and remote[0].info["etag"]
+    for table in (*single, *globbed, *remote):
+        assert table.frame["utterance"].tolist() == rows["utterance"].tolist()
+    for location in (str(tmp_path / "a.csv"), f"s3://{bucket}/batch/"):
+        with pytest.raises(DataError, match=r"(a\.csv|batch/one\.csv): missing column\(s\) \['label'\].*Set the col"):
+            storage.read_tables(location, columns=["utterance", "label"], fix=fix)
+    with pytest.raises(DataError, match=rf"{tmp_path}: is a directory; give a file, or a glob such as"):
+        storage.read_tables(str(tmp_path), columns=columns, fix=fix)

@@ -12,7 +12,7 @@ import pytest
 
 from gradus.config import load_params
 from gradus.errors import ModelError
-from gradus.modeling import load_classifier, predict_proba, resolve_base
+from gradus.modeling import DEFAULT_MAX_LENGTH, load_classifier, resolve_base
 from tasks.split import assign_splits
 from tasks.train import fine_tune
 from tests.conftest import BANKING77, ROOT, tiny_params
@@ -60,12 +60,13 @@ def test_summary_names_base_model_revision_and_throughput(trained, tiny_model_di
 
 def test_trained_model_beats_chance_on_held_out_banking77(trained) -> None:
     out, _, test = trained
-    model, tokenizer, labels = load_classifier(out)
-    probabilities = predict_proba(model, tokenizer, list(test["text"]), batch_size=16)
-    assert probabilities.shape == (len(test), len(labels))
+    model = load_classifier(out)
+    assert model.max_length == DEFAULT_MAX_LENGTH  # fine_tune alone writes no training summary to read it from
+    probabilities = model.predict(list(test["text"]), batch_size=16).probabilities
+    assert probabilities.shape == (len(test), len(model.labels))
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    accuracy = (np.array(labels)[probabilities.argmax(axis=1)] == test["label"].to_numpy()).mean()
-    assert accuracy > 2.0 / len(labels), accuracy
+    accuracy = (np.array(model.labels)[probabilities.argmax(axis=1)] == test["label"].to_numpy()).mean()
+    assert accuracy > 2.0 / len(model.labels), accuracy
 
 
 class _Payload:

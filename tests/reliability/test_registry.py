@@ -76,7 +76,7 @@ def gradus(*args: str, failpoint: str | None = None) -> subprocess.CompletedProc
     env = tool_env()
     if failpoint:
         env[FAILPOINT_ENV] = failpoint
-    return subprocess.run([sys.executable, "-m", "gradus.cli", "models", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "cli.main", "models", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True)
 
 
@@ -91,9 +91,10 @@ def test_register_is_idempotent_and_keeps_lineage(backend: Backend, tiny_classif
     other = register(backend, tiny_classifier_dir, "b")  # same files, other data: another version
     assert other != first["version"] and registry.resolve(other[:6]) == other
     assert registry.verify() == []
-    model, _, labels, manifest = registry.load(first["version"])
-    assert labels == ["balance", "card_lost", "refund"] and manifest["version"] == first["version"]
-    assert model.config.num_labels == 3
+    loaded = registry.load(first["version"])
+    assert loaded.labels == ("balance", "card_lost", "refund") and loaded.version == first["version"]
+    assert loaded.manifest["version"] == first["version"] and loaded.model.config.num_labels == 3
+    assert loaded.alias is None and loaded.max_length == first["lineage"]["params"]["train"]["max_length"]
 
 
 def test_aliases_promote_rollback_and_canary(backend: Backend, tiny_classifier_dir: Path) -> None:
@@ -160,7 +161,7 @@ def test_concurrent_promotions_exactly_one_wins_and_the_audit_log_shows_all(
     versions = [register(backend, tiny_classifier_dir, str(i)) for i in range(5)]
     registry.promote(versions[0], run="t", reason="setup")
     # Four processes that all read generation 1 try to promote four different versions at once.
-    racers = [subprocess.Popen([sys.executable, "-m", "gradus.cli", "models", "promote", v, "--registry", backend.uri,
+    racers = [subprocess.Popen([sys.executable, "-m", "cli.main", "models", "promote", v, "--registry", backend.uri,
                                 "--expect-generation", "1", "--reason", f"race {v}"],
                                cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for v in versions[1:]]
@@ -191,7 +192,7 @@ def test_tampered_weights_fail_verify_and_load_naming_the_file(backend: Backend,
     assert gradus("verify", good, "--registry", backend.uri).returncode == 0
     with pytest.raises(IntegrityError, match=f"refusing to load: {bad}: {key}: sha256"):
         backend.registry().load(bad)
-    assert backend.registry().load(good)[2] == ["balance", "card_lost", "refund"]
+    assert backend.registry().load(good).labels == ("balance", "card_lost", "refund")
 
 
 class Payload:

@@ -108,3 +108,32 @@ def test_write_overrides_keeps_comments_and_refuses_bad_values(tmp_path: Path) -
     with pytest.raises(ConfigError, match=r"train\.epochs"):
         write_overrides(path, ["train.epochs=-1"])
     assert path.read_text() == text
+
+
+def test_the_stage_list_is_dvc_yamls_in_order() -> None:
+    from tasks.runner import STAGES
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert tuple(stages) == STAGES
+    assert all(stage["cmd"] == f"python -m tasks {name}" for name, stage in stages.items())
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("epochs", 0), ("epochs", -1), ("learning_rate", 1.0), ("learning_rate", 0), ("batch_size", 0),
+    ("max_length", 4), ("max_length", 1024), ("epochs", 2.5), ("learning_rate", 3e-5), ("max_length", 128),
+    ("batch_size", 16), ("seed", 7)])
+def test_ui_overrides_accept_exactly_what_params_accept(field: str, value: float) -> None:
+    """The Prefect form's bounds come from TrainConfig: a value is refused by both or by neither."""
+    from pydantic import ValidationError
+
+    from flows.training import TrainingOverrides
+    from gradus.config import TrainConfig
+
+    def accepted(model: type) -> bool:
+        try:
+            model(**{field: value})
+        except ValidationError:
+            return False
+        return True
+
+    assert accepted(TrainingOverrides) == accepted(TrainConfig)

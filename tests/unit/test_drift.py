@@ -54,7 +54,7 @@ def test_batches_load_from_globs_and_name_a_missing_column(tmp_path: Path) -> No
     (copy / "renamed.csv").write_bytes((tmp_path / "a.csv").read_bytes())
     assert fingerprint(load_batch(str(copy / "renamed.csv"), DriftConfig(), tmp_path)) == fingerprint(
         load_batch(str(tmp_path / "a.csv"), DriftConfig(), tmp_path))
-    with pytest.raises(DataError, match=r"a\.csv: no column 'message'.*drift\.text_column"):
+    with pytest.raises(DataError, match=r"a\.csv: missing column\(s\) \['message'\].*drift\.text_column"):
         load_batch(str(tmp_path / "a.csv"), DriftConfig(text_column="message"), tmp_path)
     with pytest.raises(DataError, match="no file matches"):
         load_batch(str(tmp_path / "none-*.csv"), DriftConfig(), tmp_path)

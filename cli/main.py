@@ -1,0 +1,135 @@
+"""The `gradus` command: run the pipeline, one stage, the registry, deployments and the drift monitor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli import models
+from cli.common import DEFAULT_PARAMS, ParamsOption, SetOption, fail, guarded, table
+from gradus.config import ConfigError, load_params
+from gradus.errors import GradusError
+
+app = typer.Typer(
+    help="gradus: fine-tune a pretrained language model on validated, versioned data, step by step.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+params_app = typer.Typer(help="Inspect and check params.yaml.", no_args_is_help=True)
+app.add_typer(params_app, name="params")
+app.add_typer(models.app, name="models")
+
+
+@app.command()
+def run(
+    set_: SetOption = None,
+    project_dir: Annotated[Path, typer.Option(help="Project root holding dvc.yaml and params.yaml.")] = Path("."),
+    push: Annotated[bool, typer.Option(help="Push outputs to the DVC remote after the run.")] = True,
+) -> None:
+    """Run the whole training pipeline as a Prefect flow on a local, ephemeral Prefect (no server needed).
+
+    Overrides are written into params.yaml first (as `dvc exp run -S` does) so DVC tracks them.
+    """
+    from flows.training import TrainingOverrides, format_result, training_pipeline
+
+    def action() -> None:
+        typer.echo(format_result(training_pipeline(TrainingOverrides(extra=set_ or []), str(project_dir), push)))
+
+    guarded(action)
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="ingest, validate, split, train, evaluate or gate.")],
+    set_: SetOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Run one stage directly, without DVC's caching (dvc.yaml runs `python -m tasks STAGE`: the same runner)."""
+    from tasks.runner import run_stage
+
+    guarded(lambda: typer.echo(json.dumps(run_stage(name, params, set_ or []), indent=2, sort_keys=True,
+                                          default=str)))
+
+
+@params_app.command("check")
+def params_check(set_: SetOption = None, params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Validate params.yaml (and overrides); exit 2 naming each bad key."""
+    try:
+        load_params(params, set_ or [])
+    except ConfigError as exc:
+        raise fail(exc) from None
+    typer.echo(f"{params}: ok")
+
+
+@params_app.command("show")
+def params_show(set_: SetOption = None, params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Print the effective parameters (defaults filled in, overrides applied) as JSON."""
+    try:
+        typer.echo(json.dumps(load_params(params, set_ or []).as_dict(), indent=2))
+    except ConfigError as exc:
+        raise fail(exc) from None
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Annotated[Path, typer.Argument(help="Where to write the CSV (text,label).")],
+    rows: Annotated[int, typer.Option(min=100)] = 3000,
+    seed: int = 7,
+) -> None:
+    """Write the embedded demo dataset to a CSV file (the same rows the demo source generates)."""
+    from gradus.demo import generate
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    generate(rows, seed).to_csv(out, index=False)
+    typer.echo(f"wrote {rows} rows to {out}")
+
+
+@app.command()
+def deploy(
+    project_dir: Annotated[Path, typer.Option(help="Project root the deployments run in.")] = Path("."),
+    work_pool: Annotated[str, typer.Option(help="Prefect process work pool (created if missing).")] = "gradus-local",
+    incoming: Annotated[str, typer.Option(help="Where the drift monitor looks for new batches.")] =
+        "data/incoming/*.jsonl",
+) -> None:
+    """Register the Prefect deployments training-pipeline (weekly + on demand) and drift-monitor (hourly)."""
+    from infra.deploy import deploy_all
+
+    for name, deployment in deploy_all(project_dir, work_pool, incoming).items():
+        typer.echo(f"deployed {name}: {deployment}")
+
+
+@app.command()
+def drift(
+    current: Annotated[str, typer.Argument(help="New text: a CSV/JSONL/Parquet file, glob or s3:// prefix.")],
+    project_dir: Annotated[Path, typer.Option(help="Project root holding params.yaml.")] = Path("."),
+    trigger: Annotated[bool, typer.Option(help="Start the training deployment when drift warrants it.")] = False,
+) -> None:
+    """Run the drift monitor once (on a local, ephemeral Prefect); prints each signal and the decision."""
+    from flows.drift import drift_monitor
+
+    try:
+        summary = drift_monitor(current, str(project_dir), trigger)
+    except (ConfigError, GradusError) as exc:
+        raise fail(exc) from None
+    rows = [[name, f"{s['score']:.4f}", s["method"], f"{s['threshold']:g}", "yes" if s["drifted"] else "no"]
+            for name, s in summary["signals"].items()]
+    typer.echo(table(["SIGNAL", "SCORE", "METHOD", "THRESHOLD", "DRIFTED"], rows))
+    decision = summary["decision"]
+    typer.echo(f"\ndecision: {'retrain' if decision['retrain'] else 'no retrain'} — " + "; ".join(decision["reasons"]))
+    typer.echo("reports: " + ", ".join(summary["reports"]))
+
+
+@app.command()
+def version() -> None:
+    """Print the gradus version."""
+    from gradus import __version__
+
+    typer.echo(__version__)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

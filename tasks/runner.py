@@ -1,0 +1,24 @@
+"""The one stage runner: `python -m tasks STAGE` (what dvc.yaml calls) and `gradus stage STAGE` both use it."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from gradus.config import ConfigError, load_params
+
+# The pipeline's stages in DAG order; dvc.yaml has one stage of each name, running `python -m tasks NAME`.
+STAGES = ("ingest", "validate", "split", "train", "evaluate", "gate")
+
+
+def run_stage(name: str, params_file: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load and validate params (with overrides), then run one stage; returns the stage's summary.
+
+    The stage module is imported by name so that a light stage (ingest) does not pay for a heavy one's
+    imports (torch, scikit-learn); STAGES bounds the names.
+    """
+    if name not in STAGES:
+        raise ConfigError(f"unknown stage {name!r}; choose one of {', '.join(STAGES)}")
+    params = load_params(params_file, overrides)
+    return importlib.import_module(f"tasks.{name}").run(params)
