@@ -10,7 +10,7 @@ import typer
 
 from cli.common import DEFAULT_PARAMS, JsonOption, ParamsOption, fmt, guarded, table
 from gradus.config import load_params
-from gradus.errors import GradusError
+from gradus.errors import GradusError, IntegrityError
 
 app = typer.Typer(
     help="The model registry: versions with lineage, aliases, integrity. Exit codes: 0 ok, 2 bad request "
@@ -29,6 +29,8 @@ def _registry(uri: str | None, params: Path) -> Any:
     from gradus.registry import open_registry, project_registry
 
     if uri:
+        if not uri.startswith("s3://") and not Path(uri).expanduser().is_dir():
+            raise GradusError(f"--registry {uri}: no registry there (not a folder); check the path")
         return open_registry(uri, cache=Path(".gradus/models"), base=Path.cwd())
     return project_registry(params.resolve().parent, load_params(params))
 
@@ -65,8 +67,13 @@ def models_list(registry: RegistryOption = None, params: ParamsOption = DEFAULT_
                  {True: "pass", False: "FAIL", None: "-"}[(m.get("gate") or {}).get("passed")],
                  ",".join(state.names_for(m["version"])), (m["lineage"]["code"].get("commit") or "-")[:10]]
                 for m in versions]
+        damaged = store.damaged()
+        rows += [[problem.version, "DAMAGED", "-", "-", "-", ",".join(state.names_for(problem.version)), "-"]
+                 for problem in damaged]
         typer.echo(table(["VERSION", "CREATED (UTC)", "ACCURACY", "MACRO-F1", "GATE", "ALIASES", "COMMIT"], rows))
         typer.echo(f"\n{len(versions)} version(s) in {store.store.location}; {_alias_line(state)}")
+        if damaged:
+            raise IntegrityError(f"{len(damaged)} damaged version(s): " + "; ".join(map(str, damaged)))
 
     guarded(action)
 
@@ -119,9 +126,12 @@ def models_promote(version: Annotated[str, typer.Argument(help="Version id, uniq
     def action() -> None:
         store = _registry(registry, params)
         manifest = store.require(version)
-        if not (manifest.get("gate") or {}).get("passed") and not force:
+        if problems := store.record_problems(manifest["version"]):
+            raise IntegrityError("; ".join(map(str, problems)))
+        verdict = store.verdict(manifest["version"])  # the latest recorded verdict, checked against the audit log
+        if not (verdict or {}).get("passed") and not force:
             raise GradusError(f"{manifest['version']} did not pass the gate ("
-                              + "; ".join((manifest.get("gate") or {}).get("reasons", ["no gate report"]))
+                              + "; ".join((verdict or {}).get("reasons", ["no gate verdict recorded"]))
                               + "); use --force --reason '...' to promote it anyway")
         before = store.aliases()
         after = store.promote(manifest["version"], run=_cli_run(), reason=reason,
@@ -209,16 +219,19 @@ def diff_versions(a: dict[str, Any], b: dict[str, Any]) -> str:
 @app.command("verify")
 def models_verify(version: Annotated[str | None, typer.Argument(help="One version; default: all.")] = None,
                   registry: RegistryOption = None, params: ParamsOption = DEFAULT_PARAMS) -> None:
-    """Re-hash every stored file against its manifest; exit 4 naming each file that does not match."""
+    """Check everything that vouches for a version: manifest against its id and registration record, every
+    file's sha256, unlisted files, the recorded gate verdict; and, for all, that every alias names an intact
+    version. Exit 4 naming each problem."""
     def action() -> None:
-        from gradus.errors import IntegrityError
-
         store = _registry(registry, params)
         manifests = [store.require(version)] if version else store.versions()
         problems = store.verify(version)
         for manifest in manifests:
             own = [p for p in problems if p.version == manifest["version"]]
             typer.echo(f"{'ok' if not own else 'FAILED':<7} {manifest['version']} ({len(manifest['files'])} files)")
+        for problem in problems:
+            if problem.version not in {m["version"] for m in manifests}:
+                typer.echo(f"{'FAILED':<7} {problem.version}")
         if problems:
             raise IntegrityError(f"{len(problems)} problem(s): " + "; ".join(map(str, problems)))
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import hmac
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -40,6 +42,38 @@ ALIASES = ("champion", "candidate", "previous")
 SAFE_SUFFIXES = (".safetensors", ".json", ".txt", ".model")
 FAILPOINT_ENV = "GRADUS_FAILPOINT"
 MANIFEST = "manifest.json"
+VERSION_ID = re.compile(r"^v[0-9a-f]{12}$")
+MANIFEST_FIELDS = ("format", "version", "created_at", "run", "files", "lineage", "metrics")
+# A secret kept outside the store (environment or a Prefect Secret block put into it): with it, manifests and
+# gate verdicts carry an HMAC that nobody without the key can forge; without it they are tamper-evident only.
+KEY_ENV = "GRADUS_REGISTRY_KEY"
+
+
+def version_id(files: dict[str, Any], lineage: dict[str, Any]) -> str:
+    """A version's id: a hash of its files and lineage (metrics, verdicts and dates are not part of it, so the
+    same model re-judged stays the same version)."""
+    identity = json.dumps({"files": files, "lineage": lineage}, sort_keys=True, default=str)
+    return "v" + hashlib.sha256(identity.encode()).hexdigest()[:12]
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sign(data: bytes) -> str | None:
+    """HMAC-SHA256 of data with the registry key, or None when no key is configured."""
+    key = os.environ.get(KEY_ENV)
+    return hmac.new(key.encode(), data, hashlib.sha256).hexdigest() if key else None
+
+
+def signature_problem(data: bytes, recorded: str | None) -> str | None:
+    """Why a recorded signature does not vouch for data (None: it does, or no key is configured)."""
+    expected = sign(data)
+    if expected is None:
+        return None
+    if not recorded:
+        return f"not signed, but {KEY_ENV} is set: it was written without the key (or by someone who lacks it)"
+    return None if hmac.compare_digest(expected, recorded) else f"HMAC signature does not match ({KEY_ENV})"
 
 
 def failpoint(name: str) -> None:
@@ -74,7 +108,7 @@ class Store(Protocol):
     def create(self, key: str, data: bytes) -> bool: ...
     def read(self, key: str) -> bytes | None: ...
     def fetch(self, key: str, target: Path) -> bool: ...
-    def keys(self, prefix: str) -> list[str]: ...
+    def keys(self, prefix: str, temporary: bool = False) -> list[str]: ...
     def delete(self, key: str) -> None: ...
 
 
@@ -126,12 +160,13 @@ class LocalStore:
         shutil.copyfile(self.path(key), target)
         return True
 
-    def keys(self, prefix: str) -> list[str]:
+    def keys(self, prefix: str, temporary: bool = False) -> list[str]:
+        """Keys under prefix; our own in-flight `*.tmp` files only when asked (an integrity check wants all)."""
         base = self.path(prefix)
         if not base.is_dir():
             return []
         found = [p.relative_to(self.root).as_posix() for p in base.rglob("*")
-                 if p.is_file() and not p.name.endswith(".tmp")]
+                 if p.is_file() and (temporary or not p.name.endswith(".tmp"))]
         return sorted(found)
 
     def delete(self, key: str) -> None:
@@ -203,7 +238,7 @@ class S3Store:
                 return False
             raise self._error(exc, key) from None
 
-    def keys(self, prefix: str) -> list[str]:
+    def keys(self, prefix: str, temporary: bool = False) -> list[str]:
         start = len(self.prefix) + 1 if self.prefix else 0
         found = []
         try:
@@ -319,14 +354,49 @@ class Registry:
     # -- versions
 
     def manifest(self, version: str) -> dict[str, Any] | None:
+        """A version's manifest (None if there is none), checked: valid JSON, every field, and an id that
+        re-derives from its files and lineage. Anything else is an IntegrityError naming the version."""
+        if not VERSION_ID.match(version):
+            raise RegistryError(f"{version!r} is not a version id (v + 12 hex digits)")
         data = self.store.read(f"versions/{version}/{MANIFEST}")
-        return json.loads(data) if data is not None else None
+        return None if data is None else self._parse_manifest(version, data)
+
+    def _parse_manifest(self, version: str, data: bytes) -> dict[str, Any]:
+        key = f"versions/{version}/{MANIFEST}"
+        try:
+            manifest = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise IntegrityError(f"{version}: {key}: not valid JSON ({exc}); the manifest was damaged") from None
+        missing = [f for f in MANIFEST_FIELDS if not isinstance(manifest, dict) or f not in manifest]
+        if missing:
+            raise IntegrityError(f"{version}: {key}: lacks {missing}; the manifest was damaged or edited")
+        derived = version_id(manifest["files"], manifest["lineage"])
+        if manifest["version"] != version or derived != version:
+            raise IntegrityError(f"{version}: {key}: does not match its version id (its files and lineage hash to "
+                                 f"{derived}): the manifest was edited after registration; refusing it")
+        return manifest
+
+    def _scan(self) -> tuple[list[dict[str, Any]], list[Problem]]:
+        manifests, problems = [], []
+        ids = sorted({key.split("/")[1] for key in self.store.keys("versions/") if key.endswith(f"/{MANIFEST}")})
+        for version in ids:
+            try:
+                found = self.manifest(version)
+            except RegistryError as exc:
+                key = f"versions/{version}/{MANIFEST}"
+                problems.append(Problem(version, key, str(exc).removeprefix(f"{version}: {key}: ")))
+                continue
+            if found is not None:
+                manifests.append(found)
+        return sorted(manifests, key=lambda m: m["created_at"]), problems
 
     def versions(self) -> list[dict[str, Any]]:
-        """Every visible version's manifest, oldest first. A version without a manifest is not one."""
-        ids = sorted({key.split("/")[1] for key in self.store.keys("versions/") if key.endswith(f"/{MANIFEST}")})
-        found = [m for m in (self.manifest(v) for v in ids) if m is not None]
-        return sorted(found, key=lambda m: m["created_at"])
+        """Every visible, intact version's manifest, oldest first (damaged ones: `damaged()`)."""
+        return self._scan()[0]
+
+    def damaged(self) -> list[Problem]:
+        """Versions whose manifest is unreadable, incomplete or does not match its id."""
+        return self._scan()[1]
 
     def register(self, model_dir: str | Path, lineage: dict[str, Any], metrics: dict[str, Any],
                  gate: dict[str, Any] | None, run: str, reason: str = "") -> tuple[dict[str, Any], bool]:
@@ -334,11 +404,11 @@ class Registry:
         the same lineage always gets the same id, so a retried run returns the version it made before."""
         model_dir = Path(model_dir)
         files = model_files(model_dir)
-        identity = json.dumps({"files": files, "lineage": lineage}, sort_keys=True, default=str)
-        version = "v" + hashlib.sha256(identity.encode()).hexdigest()[:12]
+        version = version_id(files, lineage)
         existing = self.manifest(version)
         if existing is not None:
-            self.audit("register", version=version, run=run, reason=reason, outcome="exists")
+            self._registered(version, run, reason, "exists")
+            self.record_verdict(version, gate, run)
             return existing, False
         for number, relative in enumerate(files, start=1):
             self.store.put_file(f"versions/{version}/files/{relative}", model_dir / relative)
@@ -352,11 +422,73 @@ class Registry:
         body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
         if not self.store.create(f"versions/{version}/{MANIFEST}", body):
             # The same run registered concurrently and won: its manifest describes the same files.
-            self.audit("register", version=version, run=run, reason=reason, outcome="exists")
+            self._registered(version, run, reason, "exists")
+            self.record_verdict(version, gate, run)
             return self.manifest(version) or manifest, False
         failpoint("register:after-manifest")
-        self.audit("register", version=version, run=run, reason=reason, outcome="ok")
+        self._registered(version, run, reason, "ok")
+        self.record_verdict(version, gate, run)
         return manifest, True
+
+    # -- records that make manifests and verdicts tamper-evident (tamper-proof with a key)
+
+    def _registered(self, version: str, run: str, reason: str, outcome: str) -> None:
+        """Audit the registration with the manifest's digest (and HMAC): an edit of the manifest, its metrics
+        or gate included, no longer matches. A run killed between manifest and record gets the record on retry."""
+        if outcome == "exists" and self._registration(version) is not None:
+            self.audit("register", version=version, run=run, reason=reason, outcome="exists")
+            return
+        data = self.store.read(f"versions/{version}/{MANIFEST}") or b""
+        self.audit("register", version=version, run=run, reason=reason, outcome="ok",
+                   details={"manifest_sha256": sha256_bytes(data), "signature": sign(data),
+                            "recovered": outcome == "exists"})
+
+    def _registration(self, version: str) -> dict[str, Any] | None:
+        return next((e for e in self.audit_log() if e["action"] == "register" and e["version"] == version
+                     and e["outcome"] == "ok" and e.get("details", {}).get("manifest_sha256")), None)
+
+    def record_verdict(self, version: str, gate: dict[str, Any] | None, run: str) -> None:
+        """Keep a gate verdict as a create-only record named by its digest, the digest (and HMAC) in the audit
+        log. The same model judged again stays the same version and gains one more record; `verdict` reads
+        the latest."""
+        if gate is None:
+            return
+        body = json.dumps({"version": version, "gate": gate, "run": run, "at": now_utc()}, sort_keys=True,
+                          default=str).encode()
+        digest = sha256_bytes(body)
+        self.store.create(f"versions/{version}/verdicts/{digest}.json", body)
+        self.audit("gate-verdict", version=version, run=run, reason="; ".join(gate.get("reasons", [])) or "passed",
+                   outcome="passed" if gate.get("passed") else "failed",
+                   details={"sha256": digest, "signature": sign(body)})
+
+    def verdict(self, version: str) -> dict[str, Any] | None:
+        """The latest gate verdict recorded for a version, checked against its audited digest (and HMAC);
+        None when it was never judged. A record that was changed is an IntegrityError."""
+        events = [e for e in self.audit_log() if e["action"] == "gate-verdict" and e["version"] == version]
+        if not events:
+            return None
+        details = events[-1].get("details", {})
+        key = f"versions/{version}/verdicts/{details.get('sha256')}.json"
+        data = self.store.read(key)
+        if data is None or sha256_bytes(data) != details.get("sha256"):
+            raise IntegrityError(f"{version}: {key}: the gate verdict is missing or was changed after it was "
+                                 "recorded; refusing to trust it")
+        if why := signature_problem(data, details.get("signature")):
+            raise IntegrityError(f"{version}: {key}: {why}")
+        return json.loads(data)["gate"]
+
+    def record_problems(self, version: str) -> list[Problem]:
+        """The manifest against its registration record: digest, and HMAC when a key is configured."""
+        key = f"versions/{version}/{MANIFEST}"
+        event = self._registration(version)
+        if event is None:
+            return [Problem(version, key, "no registration record in the audit log; cannot vouch for the manifest")]
+        data = self.store.read(key) or b""
+        if sha256_bytes(data) != event["details"]["manifest_sha256"]:
+            return [Problem(version, key, "changed since registration (its digest does not match the audit log's "
+                                          "registration record): metrics, gate or dates were edited")]
+        why = signature_problem(data, event["details"].get("signature"))
+        return [Problem(version, key, why)] if why else []
 
     def resolve(self, ref: str) -> str:
         """A version id from an id, a unique id prefix, or an alias name (champion, candidate, previous)."""
@@ -365,19 +497,44 @@ class Registry:
             version = getattr(state, ref)
             if version is None:
                 raise RegistryError(f"alias {ref!r} is not set; `gradus models list` shows the aliases")
-            return version
+            return self._alias_target(ref, version, state)
         if ref == "canary":
             if not state.canary:
                 raise RegistryError("no canary is set")
-            return str(state.canary["version"])
-        ids = {m["version"] for m in self.versions()}
-        if ref in ids:
+            return self._alias_target(ref, state.canary.get("version"), state)
+        if VERSION_ID.match(ref) and self.manifest(ref) is not None:  # a damaged one raises, naming itself
             return ref
+        ids = {m["version"] for m in self.versions()}
         matches = sorted(v for v in ids if len(ref) >= 4 and v.startswith(ref))
         if len(matches) == 1:
             return matches[0]
         hint = f"ambiguous: {', '.join(matches)}" if matches else "no such version"
         raise RegistryError(f"{ref!r}: {hint}; `gradus models list` shows the versions in {self.store.location}")
+
+    def _alias_target(self, name: str, value: Any, state: AliasState) -> str:
+        """An alias value, only if it is a version id naming an existing version."""
+        where = f"aliases/{state.generation:012d}.json"
+        if not isinstance(value, str) or not VERSION_ID.match(value):
+            raise IntegrityError(f"{where}: alias {name} = {value!r} is not a version id; the alias record was "
+                                 "edited; refusing it")
+        if self.manifest(value) is None:
+            raise IntegrityError(f"{where}: alias {name} = {value}: no such version (its manifest is missing)")
+        return value
+
+    def alias_problems(self) -> list[Problem]:
+        """Every set alias that is not a version id or names no existing, intact version."""
+        state = self.aliases()
+        problems = []
+        values = {**{n: getattr(state, n) for n in ALIASES}, "canary": (state.canary or {}).get("version")}
+        for name, value in values.items():
+            if value is None and not (name == "canary" and state.canary):
+                continue
+            try:
+                self._alias_target(name, value, state)
+            except RegistryError as exc:
+                problems.append(Problem(f"alias {name}", f"aliases/{state.generation:012d}.json",
+                                        str(exc).split(": ", 1)[-1]))
+        return problems
 
     def require(self, ref: str) -> dict[str, Any]:
         manifest = self.manifest(self.resolve(ref))
@@ -415,12 +572,22 @@ class Registry:
         return scratch if self.store.fetch(key, scratch) else None
 
     def verify(self, ref: str | None = None) -> list[Problem]:
-        """Check every file of one version (or of all) against its manifest; also flag unlisted files."""
-        manifests = [self.require(ref)] if ref else self.versions()
-        problems = []
+        """Everything that vouches for one version (or all, with the aliases): manifest id and record, files
+        against the manifest, files the manifest does not list, the latest gate verdict."""
+        manifests, problems = ([self.require(ref)], []) if ref else self._scan()
         for manifest in manifests:
-            problems += self._verify_files(manifest["version"], manifest["files"]) + self._unlisted(manifest)
-        return problems
+            problems += self._version_problems(manifest)
+        return problems + ([] if ref else self.alias_problems())
+
+    def _version_problems(self, manifest: dict[str, Any]) -> list[Problem]:
+        version = manifest["version"]
+        problems = self.record_problems(version) + self._verify_files(version, manifest["files"])
+        try:
+            self.verdict(version)
+        except IntegrityError as exc:
+            key, _, detail = str(exc).removeprefix(f"{version}: ").partition(": ")
+            problems.append(Problem(version, key, detail))
+        return problems + self._unlisted(manifest)
 
     def fetch(self, ref: str) -> tuple[Path, dict[str, Any]]:
         """A verified local folder holding the version's files (a local registry is verified in place)."""
@@ -432,7 +599,8 @@ class Registry:
             folder = self.cache_dir / version
             if not folder.is_dir() or self._verify_files(version, manifest["files"], folder):
                 folder = self._download(version, manifest)
-        problems = self._verify_files(version, manifest["files"], folder) + self._unlisted(manifest)
+        problems = (self.record_problems(version) + self._verify_files(version, manifest["files"], folder)
+                    + self._unlisted(manifest))
         if problems:
             raise IntegrityError("refusing to load: " + "; ".join(map(str, problems)))
         return folder, manifest
@@ -442,7 +610,7 @@ class Registry:
         version = manifest["version"]
         listed = {f"versions/{version}/files/{name}" for name in manifest["files"]}
         return [Problem(version, key, "not in the manifest (placed there after registration)")
-                for key in self.store.keys(f"versions/{version}/files/") if key not in listed]
+                for key in self.store.keys(f"versions/{version}/files/", temporary=True) if key not in listed]
 
     def _download(self, version: str, manifest: dict[str, Any]) -> Path:
         target = self.cache_dir / version
@@ -475,8 +643,12 @@ class Registry:
         data = self.store.read(keys[-1])
         if data is None:  # pragma: no cover - written once, never deleted
             raise RegistryError(f"{self.store.location}/{keys[-1]} vanished")
-        record = json.loads(data)
-        return AliasState(generation=record["generation"], change=record.get("change", {}), **record["aliases"])
+        try:
+            record = json.loads(data)
+            values = {name: record["aliases"].get(name) for name in (*ALIASES, "canary")}
+            return AliasState(generation=int(record["generation"]), change=record.get("change", {}), **values)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise IntegrityError(f"{keys[-1]}: the alias record is damaged ({type(exc).__name__}: {exc})") from None
 
     def update_aliases(self, change: Callable[[AliasState], dict[str, Any]], *, action: str, run: str,
                        reason: str, expected_generation: int | None = None) -> AliasState:
@@ -485,9 +657,12 @@ class Registry:
         current = self.aliases()
         base = current.generation if expected_generation is None else expected_generation
         new = {**current.mapping(), **change(current)}
-        for name in ALIASES:
-            if new[name] is not None and self.manifest(new[name]) is None:
-                raise RegistryError(f"cannot point {name} at {new[name]}: no such version")
+        targets = {name: new[name] for name in ALIASES} | {"canary": (new["canary"] or {}).get("version")}
+        for name, target in targets.items():
+            if target is not None and target != current.mapping().get(name) and (
+                    self.manifest(target) is None or self.record_problems(target)):
+                raise IntegrityError(f"cannot point {name} at {target}: no such version, or its manifest does not "
+                                     "match its registration record (`gradus models verify " + target + "`)")
         if new == current.mapping() and base == current.generation:
             return current  # nothing to change (a retried run)
         record = {"generation": base + 1, "aliases": new,
@@ -502,8 +677,12 @@ class Registry:
                        details={"expected_generation": base, "latest_generation": latest.generation,
                                 "wanted": new})
             by = latest.change.get("run") or "another run"
+            if base > latest.generation:
+                raise ConflictError(f"expected generation {base}, but the registry is only at generation "
+                                    f"{latest.generation}; nothing was changed — read the current one with "
+                                    "`gradus models list` and pass that")
             raise ConflictError(
-                f"aliases changed concurrently: expected generation {base}, registry is at "
+                f"aliases changed concurrently: expected generation {base}, the registry is at generation "
                 f"{latest.generation} (last change: {latest.change.get('action')} by {by}); "
                 "nothing was changed — re-read with `gradus models list` and retry")
         self.audit(action, run=run, reason=reason, outcome="ok",
