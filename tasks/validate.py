@@ -102,12 +102,20 @@ def validate_frame(raw: pd.DataFrame, params: Params, docs_dir: Path | None = No
         "quarantine_share": round(share, 6),
         # Numbers only: this file is a DVC metric (reasons live with each row in the quarantine file).
         "failed_rows": {name: len(rows) for name, rows in result.failures.items()},
-        "flagged_rows": {"pii": int((frame["pii"] != "").sum()), "label_noise": int(frame["noise_flag"].sum())},
+        # Flags on kept rows are what reports/flags.jsonl holds; rows that were flagged and also failed a
+        # check left with the quarantine (their flags ride along there), counted apart so both add up.
+        "flagged_rows": flag_counts(kept),
+        "flagged_quarantined_rows": flag_counts(quarantined),
         "classes": int(kept["label"].nunique()),
         "dataset_checks_failed": len(failures),
         "success": not failures,
     }
     return kept, quarantined, {**report, "failures": failures, "docs": result.docs_index}
+
+
+def flag_counts(rows: pd.DataFrame) -> dict[str, int]:
+    """Rows flagged for personal data and for a likely wrong label."""
+    return {"pii": int((rows["pii"] != "").sum()), "label_noise": int(rows["noise_flag"].astype(bool).sum())}
 
 
 def write_rows(frame: pd.DataFrame, path: Path) -> None:
