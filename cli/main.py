@@ -92,8 +92,8 @@ def demo_data(
 def deploy(
     project_dir: Annotated[Path, typer.Option(help="Project root the deployments run in.")] = Path("."),
     work_pool: Annotated[str, typer.Option(help="Prefect process work pool (created if missing).")] = "gradus-local",
-    incoming: Annotated[str, typer.Option(help="Where the drift monitor looks for new batches.")] =
-        "data/incoming/*.jsonl",
+    incoming: Annotated[str | None, typer.Option(
+        help="Where the drift monitor looks for new text (default: the service's prediction log).")] = None,
 ) -> None:
     """Register the Prefect deployments training-pipeline (weekly + on demand) and drift-monitor (hourly)."""
     from infra.deploy import deploy_all
@@ -121,6 +121,19 @@ def drift(
     decision = summary["decision"]
     typer.echo(f"\ndecision: {'retrain' if decision['retrain'] else 'no retrain'} — " + "; ".join(decision["reasons"]))
     typer.echo("reports: " + ", ".join(summary["reports"]))
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: serving.host, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serving.port, 8000).")] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Serve the registry's champion (and canary) over HTTP: /v1/predict, /v2 (Open Inference Protocol),
+    /metrics, /docs. Follows the registry's aliases (hot swap); Ctrl-C or SIGTERM shuts down gracefully."""
+    from serving.server import run_service
+
+    guarded(lambda: run_service(params, host, port))
 
 
 @app.command()

@@ -308,6 +308,46 @@ class RegistryConfig(_Section):
     cache: str = ".gradus/models"         # local copies of loaded versions (verified on every load)
 
 
+class PredictionLogConfig(_Section):
+    """Every answered text, in rolling Parquet/JSONL files: the drift monitor's and the release's input."""
+
+    uri: str = "data/predictions"           # a folder (relative to the project) or s3://bucket/prefix
+    format: Literal["parquet", "jsonl"] = "parquet"
+    flush_rows: int = Field(1000, ge=1)     # a file is written when this many rows wait ...
+    flush_seconds: float = Field(10.0, gt=0)  # ... or when the oldest waited this long
+    buffer_rows: int = Field(50_000, ge=1)  # rows held in memory at most; beyond, new rows are dropped (counted)
+    mask_pii: bool = False                  # mask e-mail, card and phone numbers (validate.pii.kinds) in texts
+
+    def files(self) -> str:
+        """What a reader passes to read every file of the log: a glob of a folder, or the s3:// prefix."""
+        return self.uri if self.uri.startswith("s3://") else f"{self.uri.rstrip('/')}/*.{self.format}"
+
+
+class ServingConfig(_Section):
+    """The inference service (serving/): limits, batching, hot swap, logs."""
+
+    host: str = "127.0.0.1"                 # loopback by default: expose it on purpose (0.0.0.0 in a container)
+    port: int = Field(8000, ge=1, le=65535)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    threads: int = Field(0, ge=0)           # torch intra-op threads; 0: one per CPU core
+    max_batch_size: int = Field(32, ge=1)   # texts per forward pass
+    max_wait_ms: float = Field(5.0, ge=0)   # how long a batch waits for more texts after its first
+    queue_size: int = Field(256, ge=1)      # requests waiting per model; a full queue answers 503 at once
+    request_timeout_s: float = Field(10.0, gt=0)  # an answer later than this is a 504
+    max_texts: int = Field(64, ge=1)        # texts per request
+    max_chars: int = Field(2000, ge=1)      # characters per text
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    top_k: int = Field(3, ge=1)
+    poll_interval_s: float = Field(5.0, gt=0)  # how often the registry's aliases are checked for a change
+    admin_token_env: str = "GRADUS_ADMIN_TOKEN"  # /admin/* needs this bearer token; unset: admin disabled
+    model_name: str = "gradus"              # the model's name on the Open Inference Protocol v2 paths
+    feedback: str = "data/feedback"         # labeled feedback as JSONL (folder or s3://), read by a feedback source
+    recent_requests: int = Field(100_000, ge=1)  # request ids remembered for feedback by request_id
+    endpoint_url: str | None = None         # S3-compatible server for s3:// log and feedback locations
+    shutdown_delay_s: float = Field(2.0, ge=0)  # not ready for this long before stopping (load balancers drain)
+    prediction_log: PredictionLogConfig = PredictionLogConfig()
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
@@ -321,6 +361,7 @@ class Params(_Section):
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()
     drift: DriftConfig = DriftConfig()
+    serving: ServingConfig = ServingConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=(),
                               allow_inf_nan=False)

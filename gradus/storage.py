@@ -158,3 +158,23 @@ def require_columns(table: pd.DataFrame, columns: Sequence[str], where: Path | s
             hint = delimiter_hint(str(table.columns[0]), delimiter) or "; one column only: is the delimiter right?"
         raise DataError(f"{where}: missing column(s) {missing}; found [{found}]{hint}. {fix}")
     return table
+
+
+def write_object(location: str, name: str, data: bytes, endpoint_url: str | None = None,
+                 root: Path | None = None) -> str:
+    """Write `data` as `name` under a folder or an s3:// prefix, whole or not at all (readers never see a
+    part); returns the written file's path or URI."""
+    if location.startswith("s3://"):
+        bucket, prefix = split_uri(location)
+        key = f"{prefix.strip('/')}/{name}" if prefix.strip("/") else name
+        try:
+            s3_client(endpoint_url).put_object(Bucket=bucket, Key=key, Body=data)
+        except Exception as exc:
+            raise explain(exc, f"s3://{bucket}/{key}") from None
+        return f"s3://{bucket}/{key}"
+    folder = Path(location) if root is None or Path(location).is_absolute() else root / location
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = folder / f".{name}.tmp"
+    temp.write_bytes(data)
+    os.replace(temp, folder / name)
+    return str(folder / name)

@@ -5,7 +5,8 @@
 training-pipeline: weekly (Monday 03:00 UTC) and on demand from the UI with typed parameters; at most one
                    run at a time (a second trigger waits in the queue), so two trainings never share the
                    project workspace.
-drift-monitor:     hourly, on the batch files under data/incoming/ (a parameter: any file, glob or s3://).
+drift-monitor:     hourly, on the inference service's prediction log (serving.prediction_log; a parameter:
+                   any file, glob or s3:// prefix of new text).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import argparse
 import asyncio
 from pathlib import Path
 
+from gradus.config import PARAMS_FILE, load_params
+
 WORK_POOL = "gradus-local"
 TRAINING, DRIFT = "training-pipeline", "drift-monitor"
 TRAINING_CRON, DRIFT_CRON = "0 3 * * 1", "0 * * * *"
-INCOMING = "data/incoming/*.jsonl"
 
 
 async def ensure_work_pool(name: str) -> None:
@@ -35,12 +37,15 @@ async def ensure_work_pool(name: str) -> None:
                 name=name, type="process", base_job_template=ProcessWorker.get_default_base_job_template()))
 
 
-def deploy_all(project_dir: str | Path = ".", work_pool: str = WORK_POOL, incoming: str = INCOMING) -> dict[str, str]:
-    """Register both deployments (idempotent: re-running updates them); returns {name: deployment id}."""
+def deploy_all(project_dir: str | Path = ".", work_pool: str = WORK_POOL,
+               incoming: str | None = None) -> dict[str, str]:
+    """Register both deployments (idempotent: re-running updates them); returns {name: deployment id}. The drift
+    monitor watches `incoming`, by default the service's prediction log (real traffic)."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.flows import Flow
 
     root = Path(project_dir).resolve()
+    incoming = incoming or load_params(root / PARAMS_FILE).serving.prediction_log.files()
     asyncio.run(ensure_work_pool(work_pool))
     training = Flow.from_source(source=str(root), entrypoint="flows/training.py:training_pipeline")
     drift = Flow.from_source(source=str(root), entrypoint="flows/drift.py:drift_monitor")
@@ -65,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m infra.deploy", description=__doc__.splitlines()[0])
     parser.add_argument("--project-dir", default=".")
     parser.add_argument("--work-pool", default=WORK_POOL)
-    parser.add_argument("--incoming", default=INCOMING)
+    parser.add_argument("--incoming", default=None, help="default: the service's prediction log")
     args = parser.parse_args(argv)
     for name, deployment in deploy_all(args.project_dir, args.work_pool, args.incoming).items():
         print(f"deployed {name}: {deployment}")

@@ -9,10 +9,11 @@ from typing import Any
 
 import pandas as pd
 
-from data_checks import features, pii
+from data_checks import features
 from data_checks.label_noise import flag_label_noise
 from data_checks.quarantine import quarantine_rows
 from data_checks.suite import row_checks, run_suite
+from gradus import pii
 from gradus.config import Params, ValidateConfig
 from gradus.errors import DataError
 from gradus.io import SNAPSHOT_COLUMNS as COLUMNS

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from benchmarks.label_noise import flip_labels
-from data_checks import pii
 from data_checks.label_noise import flag_label_noise
+from gradus import pii
 from gradus.config import LabelNoiseConfig
 from gradus.errors import DataError
 from tasks import ingest, validate

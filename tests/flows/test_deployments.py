@@ -84,6 +84,7 @@ def test_deployments_schedules_api_trigger_and_drift_retrains(prefect_server, pr
     assert found["_pool"].type == "process" and training.work_pool_name == drift.work_pool_name == WORK_POOL
     assert [s.schedule.cron for s in training.schedules] == [TRAINING_CRON]
     assert [s.schedule.cron for s in drift.schedules] == [DRIFT_CRON]
+    assert drift.parameters["current"] == "data/predictions/*.parquet"  # the service's prediction log
     assert training.concurrency_limit == 1 or training.global_concurrency_limit.limit == 1
     schema = training.parameter_openapi_schema
     assert "overrides" in schema["properties"] and "epochs" in yaml.safe_dump(schema)  # a typed form in the UI

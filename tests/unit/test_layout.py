@@ -12,7 +12,7 @@ import yaml
 
 from tests.conftest import ROOT
 
-PACKAGES = ("gradus", "tasks", "data_checks", "flows", "infra", "cli")
+PACKAGES = ("gradus", "tasks", "data_checks", "flows", "infra", "cli", "serving")
 # What the lower layers may never reach: ARCHITECTURE.md's one rule of imports.
 UPPER_LAYERS = {"prefect", "tasks", "flows", "infra", "serving", "cli"}
 DYNAMIC_IMPORTERS = {"import_module", "__import__", "find_spec", "run_module"}
@@ -76,6 +76,13 @@ def test_core_and_checks_never_reach_the_upper_layers() -> None:
             assert not names & UPPER_LAYERS, f"{path.relative_to(ROOT)} imports {sorted(names & UPPER_LAYERS)}"
 
 
+def test_the_service_imports_the_core_library_only() -> None:
+    forbidden = UPPER_LAYERS - {"serving"} | {"data_checks"}
+    for path in (ROOT / "serving").rglob("*.py"):
+        names = {n.split(".")[0] for n in all_imports(path)}
+        assert not names & forbidden, f"{path.relative_to(ROOT)} imports {sorted(names & forbidden)}"
+
+
 def test_the_layering_check_sees_string_imports(tmp_path: Path) -> None:
     """The check above can fail: an edge hidden in a string handed to importlib is still an edge."""
     sneaky = tmp_path / "sneaky.py"
@@ -121,6 +128,7 @@ def test_importing_core_modules_has_no_side_effects(tmp_path: Path) -> None:
         "import cli.main, gradus.config, gradus.demo, gradus.io, gradus.modeling, gradus.registry, gradus.text\n"
         "import data_checks.suite, data_checks.quarantine\n"
         "import tasks.runner, tasks.ingest, tasks.validate, tasks.split, tasks.train, tasks.evaluate, tasks.gate\n"
+        "import serving.app, serving.server\n"
         "assert 'prefect' not in sys.modules, 'prefect imported'\n"
         "assert 'torch' not in sys.modules, 'torch imported at import time'\n"
         "print(sorted(os.listdir('.')))\n"

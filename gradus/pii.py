@@ -1,4 +1,5 @@
-"""Personal data patterns: e-mail addresses, payment card numbers (Luhn-checked) and phone numbers."""
+"""Personal data patterns: e-mail addresses, payment card numbers (Luhn-checked) and phone numbers. Used by
+the validate stage (flag, mask or quarantine) and by the inference service (masking its prediction log)."""
 
 from __future__ import annotations
 

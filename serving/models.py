@@ -1,0 +1,158 @@
+"""Which versions the service answers with: the registry's champion and canary (with its weight), followed by
+polling the alias generation, loaded and warmed off the request path, swapped in by reference (hot swap)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gradus.config import ServingConfig
+from gradus.modeling import LoadedModel
+from gradus.registry import Registry
+from serving.batching import Slot
+
+log = logging.getLogger("gradus.serving")
+WARM_TEXTS = ["where is my card", "I want to close my account and get a refund of the remaining balance"]
+
+
+def sticky_share(key: str) -> float:
+    """A stable number in [0, 1) for a routing key (blake2b: the same in every process, unlike hash())."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+@dataclass(frozen=True)
+class Route:
+    """The slot a request goes to."""
+
+    slot: Slot
+    alias: str
+
+
+class ModelSet:
+    """The served slots and the canary weight, kept in step with the registry's aliases."""
+
+    def __init__(self, registry: Registry, cfg: ServingConfig, device: str, metrics: Any) -> None:
+        self.registry, self.cfg, self.device, self.metrics = registry, cfg, device, metrics
+        self.slots: dict[str, Slot] = {}
+        self.canary_weight = 0.0
+        self.generation = -1
+        self.refused: dict[str, str] = {}  # version -> why it was not loaded (not retried until forced)
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    # -- routing
+
+    def route(self, key: str | None) -> Route:
+        """Canary by weight: sticky for a key (raising the weight keeps keys already on the canary), random
+        without one; champion otherwise."""
+        canary, weight = self.slots.get("canary"), self.canary_weight
+        if canary is not None and weight > 0:
+            share = sticky_share(key) if key is not None else random.random()
+            if share < weight:
+                return Route(canary, "canary")
+        return Route(self.slots["champion"], "champion")
+
+    @property
+    def ready(self) -> bool:
+        return "champion" in self.slots
+
+    def labels(self) -> set[str]:
+        return {label for slot in list(self.slots.values()) for label in slot.model.labels}
+
+    # -- hot swap
+
+    def refresh(self, force: bool = False) -> dict[str, Any]:
+        """Bring the slots in line with the registry's aliases; a version that fails to load or verify is
+        refused (the old one keeps serving) and not tried again until `force` (POST /admin/reload)."""
+        with self._lock:
+            state = self.registry.aliases()
+            if state.generation == self.generation and not force:
+                return self.describe()
+            if force:
+                self.refused.clear()
+            canary = state.canary or {}
+            wanted = {"champion": state.champion,
+                      "canary": canary.get("version") if canary.get("weight", 0) > 0 else None}
+            for alias, version in wanted.items():
+                self._follow(alias, version)
+            self.canary_weight = float(canary.get("weight", 0.0)) if "canary" in self.slots else 0.0
+            self.generation = state.generation
+            self.metrics.generation.set(state.generation)
+            self._publish_info()
+            return self.describe()
+
+    def _follow(self, alias: str, version: str | None) -> None:
+        current = self.slots.get(alias)
+        if version is None:
+            if alias == "canary" and current is not None:
+                del self.slots[alias]  # new requests stop coming; the queue drains, then the worker ends
+                current.stop()
+            return
+        if current is not None and current.model.version == version:
+            return
+        if version in self.refused:
+            return
+        model = self._load(alias, version)
+        if model is None:
+            return
+        if current is None:
+            self.slots[alias] = Slot(alias, model, max_batch_size=self.cfg.max_batch_size,
+                                     max_wait_ms=self.cfg.max_wait_ms, queue_size=self.cfg.queue_size,
+                                     metrics=self.metrics)
+        else:
+            current.model = model  # the swap: one reference; the worker picks it up at its next batch
+        log.info("serving %s as %s", version, alias)
+
+    def _load(self, alias: str, version: str) -> LoadedModel | None:
+        started = time.perf_counter()
+        try:
+            model = self.registry.load(version, self.device)
+            for _ in range(2):  # warm: first calls allocate and pick kernels
+                model.predict(WARM_TEXTS * (self.cfg.max_batch_size // 2 or 1), batch_size=self.cfg.max_batch_size)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            self.refused[version] = reason
+            self.last_error = f"{version} ({alias}) refused: {reason}"
+            self.metrics.load_failures.labels(version, alias).inc()
+            log.error("not serving %s as %s: %s", version, alias, reason)
+            return None
+        self.metrics.load_seconds.labels(version).observe(time.perf_counter() - started)
+        return dataclasses.replace(model, alias=alias)
+
+    def _publish_info(self) -> None:
+        self.metrics.model_info.clear()
+        for alias, slot in self.slots.items():
+            weight = self.canary_weight if alias == "canary" else 1.0 - self.canary_weight
+            self.metrics.model_info.labels(alias, slot.model.version or "-", f"{weight:g}").set(1)
+
+    def describe(self) -> dict[str, Any]:
+        return {"generation": self.generation, "canary_weight": self.canary_weight,
+                "slots": {alias: slot.model.version for alias, slot in self.slots.items()},
+                "refused": dict(self.refused), "last_error": self.last_error}
+
+    def start_polling(self) -> None:
+        def poll() -> None:
+            while not self._stop.wait(self.cfg.poll_interval_s):
+                try:
+                    self.refresh()
+                except Exception as exc:  # a registry hiccup must not end the poller
+                    self.last_error = f"alias poll failed: {type(exc).__name__}: {exc}"
+                    log.error("%s", self.last_error)
+
+        self._poller = threading.Thread(target=poll, name="gradus-alias-poll", daemon=True)
+        self._poller.start()
+
+    def stop(self) -> None:
+        """Stop polling, then let every worker answer what it has queued."""
+        self._stop.set()
+        for slot in list(self.slots.values()):
+            slot.stop()

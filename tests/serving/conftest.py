@@ -1,0 +1,154 @@
+"""A real service: `gradus serve` in its own process on a loopback port, over a real registry holding tiny
+classifiers (the real MiniLM tokenizer), reached over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForSequenceClassification
+
+from gradus.registry import Registry, open_registry
+from tests.conftest import ROOT, tool_env
+from tests.reliability.registry_worker import lineage
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def classifier_variant(base: Path, out: Path, seed: int) -> Path:
+    """The tiny classifier with other random weights: another model of the same labels."""
+    shutil.copytree(base, out)
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(base)
+    for parameter in model.parameters():
+        parameter.data.normal_(0, 0.5)
+    model.save_pretrained(out)
+    return out
+
+
+class Project:
+    """A project folder with a params.yaml and a registry, and the versions registered in it."""
+
+    def __init__(self, root: Path, versions: list[str]) -> None:
+        self.root, self.versions = root, versions
+        self.params = root / "params.yaml"
+
+    def registry(self) -> Registry:
+        return open_registry(str(self.root / "registry"), cache=self.root / "cache")
+
+    def set(self, **values: object) -> None:
+        raw = yaml.safe_load(self.params.read_text())
+        for dotted, value in values.items():
+            node = raw
+            *parents, last = dotted.split("__")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[last] = value
+        self.params.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@pytest.fixture()
+def project(tmp_path: Path, tiny_classifier_dir: Path) -> Project:
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")
+    registry = open_registry(str(root / "registry"), cache=root / "cache")
+    versions = []
+    for number, seed in enumerate((1, 2, 3)):
+        folder = tiny_classifier_dir if number == 0 else classifier_variant(
+            tiny_classifier_dir, tmp_path / f"variant-{number}", seed)
+        manifest, _ = registry.register(folder, lineage(f"serve-{number}"), {"accuracy": 0.5},
+                                        {"passed": True, "reasons": []}, run="test")
+        versions.append(manifest["version"])
+    registry.promote(versions[1], run="test", reason="first champion")  # a variant: confident answers
+    proj = Project(root, versions)
+    proj.set(serving__poll_interval_s=0.2, serving__max_wait_ms=5, serving__shutdown_delay_s=0,
+             serving__prediction_log={"uri": "predictions", "format": "parquet", "flush_rows": 50,
+                                      "flush_seconds": 0.5, "buffer_rows": 100000, "mask_pii": False},
+             serving__feedback="feedback", serving__device="cpu", serving__threads=1)
+    return proj
+
+
+class Service:
+    """`gradus serve` in a subprocess; `client` talks to it over loopback HTTP."""
+
+    def __init__(self, project: Project, port: int, process: subprocess.Popen, log: Path) -> None:
+        self.project, self.port, self.process, self.log = project, port, process, log
+        self.url = f"http://127.0.0.1:{port}"
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a metric's samples whose labels include `labels`."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        total = 0.0
+        for family in text_string_to_metric_families(self.client.get("/metrics").text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
+
+
+def start_service(project: Project, env: dict[str, str] | None = None, wait_ready: bool = True) -> Service:
+    port = free_port()
+    log = project.root / f"service-{port}.log"
+    environment = tool_env() | {ADMIN_ENV: ADMIN_TOKEN} | (env or {})
+    process = subprocess.Popen([str(Path(sys.executable).parent / "gradus"), "serve", "--port", str(port),
+                                "--params", str(project.params)], cwd=project.root, env=environment,
+                               stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    service = Service(project, port, process, log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"gradus serve exited {process.returncode}:\n{service.output()}")
+        try:
+            response = service.client.get("/v2/health/ready")
+            if response.status_code == 200 or (not wait_ready and response.status_code == 503):
+                return service
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"gradus serve not ready in 120 s:\n{service.output()}")
+
+
+def stop_service(service: Service) -> int:
+    if service.process.poll() is None:
+        os.killpg(service.process.pid, signal.SIGTERM)
+        try:
+            service.process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(service.process.pid, signal.SIGKILL)
+            service.process.wait()
+    service.client.close()
+    return service.process.returncode
+
+
+ADMIN_ENV = "GRADUS_ADMIN_TOKEN"
+
+
+@pytest.fixture()
+def service(project: Project) -> Iterator[Service]:
+    running = start_service(project)
+    yield running
+    stop_service(running)
