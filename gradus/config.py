@@ -329,9 +329,9 @@ class ServingConfig(_Section):
     host: str = "127.0.0.1"                 # loopback by default: expose it on purpose (0.0.0.0 in a container)
     port: int = Field(8000, ge=1, le=65535)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    threads: int = Field(0, ge=0)           # torch intra-op threads; 0: one per CPU core
+    threads: int = Field(0, ge=0)           # torch intra-op threads; 0: one per CPU core but one (the event loop's)
     max_batch_size: int = Field(32, ge=1)   # texts per forward pass
-    max_wait_ms: float = Field(5.0, ge=0)   # how long a batch waits for more texts after its first
+    max_wait_ms: float = Field(2.0, ge=0)   # how long a batch waits for more texts after its first
     queue_size: int = Field(256, ge=1)      # requests waiting per model; a full queue answers 503 at once
     request_timeout_s: float = Field(10.0, gt=0)  # an answer later than this is a 504
     max_texts: int = Field(64, ge=1)        # texts per request
