@@ -111,15 +111,14 @@ class Service:
     def __init__(self, params: Params, root: Path) -> None:
         self.params, self.cfg, self.root = params, params.serving, root
         self.metrics = Metrics()
-        self.models = ModelSet(project_registry(root, params), self.cfg, pick_device(self.cfg.device), self.metrics)
+        self.threads = service_threads(self.cfg.threads)
+        self.models = ModelSet(project_registry(root, params), self.cfg, pick_device(self.cfg.device), self.metrics,
+                               self.threads)
         self.predictions = PredictionLog(self.cfg.prediction_log, root, self.metrics, self.cfg.endpoint_url,
                                          params.validation.pii.kinds)
         self.feedback = FeedbackStore(self.cfg.feedback, root, self.cfg.recent_requests, self.cfg.endpoint_url)
         self.admin_token = os.environ.get(self.cfg.admin_token_env) or None
         self.accepting = False
-        # One core is left to the event loop (HTTP, JSON, routing) when there are several: on 2 cores, torch on
-        # both cut capacity little but doubled p99 at half load (benchmarks/serve_throughput.py).
-        self.threads = self.cfg.threads or max(1, (os.cpu_count() or 1) - 1)
 
     @property
     def ready(self) -> bool:
@@ -184,6 +183,17 @@ class Service:
         return [{"label": predicted[i], "confidence": float(probabilities[i, top[i, 0]]),
                  "top_k": [{"label": str(labels[j]), "score": float(probabilities[i, j])} for j in top[i]]}
                 for i in range(len(texts))]
+
+
+def service_threads(configured: int) -> tuple[int, int]:
+    """(quiet, busy) torch threads. Auto (0): small batches leave one core to the event loop (HTTP, JSON),
+    large batches, which form only under load, use every core. Measured on 2 cores
+    (benchmarks/serve_throughput.py): torch on both cores always doubled p99 at half load; on one always,
+    capacity fell by a quarter."""
+    if configured:
+        return configured, configured
+    cores = os.cpu_count() or 1
+    return max(1, cores - 1), cores
 
 
 async def _until_disconnected(request: Request) -> None:
@@ -289,7 +299,7 @@ def create_app(params: Params, root: Path) -> FastAPI:
     async def lifespan(_: FastAPI) -> Any:
         import torch
 
-        torch.set_num_threads(service.threads)
+        torch.set_num_threads(service.threads[0])
         await asyncio.to_thread(service.models.refresh)
         if not service.models.ready:
             log.error("no champion could be loaded (%s); not ready until one is",
