@@ -169,8 +169,9 @@ class LabelNoiseConfig(_Section):
     max_label_probability: float = Field(0.05, ge=0, lt=1)  # the model's probability for the given label
     quarantine: bool = False                                 # flagged rows are reported; quarantined only if true
     max_rows: int = Field(100_000, ge=100)                   # above this the check is skipped (and says so)
-    # Character 3-5-grams as features up to this many rows (recall at 2k rows 0.41 -> 0.57; 4x the time)
-    char_ngrams_max_rows: int = Field(20_000, ge=0)
+    # Character 3-5-grams as features up to this many rows: recall on Banking77 with 5 % flipped 0.38 -> 0.54 at
+    # 2k rows, 0.74 -> 0.84 at 10k, for 3-4x the time (28 s at 10k rows on 2 cores)
+    char_ngrams_max_rows: int = Field(12_000, ge=0)
 
 
 class ValidateConfig(_Section):

@@ -99,7 +99,10 @@ def test_personal_data_is_flagged_masked_or_quarantined(tmp_path: Path, action: 
     ])
     summary, quarantined, out = run_validate(tmp_path, frame, **{"validate.pii.action": action})
     kept = pd.read_parquet(out / "rows.parquet")
-    assert summary["flagged_rows"]["pii"] == 3
+    report = json.loads((out / "validation.json").read_text())
+    # Flags are counted where the rows went: kept (flags.jsonl) or quarantined.
+    assert summary["flagged_rows"]["pii"] == (0 if action == "quarantine" else 3)
+    assert report["flagged_quarantined_rows"]["pii"] == (3 if action == "quarantine" else 0)
     if action == "quarantine":
         assert set(quarantined) == set(rows[:3]) and all(q["failed_checks"] == ["pii"] for q in quarantined.values())
     else:
