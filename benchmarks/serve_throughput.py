@@ -212,12 +212,6 @@ def measure_server(name: str, url: str, texts: list[str], seconds: float) -> dic
     return {"capacity_concurrency_32": capacity, "open_loop": loads}
 
 
-def service_threads_of() -> tuple[int, int]:
-    from serving.app import service_threads
-
-    return service_threads(0)
-
-
 def raw_model(model_dir: Path, texts: list[str], seconds: float, threads: int) -> dict[str, Any]:
     """LoadedModel.predict on pre-made batches of 32, the same precision choice as the service."""
     import torch
@@ -254,9 +248,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gradus-serve-bench-") as scratch:
         work = Path(scratch)
         model = build_model(work, labels)
-        service_threads = args.threads or service_threads_of()[0]  # what `gradus serve` uses for small batches
+        from serving.app import service_threads
+
+        threads = service_threads(args.threads or 0)  # what `gradus serve` uses
         results["raw"] = raw_model(model, texts, seconds, os.cpu_count() or 1)
-        results["raw_service_threads"] = raw_model(model, texts, seconds, service_threads)
+        results["raw_service_threads"] = raw_model(model, texts, seconds, threads)
         print("raw", results["raw"], results["raw_service_threads"], flush=True)
         overrides = {key: value for key, value in (("max_wait_ms", args.max_wait_ms), ("threads", args.threads))
                      if value is not None}

@@ -111,14 +111,13 @@ class Service:
     def __init__(self, params: Params, root: Path) -> None:
         self.params, self.cfg, self.root = params, params.serving, root
         self.metrics = Metrics()
-        self.threads = service_threads(self.cfg.threads)
-        self.models = ModelSet(project_registry(root, params), self.cfg, pick_device(self.cfg.device), self.metrics,
-                               self.threads)
+        self.models = ModelSet(project_registry(root, params), self.cfg, pick_device(self.cfg.device), self.metrics)
         self.predictions = PredictionLog(self.cfg.prediction_log, root, self.metrics, self.cfg.endpoint_url,
                                          params.validation.pii.kinds)
         self.feedback = FeedbackStore(self.cfg.feedback, root, self.cfg.recent_requests, self.cfg.endpoint_url)
         self.admin_token = os.environ.get(self.cfg.admin_token_env) or None
         self.accepting = False
+        self.threads = service_threads(self.cfg.threads)
 
     @property
     def ready(self) -> bool:
@@ -185,15 +184,11 @@ class Service:
                 for i in range(len(texts))]
 
 
-def service_threads(configured: int) -> tuple[int, int]:
-    """(quiet, busy) torch threads. Auto (0): small batches leave one core to the event loop (HTTP, JSON),
-    large batches, which form only under load, use every core. Measured on 2 cores
-    (benchmarks/serve_throughput.py): torch on both cores always doubled p99 at half load; on one always,
-    capacity fell by a quarter."""
-    if configured:
-        return configured, configured
-    cores = os.cpu_count() or 1
-    return max(1, cores - 1), cores
+def service_threads(configured: int) -> int:
+    """Torch threads: as configured, else one per core but one, left to the event loop (HTTP, JSON, routing).
+    Measured on 2 cores (benchmarks/serve_throughput.py): torch on both cores raised capacity by a fifth but
+    more than doubled p99 at half load, with fixed or with batch-size-dependent thread counts."""
+    return configured or max(1, (os.cpu_count() or 1) - 1)
 
 
 async def _until_disconnected(request: Request) -> None:
@@ -299,7 +294,7 @@ def create_app(params: Params, root: Path) -> FastAPI:
     async def lifespan(_: FastAPI) -> Any:
         import torch
 
-        torch.set_num_threads(service.threads[0])
+        torch.set_num_threads(service.threads)
         await asyncio.to_thread(service.models.refresh)
         if not service.models.ready:
             log.error("no champion could be loaded (%s); not ready until one is",

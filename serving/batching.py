@@ -66,11 +66,8 @@ class Slot:
     _STOP = object()
 
     def __init__(self, alias: str, model: LoadedModel, *, max_batch_size: int, max_wait_ms: float,
-                 queue_size: int, metrics: Any, threads: tuple[int, int] = (1, 1)) -> None:
+                 queue_size: int, metrics: Any) -> None:
         self.alias, self.model = alias, model
-        # (quiet, busy) torch threads: small batches leave a core to the event loop (latency), large ones,
-        # which come only when requests queue up, take every core (throughput).
-        self.threads = threads
         self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000.0
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self.metrics = metrics
@@ -139,7 +136,6 @@ class Slot:
         texts = [text for job in live for text in job.texts]
         if delay := self.delays.get(model.version or "", self.delays.get("*", 0.0)):
             time.sleep(delay)
-        self._set_threads(len(texts))
         try:
             probabilities = model.predict(texts, batch_size=max(len(texts), 1)).probabilities
         except Exception as exc:  # a model failure fails these requests (500), never the worker
@@ -153,14 +149,6 @@ class Slot:
             answer = Answer(probabilities[start : start + len(job.texts)], model)
             start += len(job.texts)
             job.loop.call_soon_threadsafe(_settle, job.future, None, answer)
-
-
-    def _set_threads(self, texts: int) -> None:
-        import torch
-
-        wanted = self.threads[1] if texts >= max(self.max_batch_size // 2, 2) else self.threads[0]
-        if torch.get_num_threads() != wanted:
-            torch.set_num_threads(wanted)
 
 
 def _settle(future: asyncio.Future[Any], error: Exception | None, answer: Answer | None) -> None:

@@ -38,10 +38,8 @@ class Route:
 class ModelSet:
     """The served slots and the canary weight, kept in step with the registry's aliases."""
 
-    def __init__(self, registry: Registry, cfg: ServingConfig, device: str, metrics: Any,
-                 threads: tuple[int, int] = (1, 1)) -> None:
+    def __init__(self, registry: Registry, cfg: ServingConfig, device: str, metrics: Any) -> None:
         self.registry, self.cfg, self.device, self.metrics = registry, cfg, device, metrics
-        self.threads = threads
         self.slots: dict[str, Slot] = {}
         self.canary_weight = 0.0
         self.generation = -1
@@ -109,7 +107,7 @@ class ModelSet:
         if current is None:
             self.slots[alias] = Slot(alias, model, max_batch_size=self.cfg.max_batch_size,
                                      max_wait_ms=self.cfg.max_wait_ms, queue_size=self.cfg.queue_size,
-                                     metrics=self.metrics, threads=self.threads)
+                                     metrics=self.metrics)
         else:
             current.model = model  # the swap: one reference; the worker picks it up at its next batch
         log.info("serving %s as %s", version, alias)
