@@ -281,3 +281,26 @@ def test_shutdown_flushes_the_log_and_exits_cleanly(project: Project) -> None:
     assert row["text"] == "mail me at [EMAIL]" and row["alias"] == "champion"
     assert "Application shutdown complete" in running.output()
 
+
+
+def test_a_request_whose_client_left_is_not_computed(project: Project) -> None:
+    import socket
+    import threading
+
+    project.set(serving__max_batch_size=1, serving__max_wait_ms=0)
+    slow = start_service(project, env={"GRADUS_FAULT_DELAY_MS": "600"})
+    try:
+        busy = threading.Thread(target=lambda: slow.client.post("/v1/predict", json={"texts": ["first"]}))
+        busy.start()  # occupies the worker for 600 ms
+        time.sleep(0.1)
+        body = json.dumps({"texts": ["nobody waits for this"]}).encode()
+        with socket.create_connection(("127.0.0.1", slow.port)) as gone:
+            gone.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            time.sleep(0.2)  # queued behind the busy batch; then the client hangs up
+        busy.join()
+        wait_for(lambda: slow.metric("gradus_requests_abandoned_total", alias="champion") == 1)
+        assert slow.metric("gradus_batch_size_sum", alias="champion") == 1  # only "first" was computed
+        assert slow.client.post("/v1/predict", json={"texts": ["after"]}).status_code == 200
+    finally:
+        stop_service(slow)
