@@ -736,6 +736,19 @@ class Registry:
         """Give a claim back when the retrain could not be started, so the next run may try again."""
         self.store.delete(f"monitor/triggers/{batch}.json")
 
+    # -- drift verdicts (the service exposes the latest as metrics, so alerts need no extra component)
+
+    def record_drift(self, verdict: dict[str, Any]) -> None:
+        """Keep one drift monitor verdict (write-once, named by time)."""
+        stamp = now_utc().replace("-", "").replace(":", "")
+        self.store.create(f"monitor/drift/{stamp}-{uuid.uuid4().hex[:8]}.json",
+                          json.dumps(verdict, sort_keys=True, default=str).encode())
+
+    def latest_drift(self) -> dict[str, Any] | None:
+        keys = self.store.keys("monitor/drift/")
+        data = self.store.read(keys[-1]) if keys else None
+        return json.loads(data) if data else None
+
     # -- audit
 
     def audit(self, action: str, *, run: str, reason: str, outcome: str, version: str | None = None,

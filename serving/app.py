@@ -143,6 +143,9 @@ class Service:
                                      return_when=asyncio.FIRST_COMPLETED)
         watcher.cancel()
         if job.future in done:
+            if error := job.future.exception():
+                raise HTTPException(500, f"inference failed on {route.alias} {route.slot.model.version}: "
+                                         f"{type(error).__name__}: {error}")
             answer: Answer = job.future.result()
             request.state.version = answer.model.version
             return answer, route
@@ -296,6 +299,7 @@ def create_app(params: Params, root: Path) -> FastAPI:
 
         torch.set_num_threads(service.threads)
         await asyncio.to_thread(service.models.refresh)
+        await asyncio.to_thread(service.models.publish_drift)
         if not service.models.ready:
             log.error("no champion could be loaded (%s); not ready until one is",
                       service.models.last_error or "no champion alias in the registry")

@@ -25,6 +25,8 @@ log = logging.getLogger("gradus.serving")
 # Fault injection for tests and demos (as GRADUS_FAILPOINT is for the registry): extra latency per batch,
 # "250" for every version or "v1234abcd5678=250,v...=40" per version. Unset, as everywhere else, nothing.
 FAULT_DELAY_ENV = "GRADUS_FAULT_DELAY_MS"
+# ... and failures: while the file this names exists, every batch fails (the alerting tests switch it).
+FAULT_ERROR_ENV = "GRADUS_FAULT_ERROR_FILE"
 
 
 def fault_delays() -> dict[str, float]:
@@ -73,6 +75,7 @@ class Slot:
         self.metrics = metrics
         self.closed = False
         self.delays = fault_delays()
+        self.error_file = os.environ.get(FAULT_ERROR_ENV) or None
         self._gate = threading.Lock()  # orders submit against stop: nothing is queued behind the stop marker
         self.thread = threading.Thread(target=self._run, name=f"gradus-infer-{alias}", daemon=True)
         self.thread.start()
@@ -137,6 +140,8 @@ class Slot:
         if delay := self.delays.get(model.version or "", self.delays.get("*", 0.0)):
             time.sleep(delay)
         try:
+            if self.error_file and os.path.exists(self.error_file):
+                raise RuntimeError(f"injected fault ({FAULT_ERROR_ENV})")
             probabilities = model.predict(texts, batch_size=max(len(texts), 1)).probabilities
         except Exception as exc:  # a model failure fails these requests (500), never the worker
             log.exception("inference failed on %s %s", self.alias, model.version)

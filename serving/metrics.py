@@ -45,4 +45,10 @@ class Metrics:
         self.log_written = Counter("gradus_prediction_log_rows", "Prediction log rows written", registry=r)
         self.log_failures = Counter("gradus_prediction_log_write_failures", "Prediction log files that failed to "
                                     "write (rows kept for the next try while the buffer has room)", registry=r)
+        self.drift_detected = Gauge("gradus_drift_detected", "1 when the drift monitor's latest verdict found drift",
+                                    registry=r)
+        self.drift_signals = Gauge("gradus_drift_signal_drifted", "1 per signal that drifted in the latest verdict",
+                                   ["signal"], registry=r)
+        self.drift_last_run = Gauge("gradus_drift_last_run_timestamp_seconds", "When the drift monitor last ran",
+                                    registry=r)
         self.feedback = Counter("gradus_feedback", "Feedback labels received", ["alias", "version"], registry=r)

@@ -10,6 +10,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from gradus.config import ServingConfig
@@ -139,11 +140,24 @@ class ModelSet:
                 "slots": {alias: slot.model.version for alias, slot in self.slots.items()},
                 "refused": dict(self.refused), "last_error": self.last_error}
 
+    def publish_drift(self) -> None:
+        """The drift monitor's latest verdict (kept in the registry) as gauges: Prometheus alerts on drift by
+        scraping the service it already scrapes; no Pushgateway to run."""
+        verdict = self.registry.latest_drift()
+        if verdict is None:
+            return
+        self.metrics.drift_detected.set(1 if verdict.get("drifted_signals") else 0)
+        for signal, drifted in verdict.get("signals", {}).items():
+            self.metrics.drift_signals.labels(signal).set(1 if drifted else 0)
+        at = datetime.fromisoformat(str(verdict["at"]).replace("Z", "+00:00"))
+        self.metrics.drift_last_run.set(at.timestamp())
+
     def start_polling(self) -> None:
         def poll() -> None:
             while not self._stop.wait(self.cfg.poll_interval_s):
                 try:
                     self.refresh()
+                    self.publish_drift()
                 except Exception as exc:  # a registry hiccup must not end the poller
                     self.last_error = f"alias poll failed: {type(exc).__name__}: {exc}"
                     log.error("%s", self.last_error)

@@ -280,5 +280,9 @@ def run_monitor(root: Path, params: Params, current: str, now: datetime | None =
                "reference": f"{manifest['version']}: train split {manifest['lineage']['datasets'].get('splits')}",
                **analysis, "decision": decision, "reports": sorted(str(p) for p in out_dir.glob("*.html"))}
     write_json(summary, out_dir / "summary.json")
+    registry.record_drift({"at": summary["at"], "batch": batch_id, "champion": manifest["version"],
+                           "rows": len(batch), "drifted_signals": decision["drifted_signals"],
+                           "signals": {name: bool(s["drifted"]) for name, s in analysis["signals"].items()},
+                           "retrain": decision["retrain"]})
     return summary | {"summary_file": str(out_dir / "summary.json")}
 
