@@ -137,6 +137,28 @@ def serve(
 
 
 @app.command()
+def status(
+    url: Annotated[str | None, typer.Option(
+        help="The service to ask (default: http://serving.host:serving.port); --url '' to skip it.")] = None,
+    window: Annotated[float, typer.Option(help="Seconds between the two /metrics scrapes for live rates.")] = 2.0,
+    params: ParamsOption = DEFAULT_PARAMS,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """One screen: served versions and weights, release, last training and gate verdict, last drift verdict,
+    and the live service's req/s, error rate and p99."""
+    from cli.status import collect, render
+    from gradus.registry import project_registry
+
+    def action() -> None:
+        loaded = load_params(params)
+        target = f"http://{loaded.serving.host}:{loaded.serving.port}" if url is None else url or None
+        report = collect(project_registry(params.resolve().parent, loaded), target, window)
+        typer.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
+
+    guarded(action)
+
+
+@app.command()
 def version() -> None:
     """Print the gradus version."""
     from gradus import __version__

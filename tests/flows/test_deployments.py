@@ -21,7 +21,9 @@ from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.drift import drift_monitor
+from gradus.config import load_params
 from gradus.demo import generate
+from gradus.registry import project_registry
 from infra.deploy import DRIFT, DRIFT_CRON, TRAINING, TRAINING_CRON, WORK_POOL, deploy_all
 from tests.conftest import ROOT, set_params, tool_env
 
@@ -130,6 +132,9 @@ def test_deployments_schedules_api_trigger_and_drift_retrains(prefect_server, pr
     assert "drift on batch" in started.parameters["overrides"]["reason"]
     assert started.parameters["project_dir"] == str(project_repo)  # deployment defaults kept
     assert all(Path(p).is_file() for p in shifted["reports"]) and len(shifted["reports"]) == 2
+    latest = project_registry(project_repo, load_params(project_repo / "params.yaml")).latest_drift()
+    assert latest["batch"] == shifted["batch"] and latest["retrain"]  # what the service exports for alerts
+    assert latest["drifted_signals"] == shifted["decision"]["drifted_signals"]
 
     # The same batch again: suppressed. A new drifted batch inside the cooldown: no retrain either.
     again = drift_monitor(str(incoming / "shifted.jsonl"), str(project_repo))

@@ -201,3 +201,41 @@ def wait_until(condition, timeout: float, webhook: Webhook) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"not seen in {timeout:g} s; notifications: {webhook.notifications}")
+
+
+def test_status_and_drift_metrics_show_what_runs(service: Service, project: Project) -> None:
+    import sys
+
+    registry = project.registry()
+    registry.record_drift({"at": "2026-01-01T00:00:00+00:00", "batch": "b1", "champion": project.versions[1],
+                           "rows": 800, "drifted_signals": ["embeddings"],
+                           "signals": {"embeddings": True, "text_length": False}, "retrain": True})
+    wait_until_metric = time.monotonic() + 20
+    while service.metric("gradus_drift_detected") != 1 and time.monotonic() < wait_until_metric:
+        time.sleep(0.2)
+    assert service.metric("gradus_drift_detected") == 1
+    assert service.metric("gradus_drift_signal_drifted", signal="embeddings") == 1
+    assert service.metric("gradus_drift_signal_drifted", signal="text_length") == 0
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            service.client.post("/v1/predict", json={"texts": ["card"]})
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        gradus = [str(Path(sys.executable).parent / "gradus"), "status", "--params", str(project.params),
+                  "--url", service.url, "--window", "1"]
+        report = json.loads(subprocess.run([*gradus, "--json"], capture_output=True, text=True, check=True).stdout)
+        screen = subprocess.run(gradus, capture_output=True, text=True, check=True).stdout
+    finally:
+        stop.set()
+        sender.join()
+    assert report["aliases"]["champion"] == project.versions[1]
+    assert report["last_training"]["version"] == project.versions[-1] and report["last_training"]["gate"]["passed"]
+    assert report["last_drift"]["drifted_signals"] == ["embeddings"]
+    assert report["service"]["ready"] and report["service"]["req_per_s"] > 1 and report["service"]["error_rate"] == 0
+    assert report["service"]["p99_ms"] is not None
+    assert f"champion   {project.versions[1]}  100%" in screen and "drifted signals: embeddings" in screen
+    assert "req/s, 5xx 0.00%" in screen

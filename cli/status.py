@@ -1,0 +1,141 @@
+"""`gradus status`: one screen of what runs where — served versions and traffic weights, the last training and
+its gate verdict, the last drift verdict, and the live service's req/s, error rate and p99 (from /metrics)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from cli.common import table
+
+PREDICT_ROUTES = ("/v1/predict", "/v2/models/{name}/infer")
+
+
+def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Samples of a Prometheus text page, by sample name."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=5).text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def _total(samples: dict[str, Any], name: str, **match: Any) -> float:
+    return sum(value for labels, value in samples.get(name, [])
+               if all(labels.get(k) in (v if isinstance(v, tuple) else (v,)) for k, v in match.items()))
+
+
+def live_traffic(url: str, window_s: float) -> dict[str, Any]:
+    """req/s, 5xx share and p99 over `window_s` seconds, from two scrapes of the service's counters."""
+    first = scrape(url)
+    started = time.monotonic()
+    time.sleep(window_s)
+    second = scrape(url)
+    elapsed = time.monotonic() - started
+
+    def delta(name: str, **match: Any) -> float:
+        return _total(second, name, **match) - _total(first, name, **match)
+
+    requests = delta("gradus_requests_total", route=PREDICT_ROUTES)
+    errors = sum(delta("gradus_request_errors_total", route=PREDICT_ROUTES, status=code)
+                 for code in {labels["status"] for labels, _ in second.get("gradus_request_errors_total", [])}
+                 if code.startswith("5"))
+    bounds = sorted({labels["le"] for labels, _ in second.get("gradus_request_latency_seconds_bucket", [])
+                     if labels.get("route") == "/v1/predict"}, key=float)
+    counts = [delta("gradus_request_latency_seconds_bucket", route="/v1/predict", le=le) for le in bounds]
+    buckets = [float(le) for le in bounds]
+    return {"url": url, "window_s": round(elapsed, 1), "req_per_s": round(requests / elapsed, 2),
+            "error_rate": round(errors / requests, 4) if requests else None,
+            "p99_ms": _quantile(buckets, counts, 0.99), "ready": _total(second, "gradus_ready") == 1}
+
+
+def _quantile(bounds: list[float], cumulative: list[float], q: float) -> float | None:
+    """The upper bound of the bucket holding the q-quantile (Prometheus' histogram_quantile, unsmoothed)."""
+    if not cumulative or cumulative[-1] <= 0:
+        return None
+    rank = q * cumulative[-1]
+    for bound, count in zip(bounds, cumulative, strict=True):
+        if count >= rank:
+            return None if bound == float("inf") else round(bound * 1000, 1)
+    return None
+
+
+def collect(registry: Any, url: str | None, window_s: float) -> dict[str, Any]:
+    """Everything `gradus status` shows, as data (the --json output)."""
+    state = registry.aliases()
+    versions = registry.versions()
+    last = versions[-1] if versions else None
+    drift = registry.latest_drift()
+    report: dict[str, Any] = {
+        "registry": registry.store.location,
+        "aliases": {"generation": state.generation, "champion": state.champion, "candidate": state.candidate,
+                    "previous": state.previous, "canary": state.canary},
+        "release": None,  # the release flow is the next milestone; the canary above is set by hand until then
+        "last_training": None if last is None else {
+            "version": last["version"], "at": last["created_at"], "accuracy": last["metrics"].get("accuracy"),
+            "macro_f1": last["metrics"].get("macro_f1"), "gate": _verdict(registry, last["version"])},
+        "last_drift": drift,
+        "service": None,
+    }
+    if url:
+        try:
+            report["service"] = live_traffic(url, window_s)
+        except Exception as exc:  # unreachable: say so, the rest of the screen still stands
+            report["service"] = {"url": url, "error": f"{type(exc).__name__}: {exc}"}
+    return report
+
+
+def _verdict(registry: Any, version: str) -> dict[str, Any] | None:
+    verdict = registry.verdict(version)
+    return None if verdict is None else {"passed": verdict.get("passed"), "reasons": verdict.get("reasons", [])}
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as one readable screen."""
+    aliases = report["aliases"]
+    canary = aliases["canary"] or {}
+    champion_weight = 1 - float(canary.get("weight", 0)) if canary else 1.0
+    rows = [["champion", aliases["champion"] or "-", f"{champion_weight:.0%}" if aliases["champion"] else "-"],
+            ["canary", canary.get("version", "-"), f"{canary['weight']:.0%}" if canary else "-"],
+            ["candidate", aliases["candidate"] or "-", ""], ["previous", aliases["previous"] or "-", ""]]
+    lines = [f"registry  {report['registry']} (alias generation {aliases['generation']})", "",
+             table(["ALIAS", "VERSION", "TRAFFIC"], rows), "",
+             "release   none in progress (the release flow is not built yet)"]
+    last = report["last_training"]
+    if last:
+        gate = last["gate"] or {}
+        verdict = {True: "gate passed", False: "gate FAILED", None: "no gate verdict"}[gate.get("passed")]
+        lines.append(f"training  {last['version']} registered {_ago(last['at'])}: accuracy {last['accuracy']}, "
+                     f"macro-F1 {last['macro_f1']}, {verdict}"
+                     + (f" ({'; '.join(gate['reasons'])[:120]})" if gate.get("reasons") else ""))
+    else:
+        lines.append("training  no version registered yet")
+    drift = report["last_drift"]
+    if drift:
+        signals = ", ".join(drift.get("drifted_signals") or []) or "none"
+        lines.append(f"drift     last run {_ago(drift['at'])} on {drift.get('rows')} rows: drifted signals: {signals}"
+                     f"; retrain {'started' if drift.get('retrain') else 'not needed'}")
+    else:
+        lines.append("drift     the drift monitor has not run yet")
+    service = report["service"]
+    if service is None:
+        lines.append("service   not asked (--url)")
+    elif "error" in service:
+        lines.append(f"service   {service['url']} unreachable: {service['error']}")
+    else:
+        error = "-" if service["error_rate"] is None else f"{service['error_rate']:.2%}"
+        p99 = "-" if service["p99_ms"] is None else f"{service['p99_ms']:g} ms"
+        lines.append(f"service   {service['url']} {'ready' if service['ready'] else 'NOT READY'}: "
+                     f"{service['req_per_s']:g} req/s, 5xx {error}, p99 <= {p99} "
+                     f"(over {service['window_s']:g} s)")
+    return "\n".join(lines)
+
+
+def _ago(stamp: str) -> str:
+    then = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    minutes = (datetime.now(UTC) - then).total_seconds() / 60
+    return f"{minutes:.0f} min ago" if minutes < 120 else f"{minutes / 60:.1f} h ago"
