@@ -94,11 +94,14 @@ def deploy(
     work_pool: Annotated[str, typer.Option(help="Prefect process work pool (created if missing).")] = "gradus-local",
     incoming: Annotated[str | None, typer.Option(
         help="Where the drift monitor looks for new text (default: the service's prediction log).")] = None,
+    notify_url: Annotated[str | None, typer.Option(
+        help="Webhook for notifications of failed runs, drift retrains, rollbacks (or GRADUS_NOTIFY_WEBHOOK).")]
+        = None,
 ) -> None:
     """Register the Prefect deployments training-pipeline (weekly + on demand) and drift-monitor (hourly)."""
     from infra.deploy import deploy_all
 
-    for name, deployment in deploy_all(project_dir, work_pool, incoming).items():
+    for name, deployment in deploy_all(project_dir, work_pool, incoming, notify_url).items():
         typer.echo(f"deployed {name}: {deployment}")
 
 

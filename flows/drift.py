@@ -11,8 +11,10 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.deployments import run_deployment
+from prefect.events import emit_event
 
 from gradus.config import PARAMS_FILE, load_params
+from gradus.events import DRIFT_RETRAIN
 from gradus.registry import project_registry
 from tasks.drift import run_monitor
 
@@ -90,6 +92,8 @@ def start_retrain(root: Path, summary: dict[str, Any]) -> str | None:
         raise
     registry.audit("retrain-triggered", run=str(run.id), reason=reason, outcome="ok",
                    details={"batch": summary["batch"], "current": summary["current"]})
+    emit_event(event=DRIFT_RETRAIN, resource={"prefect.resource.id": f"gradus.batch.{summary['batch']}"},
+               payload={"reason": reason, "flow_run": str(run.id), "current": summary["current"]})
     logger.info("started %s: flow run %s", params.drift.training_deployment, run.id)
     return str(run.id)
 

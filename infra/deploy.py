@@ -16,6 +16,7 @@ import asyncio
 from pathlib import Path
 
 from gradus.config import PARAMS_FILE, load_params
+from infra.automations import ensure_automations
 
 WORK_POOL = "gradus-local"
 TRAINING, DRIFT = "training-pipeline", "drift-monitor"
@@ -38,7 +39,7 @@ async def ensure_work_pool(name: str) -> None:
 
 
 def deploy_all(project_dir: str | Path = ".", work_pool: str = WORK_POOL,
-               incoming: str | None = None) -> dict[str, str]:
+               incoming: str | None = None, notify_url: str | None = None) -> dict[str, str]:
     """Register both deployments (idempotent: re-running updates them); returns {name: deployment id}. The drift
     monitor watches `incoming`, by default the service's prediction log (real traffic)."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
@@ -63,7 +64,10 @@ def deploy_all(project_dir: str | Path = ".", work_pool: str = WORK_POOL,
             description="Evidently drift report on new data; starts training-pipeline when drift is significant",
             **common).apply(),
     }
-    return {name: str(value) for name, value in ids.items()}
+    deployed = {name: str(value) for name, value in ids.items()}
+    # Notifications to people (infra/automations.py): only where a notification block is given or saved.
+    automations = asyncio.run(ensure_automations(list(deployed.values()), notify_url))
+    return deployed | {f"automation {name}": automation_id for name, automation_id in automations.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,8 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--project-dir", default=".")
     parser.add_argument("--work-pool", default=WORK_POOL)
     parser.add_argument("--incoming", default=None, help="default: the service's prediction log")
+    parser.add_argument("--notify-url", default=None, help="webhook for notifications (or GRADUS_NOTIFY_WEBHOOK)")
     args = parser.parse_args(argv)
-    for name, deployment in deploy_all(args.project_dir, args.work_pool, args.incoming).items():
+    for name, deployment in deploy_all(args.project_dir, args.work_pool, args.incoming, args.notify_url).items():
         print(f"deployed {name}: {deployment}")
 
 

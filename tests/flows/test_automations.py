@@ -1,0 +1,97 @@
+"""Notifications to people, on a real Prefect server: `gradus deploy --notify-url` creates a notification block
+and the automations; a failed deployment run, a drift-triggered retrain and a rolled-back release each reach a
+local webhook receiver through Prefect's own trigger and action services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.events import emit_event
+from prefect.states import Failed
+from prefect.testing.utilities import prefect_test_harness
+
+from gradus.events import DRIFT_RETRAIN, RELEASE_ROLLED_BACK
+from infra.automations import FAILED, RETRAIN, ROLLBACK, existing_automations
+from infra.deploy import TRAINING, deploy_all
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+        got = self.messages
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, subject_part: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [m for m in self.messages if subject_part in m.get("subject", "")]
+            if found:
+                return found[0]
+            time.sleep(0.3)
+        raise AssertionError(f"no notification with {subject_part!r} in {timeout:g} s: {self.messages}")
+
+
+async def _automation_names() -> list[str]:
+    async with get_client() as client:
+        return sorted(name for name, ids in (await existing_automations(client)).items() for _ in ids)
+
+
+def test_failures_retrains_and_rollbacks_notify_a_webhook(prefect_server) -> None:
+    receiver = Receiver()
+    try:
+        deployed = deploy_all(ROOT, notify_url=receiver.url)
+        assert {f"automation {name}" for name in (FAILED, RETRAIN, ROLLBACK)} <= set(deployed)
+        deploy_all(ROOT, notify_url=receiver.url)  # idempotent: replaced, not doubled
+        assert asyncio.run(_automation_names()) == sorted([FAILED, RETRAIN, ROLLBACK])
+
+        emit_event(event=DRIFT_RETRAIN, resource={"prefect.resource.id": "gradus.batch.abc"},
+                   payload={"reason": "drift on batch incoming.jsonl: 3 of 7 signals drifted", "flow_run": "r-1"})
+        retrain = receiver.wait_for("drift started a retrain")
+        assert "3 of 7 signals drifted" in retrain["body"] and retrain["source"] == "gradus"
+
+        run = run_deployment(f"training_pipeline/{TRAINING}", timeout=0)
+
+        async def fail() -> None:
+            async with get_client() as client:
+                await client.set_flow_run_state(run.id, Failed(message="stage train failed: out of memory"),
+                                                force=True)
+
+        asyncio.run(fail())
+        failed = receiver.wait_for(f"gradus: {run.name} Failed")
+        assert "training-pipeline" in failed["body"] and "out of memory" in failed["body"]
+
+        emit_event(event=RELEASE_ROLLED_BACK, resource={"prefect.resource.id": "gradus.release.v123"},
+                   payload={"version": "v0123456789ab", "reasons": "agreement 0.62 < 0.90"})
+        rollback = receiver.wait_for("release of v0123456789ab rolled back")
+        assert "agreement 0.62" in rollback["body"]
+        assert len([m for m in receiver.messages if "retrain" in m["subject"]]) == 1  # one event, one message
+    finally:
+        receiver.server.shutdown()
