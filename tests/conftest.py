@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,62 @@ def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     return boto3.client("s3", endpoint_url=s3_endpoint)
+
+
+class WebhookReceiver:
+    """A local HTTP endpoint that records every JSON body POSTed to it (a pager, a chat channel)."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[dict] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, found: Callable[[list[dict]], object], timeout: float) -> object:
+        """The first truthy found(received) within timeout, else an AssertionError listing what came."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if result := found(self.received):
+                return result
+            time.sleep(0.3)
+        raise AssertionError(f"not received in {timeout:g} s; received: {self.received}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def start_until_ready(command: list[str], ready_url: str, log: Path, timeout: float = 120,
+                      env: dict[str, str] | None = None, cwd: Path | None = None,
+                      accept: tuple[int, ...] = (200,)) -> subprocess.Popen:
+    """Start a server process (its own session, output to `log`) and wait until ready_url answers."""
+    import httpx
+
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{command[0]} exited {process.returncode}: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(ready_url, timeout=1).status_code in accept:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"{command[0]} not ready in {timeout:g} s: {log.read_text()[-3000:]}")

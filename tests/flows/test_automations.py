@@ -5,10 +5,6 @@ local webhook receiver through Prefect's own trigger and action services."""
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -20,7 +16,7 @@ from prefect.testing.utilities import prefect_test_harness
 from gradus.events import DRIFT_RETRAIN, RELEASE_ROLLED_BACK
 from infra.automations import FAILED, RETRAIN, ROLLBACK, existing_automations
 from infra.deploy import TRAINING, deploy_all
-from tests.conftest import ROOT
+from tests.conftest import ROOT, WebhookReceiver
 
 pytestmark = pytest.mark.slow
 
@@ -31,32 +27,9 @@ def prefect_server():
         yield
 
 
-class Receiver:
-    def __init__(self) -> None:
-        self.messages: list[dict] = []
-        got = self.messages
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait_for(self, subject_part: str, timeout: float = 60) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = [m for m in self.messages if subject_part in m.get("subject", "")]
-            if found:
-                return found[0]
-            time.sleep(0.3)
-        raise AssertionError(f"no notification with {subject_part!r} in {timeout:g} s: {self.messages}")
+def message(receiver: WebhookReceiver, subject_part: str) -> dict:
+    """The first notification whose subject holds `subject_part` (waiting up to a minute)."""
+    return receiver.wait_for(lambda got: next((m for m in got if subject_part in m.get("subject", "")), None), 60)
 
 
 async def _automation_names() -> list[str]:
@@ -65,7 +38,7 @@ async def _automation_names() -> list[str]:
 
 
 def test_failures_retrains_and_rollbacks_notify_a_webhook(prefect_server) -> None:
-    receiver = Receiver()
+    receiver = WebhookReceiver()
     try:
         deployed = deploy_all(ROOT, notify_url=receiver.url)
         assert {f"automation {name}" for name in (FAILED, RETRAIN, ROLLBACK)} <= set(deployed)
@@ -74,7 +47,7 @@ def test_failures_retrains_and_rollbacks_notify_a_webhook(prefect_server) -> Non
 
         emit_event(event=DRIFT_RETRAIN, resource={"prefect.resource.id": "gradus.batch.abc"},
                    payload={"reason": "drift on batch incoming.jsonl: 3 of 7 signals drifted", "flow_run": "r-1"})
-        retrain = receiver.wait_for("drift started a retrain")
+        retrain = message(receiver, "drift started a retrain")
         assert "3 of 7 signals drifted" in retrain["body"] and retrain["source"] == "gradus"
 
         run = run_deployment(f"training_pipeline/{TRAINING}", timeout=0)
@@ -85,13 +58,13 @@ def test_failures_retrains_and_rollbacks_notify_a_webhook(prefect_server) -> Non
                                                 force=True)
 
         asyncio.run(fail())
-        failed = receiver.wait_for(f"gradus: {run.name} Failed")
+        failed = message(receiver, f"gradus: {run.name} Failed")
         assert "training-pipeline" in failed["body"] and "out of memory" in failed["body"]
 
         emit_event(event=RELEASE_ROLLED_BACK, resource={"prefect.resource.id": "gradus.release.v123"},
                    payload={"version": "v0123456789ab", "reasons": "agreement 0.62 < 0.90"})
-        rollback = receiver.wait_for("release of v0123456789ab rolled back")
+        rollback = message(receiver, "release of v0123456789ab rolled back")
         assert "agreement 0.62" in rollback["body"]
-        assert len([m for m in receiver.messages if "retrain" in m["subject"]]) == 1  # one event, one message
+        assert len([m for m in receiver.received if "retrain" in m["subject"]]) == 1  # one event, one message
     finally:
-        receiver.server.shutdown()
+        receiver.close()

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import yaml
 from transformers import AutoModelForSequenceClassification
 
 from gradus.registry import Registry, open_registry
-from tests.conftest import ROOT, tool_env
+from tests.conftest import ROOT, start_until_ready, tool_env
 from tests.reliability.registry_worker import lineage
 
 ADMIN_TOKEN = "test-admin-token"
@@ -113,23 +112,10 @@ def start_service(project: Project, env: dict[str, str] | None = None, wait_read
     port = free_port()
     log = project.root / f"service-{port}.log"
     environment = tool_env() | {ADMIN_ENV: ADMIN_TOKEN} | (env or {})
-    process = subprocess.Popen([str(Path(sys.executable).parent / "gradus"), "serve", "--port", str(port),
-                                "--params", str(project.params)], cwd=project.root, env=environment,
-                               stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    service = Service(project, port, process, log)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"gradus serve exited {process.returncode}:\n{service.output()}")
-        try:
-            response = service.client.get("/v2/health/ready")
-            if response.status_code == 200 or (not wait_ready and response.status_code == 503):
-                return service
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise AssertionError(f"gradus serve not ready in 120 s:\n{service.output()}")
+    process = start_until_ready([str(Path(sys.executable).parent / "gradus"), "serve", "--port", str(port),
+                                 "--params", str(project.params)], f"http://127.0.0.1:{port}/v2/health/ready",
+                                log, env=environment, cwd=project.root, accept=(200,) if wait_ready else (200, 503))
+    return Service(project, port, process, log)
 
 
 def stop_service(service: Service) -> int:

@@ -11,14 +11,13 @@ import shutil
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, WebhookReceiver, start_until_ready
 from tests.serving.conftest import Project, Service, free_port, start_service, stop_service
 
 RULES = ROOT / "infra" / "prometheus" / "alerts.yml"
@@ -87,30 +86,10 @@ def test_rules_and_dashboard_use_only_metrics_the_service_exports(service: Servi
 # --------------------------------------------------------------------------------- end to end
 
 
-class Webhook:
-    """The receiver a person's pager would be: records every Alertmanager notification."""
-
-    def __init__(self) -> None:
-        self.notifications: list[dict] = []
-        received = self.notifications
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append(json.loads(body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def seen(self, alert: str, status: str) -> bool:
-        return any(n["status"] == status and any(a["labels"]["alertname"] == alert for a in n["alerts"])
-                   for n in self.notifications)
+def seen(webhook: WebhookReceiver, alert: str, status: str) -> bool:
+    """Whether Alertmanager sent a notification with `alert` in `status` (firing / resolved)."""
+    return any(n["status"] == status and any(a["labels"]["alertname"] == alert for a in n["alerts"])
+               for n in webhook.received)
 
 
 def fast_rules(target: Path) -> None:
@@ -120,22 +99,6 @@ def fast_rules(target: Path) -> None:
     target.write_text(text)
 
 
-def start_process(command: list[str], ready_url: str, log: Path) -> subprocess.Popen:
-    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{command[0]} exited: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(ready_url, timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise AssertionError(f"{command[0]} not ready: {log.read_text()[-3000:]}")
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("prometheus") and shutil.which("prometheus-alertmanager")),
                     reason="prometheus / prometheus-alertmanager not installed (Debian packages)")
@@ -143,7 +106,7 @@ def test_an_error_burst_fires_an_alert_to_the_webhook_and_recovery_resolves_it(p
                                                                                tmp_path: Path) -> None:
     fault = tmp_path / "fail-now"
     running = start_service(project, env={"GRADUS_FAULT_ERROR_FILE": str(fault)})
-    webhook = Webhook()
+    webhook = WebhookReceiver()
     processes: list[subprocess.Popen] = []
     stop_traffic = threading.Event()
     try:
@@ -152,7 +115,7 @@ def test_an_error_burst_fires_an_alert_to_the_webhook_and_recovery_resolves_it(p
             "route": {"receiver": "oncall", "group_by": ["alertname"], "group_wait": "1s", "group_interval": "1s",
                       "repeat_interval": "1h"},
             "receivers": [{"name": "oncall", "webhook_configs": [{"url": webhook.url, "send_resolved": True}]}]}))
-        processes.append(start_process(
+        processes.append(start_until_ready(
             ["prometheus-alertmanager", f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path / 'am'}",
              f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="],
             f"http://127.0.0.1:{am_port}/-/ready", tmp_path / "am.log"))
@@ -163,7 +126,7 @@ def test_an_error_burst_fires_an_alert_to_the_webhook_and_recovery_resolves_it(p
             "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
             "scrape_configs": [{"job_name": "gradus",
                                 "static_configs": [{"targets": [f"127.0.0.1:{running.port}"]}]}]}))
-        processes.append(start_process(
+        processes.append(start_until_ready(
             ["prometheus", f"--config.file={tmp_path / 'prom.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{prom_port}"], f"http://127.0.0.1:{prom_port}/-/ready",
             tmp_path / "prom.log"))
@@ -176,31 +139,22 @@ def test_an_error_burst_fires_an_alert_to_the_webhook_and_recovery_resolves_it(p
 
         threading.Thread(target=traffic, daemon=True).start()
         time.sleep(5)
-        assert not webhook.seen("GradusHighErrorRate", "firing")  # healthy: nothing fires
+        assert not seen(webhook, "GradusHighErrorRate", "firing")  # healthy: nothing fires
         fault.touch()  # the service now fails every batch (500s)
-        wait_until(lambda: webhook.seen("GradusHighErrorRate", "firing"), 90, webhook)
-        firing = next(a for n in webhook.notifications for a in n["alerts"]
+        webhook.wait_for(lambda _: seen(webhook, "GradusHighErrorRate", "firing"), 90)
+        firing = next(a for n in webhook.received for a in n["alerts"]
                       if a["labels"]["alertname"] == "GradusHighErrorRate")
         assert firing["labels"]["severity"] == "critical" and firing["labels"]["job"] == "gradus"
         assert "of predictions fail with a 5xx" in firing["annotations"]["summary"]
         fault.unlink()  # recovered
-        wait_until(lambda: webhook.seen("GradusHighErrorRate", "resolved"), 120, webhook)
+        webhook.wait_for(lambda _: seen(webhook, "GradusHighErrorRate", "resolved"), 120)
     finally:
         stop_traffic.set()
         for process in processes:
             process.terminate()
             process.wait(20)
-        webhook.server.shutdown()
+        webhook.close()
         stop_service(running)
-
-
-def wait_until(condition, timeout: float, webhook: Webhook) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"not seen in {timeout:g} s; notifications: {webhook.notifications}")
 
 
 def test_status_and_drift_metrics_show_what_runs(service: Service, project: Project) -> None:
