@@ -37,7 +37,7 @@ async def ensure_block(url: str | None) -> UUID | None:
             json_data={"subject": "{{subject}}", "body": "{{body}}", "source": "gradus"})
         return await block.save(BLOCK_NAME, overwrite=True)
     async with get_client() as client:
-        saved = [doc for doc in await client.read_block_documents(limit=200) if doc.name == BLOCK_NAME]
+        saved = [doc for doc in await client.read_block_documents(offset=0, limit=200) if doc.name == BLOCK_NAME]
     return saved[0].id if saved else None
 
 

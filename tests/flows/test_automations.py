@@ -42,7 +42,7 @@ def test_failures_retrains_and_rollbacks_notify_a_webhook(prefect_server) -> Non
     try:
         deployed = deploy_all(ROOT, notify_url=receiver.url)
         assert {f"automation {name}" for name in (FAILED, RETRAIN, ROLLBACK)} <= set(deployed)
-        deploy_all(ROOT, notify_url=receiver.url)  # idempotent: replaced, not doubled
+        deploy_all(ROOT)  # again, without a URL: the saved block is used; replaced, not doubled
         assert asyncio.run(_automation_names()) == sorted([FAILED, RETRAIN, ROLLBACK])
 
         emit_event(event=DRIFT_RETRAIN, resource={"prefect.resource.id": "gradus.batch.abc"},
