@@ -172,6 +172,24 @@ def models_canary(version: Annotated[str | None, typer.Argument(help="Version to
     guarded(action)
 
 
+@app.command("shadow")
+def models_shadow(version: Annotated[str | None, typer.Argument(help="Version to shadow live traffic.")] = None,
+                  clear: Annotated[bool, typer.Option(help="Stop shadowing.")] = False,
+                  reason: ReasonOption = "shadow set by hand", expect_generation: ExpectOption = None,
+                  registry: RegistryOption = None, params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Send a copy of live traffic to a version: the service logs its answers (alias `shadow`), never returns
+    them; the release analysis compares them with the champion's on the same requests."""
+    def action() -> None:
+        if version is None and not clear:
+            raise GradusError("give a VERSION, or --clear")
+        store = _registry(registry, params)
+        after = store.set_shadow(None if clear else version, run=_cli_run(), reason=reason,
+                                 expected_generation=expect_generation)
+        typer.echo(_alias_line(after))
+
+    guarded(action)
+
+
 @app.command("diff")
 def models_diff(first: Annotated[str, typer.Argument(help="Version (or alias).")],
                 second: Annotated[str, typer.Argument(help="Version (or alias).")],

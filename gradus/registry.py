@@ -36,7 +36,8 @@ from typing import Any, Protocol
 from gradus.errors import ConflictError, IntegrityError, RegistryError
 from gradus.modeling import WEIGHTS_FILE, LoadedModel, sha256_file
 
-ALIASES = ("champion", "candidate", "previous")
+# Version-valued aliases. `shadow`: a version that gets a copy of live traffic (answers logged, never returned).
+ALIASES = ("champion", "candidate", "previous", "shadow")
 # Allow-list: weights only as safetensors; everything else a model needs is JSON or plain text. A pickle
 # (.bin, .pt, .pkl, ...) can run code when loaded, so it never enters or leaves the registry.
 SAFE_SUFFIXES = (".safetensors", ".json", ".txt", ".model")
@@ -275,12 +276,13 @@ class AliasState:
     champion: str | None = None
     candidate: str | None = None
     previous: str | None = None
+    shadow: str | None = None
     canary: dict[str, Any] | None = None  # {"version": id, "weight": 0..1} for gradual release
     change: dict[str, Any] = field(default_factory=dict)
 
     def mapping(self) -> dict[str, Any]:
         return {"champion": self.champion, "candidate": self.candidate, "previous": self.previous,
-                "canary": self.canary}
+                "shadow": self.shadow, "canary": self.canary}
 
     def names_for(self, version: str) -> list[str]:
         names = [name for name in ALIASES if getattr(self, name) == version]
@@ -708,6 +710,13 @@ class Registry:
             raise RegistryError("nothing to roll back to: alias 'previous' is not set")
         return self.update_aliases(lambda s: {"champion": s.previous, "previous": None}, action="rollback",
                                    run=run, reason=reason, expected_generation=expected_generation)
+
+    def set_shadow(self, ref: str | None, *, run: str, reason: str,
+                   expected_generation: int | None = None) -> AliasState:
+        """Give a version a copy of live traffic (its answers logged, never returned); None clears it."""
+        shadow = None if ref is None else self.resolve(ref)
+        return self.update_aliases(lambda s: {"shadow": shadow}, action="shadow", run=run, reason=reason,
+                                   expected_generation=expected_generation)
 
     def set_canary(self, ref: str | None, weight: float, *, run: str, reason: str,
                    expected_generation: int | None = None) -> AliasState:

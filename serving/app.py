@@ -155,6 +155,29 @@ class Service:
             raise HTTPException(CLIENT_GONE, "client closed the request")
         raise HTTPException(504, f"no answer within serving.request_timeout_s={self.cfg.request_timeout_s:g}")
 
+    def copy_to_shadow(self, request_id: str, texts: list[str]) -> None:
+        """Give the shadow version (if any) the same texts; its answers go to the prediction log under the same
+        request id, never to the client. Never waits: a full shadow queue drops the copy (counted)."""
+        slot = self.models.shadow
+        if slot is None:
+            return
+        loop = asyncio.get_running_loop()
+        job, started = Job(texts, loop.create_future(), loop), time.perf_counter()
+
+        def logged(future: asyncio.Future[Any]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                self.metrics.shadow_dropped.inc()
+                return
+            answer: Answer = future.result()
+            rows = _shadow_rows(request_id, texts, answer, started)
+            self.predictions.record(rows)
+            for row in rows:
+                self.metrics.predictions.labels(row["predicted_label"], "shadow", row["version"]).inc()
+
+        job.future.add_done_callback(logged)
+        if not slot.submit(job):
+            self.metrics.shadow_dropped.inc()
+
     def check_limits(self, texts: list[str]) -> None:
         if len(texts) > self.cfg.max_texts:
             raise HTTPException(422, f"too many texts: {len(texts)} > serving.max_texts={self.cfg.max_texts}; "
@@ -182,6 +205,7 @@ class Service:
         for label in predicted:
             self.metrics.predictions.labels(label, route.alias, version).inc()
         self.feedback.remember_request(request_id, texts, predicted, model.version, route.alias)
+        self.copy_to_shadow(request_id, texts)
         return [{"label": predicted[i], "confidence": float(probabilities[i, top[i, 0]]),
                  "top_k": [{"label": str(labels[j]), "score": float(probabilities[i, j])} for j in top[i]]}
                 for i in range(len(texts))]
@@ -192,6 +216,16 @@ def service_threads(configured: int) -> int:
     Measured on 2 cores (benchmarks/serve_throughput.py): torch on both cores raised capacity by a fifth but
     more than doubled p99 at half load, with fixed or with batch-size-dependent thread counts."""
     return configured or max(1, (os.cpu_count() or 1) - 1)
+
+
+def _shadow_rows(request_id: str, texts: list[str], answer: Answer, started: float) -> list[dict[str, Any]]:
+    labels = np.asarray(answer.model.labels)
+    best = answer.probabilities.argmax(axis=1)
+    now, latency_ms = datetime.now(UTC).isoformat(), round((time.perf_counter() - started) * 1000, 3)
+    return [{"time": now, "request_id": request_id, "text": text, "version": answer.model.version or "-",
+             "alias": "shadow", "predicted_label": str(labels[best[i]]),
+             "confidence": float(answer.probabilities[i, best[i]]), "latency_ms": latency_ms}
+            for i, text in enumerate(texts)]
 
 
 async def _until_disconnected(request: Request) -> None:

@@ -29,6 +29,8 @@ class Metrics:
                                 ["alias"], registry=r)
         self.abandoned = Counter("gradus_requests_abandoned", "Requests whose client left before they were computed",
                                  ["alias"], registry=r)
+        self.shadow_dropped = Counter("gradus_shadow_dropped", "Shadow copies not computed (its queue was full, "
+                                      "or it failed)", registry=r)
         self.predictions = Counter("gradus_predictions", "Texts answered, by predicted label, alias and version",
                                    ["label", "alias", "version"], registry=r)
         self.load_seconds = Histogram("gradus_model_load_seconds", "Time to load, verify and warm a version",

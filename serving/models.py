@@ -52,6 +52,11 @@ class ModelSet:
 
     # -- routing
 
+    @property
+    def shadow(self) -> Slot | None:
+        """The slot that gets a copy of live traffic, if a shadow version is set."""
+        return self.slots.get("shadow")
+
     def route(self, key: str | None) -> Route:
         """Canary by weight: sticky for a key (raising the weight keeps keys already on the canary), random
         without one; champion otherwise."""
@@ -82,7 +87,8 @@ class ModelSet:
                 self.refused.clear()
             canary = state.canary or {}
             wanted = {"champion": state.champion,
-                      "canary": canary.get("version") if canary.get("weight", 0) > 0 else None}
+                      "canary": canary.get("version") if canary.get("weight", 0) > 0 else None,
+                      "shadow": state.shadow}
             for alias, version in wanted.items():
                 self._follow(alias, version)
             self.canary_weight = float(canary.get("weight", 0.0)) if "canary" in self.slots else 0.0
@@ -94,7 +100,7 @@ class ModelSet:
     def _follow(self, alias: str, version: str | None) -> None:
         current = self.slots.get(alias)
         if version is None:
-            if alias == "canary" and current is not None:
+            if alias != "champion" and current is not None:
                 del self.slots[alias]  # new requests stop coming; the queue drains, then the worker ends
                 current.stop()
             return
@@ -132,7 +138,7 @@ class ModelSet:
     def _publish_info(self) -> None:
         self.metrics.model_info.clear()
         for alias, slot in self.slots.items():
-            weight = self.canary_weight if alias == "canary" else 1.0 - self.canary_weight
+            weight = {"canary": self.canary_weight, "shadow": 0.0}.get(alias, 1.0 - self.canary_weight)
             self.metrics.model_info.labels(alias, slot.model.version or "-", f"{weight:g}").set(1)
 
     def describe(self) -> dict[str, Any]:

@@ -304,3 +304,32 @@ def test_a_request_whose_client_left_is_not_computed(project: Project) -> None:
         assert slow.client.post("/v1/predict", json={"texts": ["after"]}).status_code == 200
     finally:
         stop_service(slow)
+
+
+def test_a_shadow_version_sees_live_traffic_but_never_answers(service: Service, project: Project) -> None:
+    registry = project.registry()
+    shadow = project.versions[0]
+    registry.set_shadow(shadow, run="test", reason="shadow")
+    wait_for(lambda: service.metric("gradus_model_info", alias="shadow", version=shadow) == 1)
+    sent = texts(40, offset=900)
+    ids = []
+    for start in range(0, 40, 8):
+        body = service.client.post("/v1/predict", json={"texts": sent[start : start + 8]}).json()
+        assert body["model"] == {"version": project.versions[1], "alias": "champion"}
+        ids.append(body["request_id"])
+    folder = project.root / "predictions"
+
+    def logged() -> pd.DataFrame:
+        files = list(folder.glob("*.parquet"))
+        return pd.concat(pd.read_parquet(p) for p in files) if files else pd.DataFrame(columns=["alias"])
+
+    wait_for(lambda: (logged()["alias"] == "shadow").sum() >= 40)
+    log = logged()
+    mirrored = log[log["alias"] == "shadow"]
+    assert set(mirrored["request_id"]) == set(ids) and set(mirrored["version"]) == {shadow}
+    own = dict(zip(sent, project.registry().load(shadow).predict(sent).labels(), strict=True))
+    margin_ok = sum(own[t] == label for t, label in zip(mirrored["text"], mirrored["predicted_label"], strict=True))
+    assert margin_ok >= 36  # the shadow's own answers (bf16 may flip a near-tie)
+    assert sorted(log[log["alias"] == "champion"]["request_id"].unique()) == sorted(ids)
+    registry.set_shadow(None, run="test", reason="done")
+    wait_for(lambda: service.metric("gradus_model_info", alias="shadow") == 0)
