@@ -162,6 +162,39 @@ def status(
 
 
 @app.command()
+def replay(
+    source: Annotated[str, typer.Argument(help="Labeled texts: a CSV/JSONL/Parquet file, glob or s3:// prefix.")],
+    rate: Annotated[float, typer.Option(min=0.1, help="Requests per second (one text each).")] = 10.0,
+    duration: Annotated[float, typer.Option(min=0.1, help="Seconds to send for (texts repeat if needed).")] = 30.0,
+    feedback_delay: Annotated[float, typer.Option(min=0.0, help="Seconds before each label is posted.")] = 5.0,
+    users: Annotated[int, typer.Option(min=1, help="Distinct routing keys (sticky canary routing).")] = 100,
+    text_column: str = "text",
+    label_column: Annotated[str | None, typer.Option(help="Label column; absent: no feedback is sent.")] = "label",
+    url: Annotated[str | None, typer.Option(help="The service (default: http://serving.host:serving.port).")] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Replay a labeled file against a running service at a fixed rate, posting the labels as late feedback:
+    traffic for releases, drift and dashboards on one machine."""
+    import asyncio
+
+    from cli.replay import load_rows, summary_lines
+    from cli.replay import replay as run_replay
+
+    def action() -> None:
+        loaded = load_params(params)
+        target = url or f"http://{loaded.serving.host}:{loaded.serving.port}"
+        texts, labels = load_rows(source, text_column, label_column)
+        if not texts:
+            raise GradusError(f"{source}: no texts in column {text_column!r}")
+        report = asyncio.run(run_replay(target, texts, labels, rate=rate, duration=duration,
+                                        feedback_delay=feedback_delay, users=users))
+        typer.echo(json.dumps(report, indent=2) if as_json else summary_lines(report))
+
+    guarded(action)
+
+
+@app.command()
 def version() -> None:
     """Print the gradus version."""
     from gradus import __version__

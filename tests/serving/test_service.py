@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -333,3 +334,26 @@ def test_a_shadow_version_sees_live_traffic_but_never_answers(service: Service, 
     assert sorted(log[log["alias"] == "champion"]["request_id"].unique()) == sorted(ids)
     registry.set_shadow(None, run="test", reason="done")
     wait_for(lambda: service.metric("gradus_model_info", alias="shadow") == 0)
+
+
+def test_replay_sends_at_a_rate_and_posts_late_feedback(service: Service, project: Project, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    rows = pd.read_csv(BANKING77 / "test.csv").head(12)
+    labels = {"card_arrival": "card_lost", "top_up_failed": "refund"}
+    rows["label"] = [labels.get(c, "balance") for c in rows["category"]]  # labels the tiny models know
+    rows[["text", "label"]].to_csv(tmp_path / "traffic.csv", index=False)
+    started = time.monotonic()
+    done = subprocess.run([str(Path(sys.executable).parent / "gradus"), "replay", str(tmp_path / "traffic.csv"),
+                           "--rate", "20", "--duration", "2", "--feedback-delay", "0.5", "--url", service.url,
+                           "--params", str(project.params), "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["sent"] == 40 and report["statuses"] == {"200": 40} and report["feedback"] == {"201": 40}
+    assert report["answered_by"] == {f"champion {project.versions[1]}": 40}
+    assert time.monotonic() - started >= 2.0  # open loop: the schedule, not the answers, sets the pace
+    [(frame, _)] = load_source(FeedbackSource(path=str(project.root / "feedback" / "*.jsonl")))
+    assert len(frame) == 40 and set(frame["text"]) == set(rows["text"])
+    expected = dict(zip(rows["text"], rows["label"], strict=True))
+    assert all(expected[t] == label for t, label in zip(frame["text"], frame["label"], strict=True))
