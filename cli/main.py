@@ -154,7 +154,7 @@ def status(
 
     def action() -> None:
         loaded = load_params(params)
-        target = f"http://{loaded.serving.host}:{loaded.serving.port}" if url is None else url or None
+        target = loaded.serving.url() if url is None else url or None
         report = collect(project_registry(params.resolve().parent, loaded), target, window)
         typer.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
 
@@ -183,7 +183,7 @@ def replay(
 
     def action() -> None:
         loaded = load_params(params)
-        target = url or f"http://{loaded.serving.host}:{loaded.serving.port}"
+        target = url or loaded.serving.url()
         texts, labels = load_rows(source, text_column, label_column)
         if not texts:
             raise GradusError(f"{source}: no texts in column {text_column!r}")

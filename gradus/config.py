@@ -348,6 +348,10 @@ class ServingConfig(_Section):
     shutdown_delay_s: float = Field(2.0, ge=0)  # not ready for this long before stopping (load balancers drain)
     prediction_log: PredictionLogConfig = PredictionLogConfig()
 
+    def url(self) -> str:
+        """Where a client on this machine reaches the service."""
+        return f"http://{self.host}:{self.port}"
+
 
 class Params(_Section):
     """The whole of params.yaml."""

@@ -31,8 +31,6 @@ def detect_format(path: Path, declared: str = "auto") -> str:
 def read_table(path: Path, fmt: str = "auto", delimiter: str = ",") -> pd.DataFrame:
     """Read a whole table, never guessing numeric types for CSV text; JSONL and Parquet values keep their
     types (a number where a text belongs must reach validation as a number, not as its string)."""
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory; give a file, or a glob such as {path}/*.csv")
     fmt = detect_format(path, fmt)
     if not path.is_file():
         raise DataError(f"{path}: file not found")

@@ -106,7 +106,7 @@ class Predictions:
     @property
     def confidence(self) -> Any:
         """The probability of the predicted label, per text."""
-        return self.probabilities.max(axis=1) if len(self.probabilities) else self.probabilities[:, :0].sum(1)
+        return self.probabilities.max(axis=1)
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,12 @@ def download(client: Any, obj: S3Object, folder: Path) -> Path:
     return target
 
 
+def project_path(location: str, root: Path | None) -> Path:
+    """A local location as a path: absolute as given, relative ones taken from `root` (the project) if any."""
+    path = Path(location)
+    return path if root is None or path.is_absolute() else root / path
+
+
 @dataclass(frozen=True)
 class Table:
     """One file or object read whole: its rows, where it came from, and what identifies that version of it."""
@@ -132,7 +138,7 @@ def read_tables(location: str, *, columns: Sequence[str], fix: str, fmt: str = "
                     raise DataError(str(exc).replace(str(local), obj.uri)) from None
                 tables.append(Table(frame, obj.uri, {"etag": obj.etag, "size": obj.size}))
         return tables
-    pattern = location if root is None or Path(location).is_absolute() else str(root / location)
+    pattern = str(project_path(location, root))
     if Path(pattern).is_dir():
         raise DataError(f"{location}: is a directory; give a file, or a glob such as {location}/*.csv")
     paths = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if not Path(p).is_dir())
@@ -172,7 +178,7 @@ def write_object(location: str, name: str, data: bytes, endpoint_url: str | None
         except Exception as exc:
             raise explain(exc, f"s3://{bucket}/{key}") from None
         return f"s3://{bucket}/{key}"
-    folder = Path(location) if root is None or Path(location).is_absolute() else root / location
+    folder = project_path(location, root)
     folder.mkdir(parents=True, exist_ok=True)
     temp = folder / f".{name}.tmp"
     temp.write_bytes(data)

@@ -128,7 +128,7 @@ class FeedbackStore:
         if self.location.startswith("s3://"):
             return storage.write_object(self.location, f"feedback-{_stamp()}-{uuid.uuid4().hex[:8]}.jsonl",
                                         line.encode("utf-8"), self.endpoint_url)
-        folder = Path(self.location) if Path(self.location).is_absolute() else self.root / self.location
+        folder = storage.project_path(self.location, self.root)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"feedback-{self.instance}.jsonl"
         with self._lock, path.open("a", encoding="utf-8") as handle:
