@@ -303,6 +303,23 @@ class Problem:
         return f"{self.version}: {self.key}: {self.detail}"
 
 
+def integrity_error(problem: Problem, message: str | None = None) -> IntegrityError:
+    """An IntegrityError carrying the Problem it reports, so verify can list it without parsing the message."""
+    error = IntegrityError(message or str(problem))
+    error.problem = problem  # type: ignore[attr-defined]
+    return error
+
+
+def problem_of(error: RegistryError, version: str, key: str) -> Problem:
+    """The Problem an error carries, or one built from its message (errors raised without one)."""
+    return getattr(error, "problem", None) or Problem(version, key, str(error))
+
+
+def alias_targets(aliases: dict[str, Any]) -> dict[str, str | None]:
+    """The version each alias of an alias map names (the canary's is inside its record)."""
+    return {name: aliases.get(name) for name in ALIASES} | {"canary": (aliases.get("canary") or {}).get("version")}
+
+
 def safe_file(name: str) -> bool:
     return name.lower().endswith(SAFE_SUFFIXES)
 
@@ -368,14 +385,15 @@ class Registry:
         try:
             manifest = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise IntegrityError(f"{version}: {key}: not valid JSON ({exc}); the manifest was damaged") from None
+            raise integrity_error(Problem(version, key, f"not valid JSON ({exc}); the manifest was damaged")) from None
         missing = [f for f in MANIFEST_FIELDS if not isinstance(manifest, dict) or f not in manifest]
         if missing:
-            raise IntegrityError(f"{version}: {key}: lacks {missing}; the manifest was damaged or edited")
+            raise integrity_error(Problem(version, key, f"lacks {missing}; the manifest was damaged or edited"))
         derived = version_id(manifest["files"], manifest["lineage"])
         if manifest["version"] != version or derived != version:
-            raise IntegrityError(f"{version}: {key}: does not match its version id (its files and lineage hash to "
-                                 f"{derived}): the manifest was edited after registration; refusing it")
+            raise integrity_error(Problem(version, key, f"does not match its version id (its files and lineage hash "
+                                                        f"to {derived}): the manifest was edited after registration; "
+                                                        "refusing it"))
         return manifest
 
     def _scan(self) -> tuple[list[dict[str, Any]], list[Problem]]:
@@ -385,8 +403,7 @@ class Registry:
             try:
                 found = self.manifest(version)
             except RegistryError as exc:
-                key = f"versions/{version}/{MANIFEST}"
-                problems.append(Problem(version, key, str(exc).removeprefix(f"{version}: {key}: ")))
+                problems.append(problem_of(exc, version, f"versions/{version}/{MANIFEST}"))
                 continue
             if found is not None:
                 manifests.append(found)
@@ -437,7 +454,7 @@ class Registry:
     def _registered(self, version: str, run: str, reason: str, outcome: str) -> None:
         """Audit the registration with the manifest's digest (and HMAC): an edit of the manifest, its metrics
         or gate included, no longer matches. A run killed between manifest and record gets the record on retry."""
-        if outcome == "exists" and self._registration(version) is not None:
+        if outcome == "exists" and self._registration(version, self.audit_log()) is not None:
             self.audit("register", version=version, run=run, reason=reason, outcome="exists")
             return
         data = self.store.read(f"versions/{version}/{MANIFEST}") or b""
@@ -445,8 +462,9 @@ class Registry:
                    details={"manifest_sha256": sha256_bytes(data), "signature": sign(data),
                             "recovered": outcome == "exists"})
 
-    def _registration(self, version: str) -> dict[str, Any] | None:
-        return next((e for e in self.audit_log() if e["action"] == "register" and e["version"] == version
+    @staticmethod
+    def _registration(version: str, events: list[dict[str, Any]]) -> dict[str, Any] | None:
+        return next((e for e in events if e["action"] == "register" and e["version"] == version
                      and e["outcome"] == "ok" and e.get("details", {}).get("manifest_sha256")), None)
 
     def record_verdict(self, version: str, gate: dict[str, Any] | None, run: str) -> None:
@@ -463,26 +481,28 @@ class Registry:
                    outcome="passed" if gate.get("passed") else "failed",
                    details={"sha256": digest, "signature": sign(body)})
 
-    def verdict(self, version: str) -> dict[str, Any] | None:
+    def verdict(self, version: str, events: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
         """The latest gate verdict recorded for a version, checked against its audited digest (and HMAC);
-        None when it was never judged. A record that was changed is an IntegrityError."""
-        events = [e for e in self.audit_log() if e["action"] == "gate-verdict" and e["version"] == version]
-        if not events:
+        None when it was never judged. A record that was changed is an IntegrityError. `events`: the audit log,
+        when the caller has read it already."""
+        judged = [e for e in (self.audit_log() if events is None else events)
+                  if e["action"] == "gate-verdict" and e["version"] == version]
+        if not judged:
             return None
-        details = events[-1].get("details", {})
+        details = judged[-1].get("details", {})
         key = f"versions/{version}/verdicts/{details.get('sha256')}.json"
         data = self.store.read(key)
         if data is None or sha256_bytes(data) != details.get("sha256"):
-            raise IntegrityError(f"{version}: {key}: the gate verdict is missing or was changed after it was "
-                                 "recorded; refusing to trust it")
+            raise integrity_error(Problem(version, key, "the gate verdict is missing or was changed after it was "
+                                                        "recorded; refusing to trust it"))
         if why := signature_problem(data, details.get("signature")):
-            raise IntegrityError(f"{version}: {key}: {why}")
+            raise integrity_error(Problem(version, key, why))
         return json.loads(data)["gate"]
 
-    def record_problems(self, version: str) -> list[Problem]:
+    def record_problems(self, version: str, events: list[dict[str, Any]] | None = None) -> list[Problem]:
         """The manifest against its registration record: digest, and HMAC when a key is configured."""
         key = f"versions/{version}/{MANIFEST}"
-        event = self._registration(version)
+        event = self._registration(version, self.audit_log() if events is None else events)
         if event is None:
             return [Problem(version, key, "no registration record in the audit log; cannot vouch for the manifest")]
         data = self.store.read(key) or b""
@@ -517,25 +537,24 @@ class Registry:
         """An alias value, only if it is a version id naming an existing version."""
         where = f"aliases/{state.generation:012d}.json"
         if not isinstance(value, str) or not VERSION_ID.match(value):
-            raise IntegrityError(f"{where}: alias {name} = {value!r} is not a version id; the alias record was "
-                                 "edited; refusing it")
-        if self.manifest(value) is None:
-            raise IntegrityError(f"{where}: alias {name} = {value}: no such version (its manifest is missing)")
-        return value
+            detail = f"alias {name} = {value!r} is not a version id; the alias record was edited; refusing it"
+        elif self.manifest(value) is None:
+            detail = f"alias {name} = {value}: no such version (its manifest is missing)"
+        else:
+            return value
+        raise integrity_error(Problem(f"alias {name}", where, detail), f"{where}: {detail}")
 
     def alias_problems(self) -> list[Problem]:
         """Every set alias that is not a version id or names no existing, intact version."""
         state = self.aliases()
         problems = []
-        values = {**{n: getattr(state, n) for n in ALIASES}, "canary": (state.canary or {}).get("version")}
-        for name, value in values.items():
+        for name, value in alias_targets(state.mapping()).items():
             if value is None and not (name == "canary" and state.canary):
                 continue
             try:
                 self._alias_target(name, value, state)
             except RegistryError as exc:
-                problems.append(Problem(f"alias {name}", f"aliases/{state.generation:012d}.json",
-                                        str(exc).split(": ", 1)[-1]))
+                problems.append(problem_of(exc, f"alias {name}", f"aliases/{state.generation:012d}.json"))
         return problems
 
     def require(self, ref: str) -> dict[str, Any]:
@@ -577,18 +596,18 @@ class Registry:
         """Everything that vouches for one version (or all, with the aliases): manifest id and record, files
         against the manifest, files the manifest does not list, the latest gate verdict."""
         manifests, problems = ([self.require(ref)], []) if ref else self._scan()
+        events = self.audit_log()  # read once for every version's records
         for manifest in manifests:
-            problems += self._version_problems(manifest)
+            problems += self._version_problems(manifest, events)
         return problems + ([] if ref else self.alias_problems())
 
-    def _version_problems(self, manifest: dict[str, Any]) -> list[Problem]:
+    def _version_problems(self, manifest: dict[str, Any], events: list[dict[str, Any]]) -> list[Problem]:
         version = manifest["version"]
-        problems = self.record_problems(version) + self._verify_files(version, manifest["files"])
+        problems = self.record_problems(version, events) + self._verify_files(version, manifest["files"])
         try:
-            self.verdict(version)
+            self.verdict(version, events)
         except IntegrityError as exc:
-            key, _, detail = str(exc).removeprefix(f"{version}: ").partition(": ")
-            problems.append(Problem(version, key, detail))
+            problems.append(problem_of(exc, version, f"versions/{version}/verdicts/"))
         return problems + self._unlisted(manifest)
 
     def fetch(self, ref: str) -> tuple[Path, dict[str, Any]]:
@@ -659,9 +678,10 @@ class Registry:
         current = self.aliases()
         base = current.generation if expected_generation is None else expected_generation
         new = {**current.mapping(), **change(current)}
-        targets = {name: new[name] for name in ALIASES} | {"canary": (new["canary"] or {}).get("version")}
-        for name, target in targets.items():
-            if target is not None and target != current.mapping().get(name) and (
+        unchanged = alias_targets(current.mapping())
+        for name, target in alias_targets(new).items():
+            # A new target is checked, and so is the canary at every change: each one sends it more traffic.
+            if target is not None and (target != unchanged[name] or name == "canary") and (
                     self.manifest(target) is None or self.record_problems(target)):
                 raise IntegrityError(f"cannot point {name} at {target}: no such version, or its manifest does not "
                                      "match its registration record (`gradus models verify " + target + "`)")
