@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import os
 import re
@@ -168,11 +169,7 @@ class Service:
             if future.cancelled() or future.exception() is not None:
                 self.metrics.shadow_dropped.inc()
                 return
-            answer: Answer = future.result()
-            rows = _shadow_rows(request_id, texts, answer, started)
-            self.predictions.record(rows)
-            for row in rows:
-                self.metrics.predictions.labels(row["predicted_label"], "shadow", row["version"]).inc()
+            self.log_answers(request_id, texts, future.result(), "shadow", started, top_k=1)
 
         job.future.add_done_callback(logged)
         if not slot.submit(job):
@@ -187,25 +184,32 @@ class Service:
                 raise HTTPException(422, f"texts[{index}] has {len(text)} characters > serving.max_chars="
                                          f"{self.cfg.max_chars}")
 
-    def answered(self, request_id: str, texts: list[str], answer: Answer, route: Route,
-                 started: float) -> list[dict[str, Any]]:
-        """The per-text answers; also logged, counted and remembered for feedback."""
+    def log_answers(self, request_id: str, texts: list[str], answer: Answer, alias: str, started: float,
+                    top_k: int) -> tuple[np.ndarray, list[str]]:
+        """Log and count one request's answers (a served or a shadow one); returns the top-k label indices per
+        text and the predicted labels."""
         model, probabilities = answer.model, answer.probabilities
         labels = np.asarray(model.labels)
-        k = min(self.cfg.top_k, len(labels))
-        top = np.argsort(-probabilities, axis=1)[:, :k]
+        top = np.argsort(-probabilities, axis=1)[:, :min(top_k, len(labels))]
         predicted = labels[top[:, 0]].tolist()
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         now = datetime.now(UTC).isoformat()
         version = model.version or "-"
         self.predictions.record([{"time": now, "request_id": request_id, "text": text, "version": version,
-                                  "alias": route.alias, "predicted_label": label,
+                                  "alias": alias, "predicted_label": label,
                                   "confidence": float(probabilities[i, top[i, 0]]), "latency_ms": latency_ms}
                                  for i, (text, label) in enumerate(zip(texts, predicted, strict=True))])
         for label in predicted:
-            self.metrics.predictions.labels(label, route.alias, version).inc()
-        self.feedback.remember_request(request_id, texts, predicted, model.version, route.alias)
+            self.metrics.predictions.labels(label, alias, version).inc()
+        return top, predicted
+
+    def answered(self, request_id: str, texts: list[str], answer: Answer, route: Route,
+                 started: float) -> list[dict[str, Any]]:
+        """The per-text answers; also logged, counted and remembered for feedback, and copied to the shadow."""
+        top, predicted = self.log_answers(request_id, texts, answer, route.alias, started, self.cfg.top_k)
+        self.feedback.remember_request(request_id, texts, predicted, answer.model.version, route.alias)
         self.copy_to_shadow(request_id, texts)
+        labels, probabilities = answer.model.labels, answer.probabilities
         return [{"label": predicted[i], "confidence": float(probabilities[i, top[i, 0]]),
                  "top_k": [{"label": str(labels[j]), "score": float(probabilities[i, j])} for j in top[i]]}
                 for i in range(len(texts))]
@@ -216,16 +220,6 @@ def service_threads(configured: int) -> int:
     Measured on 2 cores (benchmarks/serve_throughput.py): torch on both cores raised capacity by a fifth but
     more than doubled p99 at half load, with fixed or with batch-size-dependent thread counts."""
     return configured or max(1, (os.cpu_count() or 1) - 1)
-
-
-def _shadow_rows(request_id: str, texts: list[str], answer: Answer, started: float) -> list[dict[str, Any]]:
-    labels = np.asarray(answer.model.labels)
-    best = answer.probabilities.argmax(axis=1)
-    now, latency_ms = datetime.now(UTC).isoformat(), round((time.perf_counter() - started) * 1000, 3)
-    return [{"time": now, "request_id": request_id, "text": text, "version": answer.model.version or "-",
-             "alias": "shadow", "predicted_label": str(labels[best[i]]),
-             "confidence": float(answer.probabilities[i, best[i]]), "latency_ms": latency_ms}
-            for i, text in enumerate(texts)]
 
 
 async def _until_disconnected(request: Request) -> None:
@@ -291,11 +285,15 @@ class Guard:
                         scope["path"], code, alias, version, seconds * 1000)
 
 
+def _over_limit(limit: int) -> str:
+    return f"request body over serving.max_body_bytes={limit}"
+
+
 class _BodyTooLarge(HTTPException):
     """Raised from the body stream; an HTTPException so FastAPI's body parsing passes it through as 413."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body over serving.max_body_bytes={limit}")
+        super().__init__(413, _over_limit(limit))
 
 
 def _limited(receive: Any, limit: int) -> Any:
@@ -314,7 +312,7 @@ def _limited(receive: Any, limit: int) -> Any:
 
 
 async def _too_large(send: Any, limit: int) -> None:
-    body = f'{{"detail":"request body over serving.max_body_bytes={limit}"}}'.encode()
+    body = json.dumps({"detail": _over_limit(limit)}).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
