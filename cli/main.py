@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 
 from cli import models
 from cli.common import DEFAULT_PARAMS, ParamsOption, SetOption, fail, guarded, table
@@ -124,6 +125,41 @@ def drift(
     decision = summary["decision"]
     typer.echo(f"\ndecision: {'retrain' if decision['retrain'] else 'no retrain'} — " + "; ".join(decision["reasons"]))
     typer.echo("reports: " + ", ".join(summary["reports"]))
+
+
+@app.command()
+def release(
+    version: Annotated[str, typer.Argument(help="The version id or alias to release.")] = "candidate",
+    set_: SetOption = None,
+    project_dir: Annotated[Path, typer.Option(help="Project root holding params.yaml.")] = Path("."),
+) -> None:
+    """Release a gated version gradually: shadow → canary steps → approval → champion, judged on the running
+    service's traffic (release: in params.yaml; --set release.min_dwell_s=30 for one run). Runs the `release`
+    flow here (on PREFECT_API_URL's server when set: its UI shows the approval form); exit 1 when rolled back."""
+    from pydantic import ValidationError
+
+    from flows.release import ReleaseOverrides, RolledBack
+    from flows.release import release as release_flow
+
+    def action() -> None:
+        chosen = {}
+        for text in set_ or []:
+            key, _, value = text.partition("=")
+            if not key.startswith("release."):
+                raise ConfigError(f"--set {text}: only release.* keys apply to a release")
+            chosen[key.removeprefix("release.")] = yaml.safe_load(value)
+        try:
+            overrides = ReleaseOverrides.model_validate(chosen)
+        except ValidationError as exc:
+            raise ConfigError("; ".join(f"release.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                        for e in exc.errors())) from None
+        try:
+            result = release_flow(version, overrides, str(project_dir.resolve()))
+        except RolledBack as exc:
+            raise fail(exc, code=1) from None
+        typer.echo(json.dumps(result, indent=2, default=str))
+
+    guarded(action)
 
 
 @app.command()

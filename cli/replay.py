@@ -30,7 +30,11 @@ async def replay(url: str, texts: list[str], labels: list[str | None], *, rate: 
 
         async def give_feedback(request_id: str, label: str) -> None:
             await asyncio.sleep(feedback_delay)
-            response = await client.post("/v1/feedback", json={"request_id": request_id, "label": label})
+            try:
+                response = await client.post("/v1/feedback", json={"request_id": request_id, "label": label})
+            except httpx.HTTPError as exc:  # the service went away meanwhile: counted, like a send
+                feedback[type(exc).__name__] += 1
+                return
             feedback[str(response.status_code)] += 1
 
         async def one(i: int) -> None:

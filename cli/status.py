@@ -74,7 +74,7 @@ def collect(registry: Any, url: str | None, window_s: float) -> dict[str, Any]:
         "registry": registry.store.location,
         "aliases": {"generation": state.generation, "champion": state.champion, "candidate": state.candidate,
                     "previous": state.previous, "canary": state.canary},
-        "release": None,  # the release flow is the next milestone; the canary above is set by hand until then
+        "release": release_state(registry, state),
         "last_training": None if last is None else {
             "version": last["version"], "at": last["created_at"], "accuracy": last["metrics"].get("accuracy"),
             "macro_f1": last["metrics"].get("macro_f1"), "gate": _verdict(registry, last["version"])},
@@ -87,6 +87,17 @@ def collect(registry: Any, url: str | None, window_s: float) -> dict[str, Any]:
         except Exception as exc:  # unreachable: say so, the rest of the screen still stands
             report["service"] = {"url": url, "error": f"{type(exc).__name__}: {exc}"}
     return report
+
+
+def release_state(registry: Any, state: Any) -> dict[str, Any]:
+    """The release in progress (from the aliases the release flow moves) and the last one that ended."""
+    canary = state.canary or {}
+    version = canary.get("version") or state.shadow
+    step = f"canary {canary['weight']:.0%}" if canary.get("weight") else ("shadow" if state.shadow else None)
+    ended = [e for e in registry.audit_log() if e["action"] == "release"]
+    last = ended[-1] if ended else None
+    return {"version": version, "step": step,
+            "last": None if last is None else {k: last.get(k) for k in ("version", "outcome", "reason", "at")}}
 
 
 def _verdict(registry: Any, version: str) -> dict[str, Any] | None:
@@ -104,7 +115,7 @@ def render(report: dict[str, Any]) -> str:
             ["candidate", aliases["candidate"] or "-", ""], ["previous", aliases["previous"] or "-", ""]]
     lines = [f"registry  {report['registry']} (alias generation {aliases['generation']})", "",
              table(["ALIAS", "VERSION", "TRAFFIC"], rows), "",
-             "release   none in progress (the release flow is not built yet)"]
+             release_line(report["release"])]
     last = report["last_training"]
     if last:
         gate = last["gate"] or {}
@@ -133,6 +144,14 @@ def render(report: dict[str, Any]) -> str:
                      f"{service['req_per_s']:g} req/s, 5xx {error}, p99 <= {p99} "
                      f"(over {service['window_s']:g} s)")
     return "\n".join(lines)
+
+
+def release_line(release: dict[str, Any]) -> str:
+    now = (f"{release['version']} at {release['step']}" if release["step"] else "none in progress")
+    last = release["last"]
+    if last:
+        now += f"; last: {last['version']} {last['outcome']} {_ago(last['at'])} ({str(last['reason'])[:100]})"
+    return f"release   {now}"
 
 
 def _ago(stamp: str) -> str:

@@ -9,10 +9,13 @@ from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
 from gradus.config import PARAMS_FILE, Params, TrainConfig, append_sources, load_params, write_overrides
+from gradus.events import MODEL_CANDIDATE
 from gradus.io import read_json
+from gradus.registry import project_registry
 from tasks.dvc import push_outputs, run_stage
 from tasks.register import move_aliases, register_model
 from tasks.runner import STAGES
@@ -119,6 +122,20 @@ def register_and_gate(root: Path, reason: str | None) -> tuple[dict[str, Any], d
     return registered, move_aliases(str(root), registered["version"])
 
 
+def announce_candidate(root: Path, params: Params, aliases: dict[str, Any]) -> bool:
+    """A gated candidate that is not the champion: the event the release deployment's trigger waits for."""
+    state = aliases["aliases"]
+    if not aliases["moved"] or state["candidate"] in (None, state["champion"]):
+        return False
+    location = project_registry(root, params).store.location
+    emit_event(event=MODEL_CANDIDATE, resource={"prefect.resource.id": f"gradus.model.{state['candidate']}",
+                                                "gradus.registry": location},
+               payload={"version": state["candidate"], "champion": state["champion"], "registry": location})
+    get_run_logger().info("candidate %s announced (%s): the release deployment starts on it", state["candidate"],
+                          MODEL_CANDIDATE)
+    return True
+
+
 def publish(root: Path, params: Params, stages: list[dict[str, Any]], changes: dict[str, Any],
             registered: dict[str, Any], aliases: dict[str, Any]) -> dict[str, Any]:
     """Prefect artifacts (gate verdict, metrics, validation) and the run's result."""
@@ -152,6 +169,7 @@ def training_pipeline(overrides: TrainingOverrides | None = None, project_dir: s
     params, changes = prepare_params(root, overrides)
     stages = run_stages(root, params, push)
     registered, aliases = register_and_gate(root, overrides.reason)
+    announce_candidate(root, params, aliases)
     return publish(root, params, stages, changes, registered, aliases)
 
 

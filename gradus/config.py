@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PARAMS_FILE = "params.yaml"
 
@@ -353,6 +353,38 @@ class ServingConfig(_Section):
         return f"http://{self.host}:{self.port}"
 
 
+class ReleaseConfig(_Section):
+    """The gradual release (flows/release.py): its steps, how long each is watched, and the analysis limits."""
+
+    shadow: bool = True                     # start with a shadow step (a copy of traffic, answers never returned)
+    canary_steps: tuple[float, ...] = (0.05, 0.25, 0.5)  # shares of traffic, increasing, each in (0, 1)
+    min_dwell_s: float = Field(300.0, ge=0)  # each step lasts at least this long ...
+    min_requests: int = Field(200, ge=1)    # ... and until the candidate answered this many texts in it
+    max_step_s: float = Field(3600.0, gt=0)  # a step still short of data (or failing to load) then rolls back
+    check_interval_s: float = Field(60.0, gt=0)  # one analysis of the step's window this often
+    failure_limit: int = Field(2, ge=1)     # failed checks that fail a step (and roll back)
+    min_samples: int = Field(100, ge=1)     # texts a comparison needs before it is judged
+    confidence: float = Field(0.95, gt=0.5, lt=1)  # of the intervals (Wilson, paired accuracy)
+    min_agreement: float = Field(0.85, ge=0, le=1)  # Wilson lower bound of agreement with the champion
+    max_label_js: float = Field(0.1, ge=0, le=1)  # Jensen-Shannon divergence (base 2) of predicted labels
+    max_confidence_drop: float = Field(0.1, ge=0, le=1)  # mean confidence, champion minus candidate
+    latency_p99_factor: float = Field(1.5, ge=1)  # fail above champion p99 x this ...
+    latency_slack_ms: float = Field(20.0, ge=0)  # ... and above champion p99 + this (noise on fast models)
+    min_feedback: int = Field(50, ge=1)     # labeled answers before online accuracy is judged
+    max_accuracy_drop: float = Field(0.02, ge=0, le=1)  # fail when accuracy is lower by more, with confidence
+    require_approval: bool = True           # a person approves the last step (pause + form in the Prefect UI)
+    approval_timeout_s: float = Field(86400.0, gt=0)
+    on_approval_timeout: Literal["rollback", "hold"] = "rollback"  # hold: keep the last canary weight
+    service_url: str | None = None          # the service whose /metrics is read; default serving host:port
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _increasing_shares(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < share < 1 for share in steps) or list(steps) != sorted(set(steps)):
+            raise ValueError(f"canary_steps must be increasing shares between 0 and 1 (exclusive), got {list(steps)}")
+        return steps
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
@@ -367,6 +399,7 @@ class Params(_Section):
     registry: RegistryConfig = RegistryConfig()
     drift: DriftConfig = DriftConfig()
     serving: ServingConfig = ServingConfig()
+    release: ReleaseConfig = ReleaseConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=(),
                               allow_inf_nan=False)

@@ -38,6 +38,10 @@ class S3Object:
         return f"s3://{self.bucket}/{self.key}"
 
 
+class NothingToRead(DataError):
+    """A location that matches no file or object (yet): readers of logs treat it as empty."""
+
+
 def split_uri(uri: str) -> tuple[str, str]:
     """s3://bucket/prefix -> (bucket, prefix)."""
     if not uri.startswith("s3://") or len(uri) <= 5:
@@ -92,7 +96,7 @@ def list_objects(client: Any, uri: str, suffixes: tuple[str, ...], page_size: in
     except Exception as exc:
         raise explain(exc, uri) from None
     if not objects:
-        raise DataError(f"{uri}: no {'/'.join(suffixes)} objects under this prefix; check the URI")
+        raise NothingToRead(f"{uri}: no {'/'.join(suffixes)} objects under this prefix; check the URI")
     return sorted(objects, key=lambda o: o.key)
 
 
@@ -143,7 +147,7 @@ def read_tables(location: str, *, columns: Sequence[str], fix: str, fmt: str = "
         raise DataError(f"{location}: is a directory; give a file, or a glob such as {location}/*.csv")
     paths = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if not Path(p).is_dir())
     if not paths:
-        raise DataError(f"{location}: no file matches; give a CSV/JSONL/Parquet file, a glob or an s3:// prefix "
+        raise NothingToRead(f"{location}: no file matches; give a CSV/JSONL/Parquet file, a glob or an s3:// prefix "
                         "(relative paths are taken from the project root)")
     tables = []
     for path in paths:
@@ -151,6 +155,14 @@ def read_tables(location: str, *, columns: Sequence[str], fix: str, fmt: str = "
         stat = path.stat()
         tables.append(Table(frame, str(path), {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
     return tables
+
+
+def read_tables_if_any(location: str, **options: Any) -> list[Table]:
+    """read_tables, but [] where nothing matches yet (a log before its first flush)."""
+    try:
+        return read_tables(location, **options)
+    except NothingToRead:
+        return []
 
 
 def require_columns(table: pd.DataFrame, columns: Sequence[str], where: Path | str, fix: str,

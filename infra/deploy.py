@@ -7,6 +7,8 @@ training-pipeline: weekly (Monday 03:00 UTC) and on demand from the UI with type
                    project workspace.
 drift-monitor:     hourly, on the inference service's prediction log (serving.prediction_log; a parameter:
                    any file, glob or s3:// prefix of new text).
+release:           started by the event `gradus.model.candidate` (a training run registered a gated candidate
+                   for this project's registry) or by hand (UI, `gradus release VERSION`); one at a time.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import asyncio
 from pathlib import Path
 
 from gradus.config import PARAMS_FILE, load_params
+from gradus.events import MODEL_CANDIDATE
+from gradus.registry import project_registry
 from infra.automations import ensure_automations
 
 WORK_POOL = "gradus-local"
-TRAINING, DRIFT = "training-pipeline", "drift-monitor"
+TRAINING, DRIFT, RELEASE = "training-pipeline", "drift-monitor", "release"
 TRAINING_CRON, DRIFT_CRON = "0 3 * * 1", "0 * * * *"
 
 
@@ -43,25 +47,38 @@ def deploy_all(project_dir: str | Path = ".", work_pool: str = WORK_POOL,
     """Register both deployments (idempotent: re-running updates them); returns {name: deployment id}. The drift
     monitor watches `incoming`, by default the service's prediction log (real traffic)."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.events import DeploymentEventTrigger
     from prefect.flows import Flow
 
     root = Path(project_dir).resolve()
-    incoming = incoming or load_params(root / PARAMS_FILE).serving.prediction_log.files()
+    params = load_params(root / PARAMS_FILE)
+    incoming = incoming or params.serving.prediction_log.files()
     asyncio.run(ensure_work_pool(work_pool))
     training = Flow.from_source(source=str(root), entrypoint="flows/training.py:training_pipeline")
     drift = Flow.from_source(source=str(root), entrypoint="flows/drift.py:drift_monitor")
+    release = Flow.from_source(source=str(root), entrypoint="flows/release.py:release")
     common = {"work_pool_name": work_pool, "tags": ["gradus"]}
+    one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+    # Only candidates of this project's registry: several projects may share one Prefect server.
+    on_candidate = DeploymentEventTrigger(
+        name="gated candidate", expect={MODEL_CANDIDATE},
+        match={"gradus.registry": project_registry(root, params).store.location},
+        parameters={"version": "{{ event.payload.version }}", "project_dir": str(root)})
     # to_deployment(...).apply() rather than flow.deploy(): deploy() first lists the pool's online workers,
     # a request prefect 3.8.8's client sends with null paging that its own server rejects (HTTP 422).
     ids = {
         TRAINING: training.to_deployment(
-            name=TRAINING, cron=TRAINING_CRON, parameters={"project_dir": str(root)},
-            concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+            name=TRAINING, cron=TRAINING_CRON, parameters={"project_dir": str(root)}, concurrency_limit=one_at_a_time,
             description="ingest → validate → split → train → evaluate → gate → register; typed overrides",
             **common).apply(),
         DRIFT: drift.to_deployment(
             name=DRIFT, cron=DRIFT_CRON, parameters={"project_dir": str(root), "current": incoming},
             description="Evidently drift report on new data; starts training-pipeline when drift is significant",
+            **common).apply(),
+        RELEASE: release.to_deployment(
+            name=RELEASE, parameters={"project_dir": str(root)}, concurrency_limit=one_at_a_time,
+            triggers=[on_candidate],
+            description="shadow → canary steps → approval → champion, judged on live traffic; automatic rollback",
             **common).apply(),
     }
     deployed = {name: str(value) for name, value in ids.items()}

@@ -156,24 +156,32 @@ class Service:
             raise HTTPException(CLIENT_GONE, "client closed the request")
         raise HTTPException(504, f"no answer within serving.request_timeout_s={self.cfg.request_timeout_s:g}")
 
-    def copy_to_shadow(self, request_id: str, texts: list[str]) -> None:
-        """Give the shadow version (if any) the same texts; its answers go to the prediction log under the same
-        request id, never to the client. Never waits: a full shadow queue drops the copy (counted)."""
+    def copy_to_shadow(self, request_id: str, texts: list[str], served_by: str | None) -> None:
+        """During a release, both models answer the same texts: the shadow version gets a copy of what another
+        version served, and what the shadow version served itself (as the canary) is copied to the champion.
+        Copies go to the prediction log under the request's id, never to the client. Never waits: a full
+        queue drops the copy (counted)."""
         slot = self.models.shadow
-        if slot is None:
+        if slot is not None and slot.model.version == served_by:
+            slot = self.models.slots.get("champion")
+        if slot is None or slot.model.version == served_by:
             return
         loop = asyncio.get_running_loop()
         job, started = Job(texts, loop.create_future(), loop), time.perf_counter()
+        version = slot.model.version or "-"
 
         def logged(future: asyncio.Future[Any]) -> None:
             if future.cancelled() or future.exception() is not None:
                 self.metrics.shadow_dropped.inc()
+                self.metrics.shadow_answers.labels(version, "failed").inc()
                 return
+            self.metrics.shadow_answers.labels(version, "ok").inc()
             self.log_answers(request_id, texts, future.result(), "shadow", started, top_k=1)
 
         job.future.add_done_callback(logged)
         if not slot.submit(job):
             self.metrics.shadow_dropped.inc()
+            self.metrics.shadow_answers.labels(version, "dropped").inc()
 
     def check_limits(self, texts: list[str]) -> None:
         if len(texts) > self.cfg.max_texts:
@@ -208,7 +216,7 @@ class Service:
         """The per-text answers; also logged, counted and remembered for feedback, and copied to the shadow."""
         top, predicted = self.log_answers(request_id, texts, answer, route.alias, started, self.cfg.top_k)
         self.feedback.remember_request(request_id, texts, predicted, answer.model.version, route.alias)
-        self.copy_to_shadow(request_id, texts)
+        self.copy_to_shadow(request_id, texts, answer.model.version)
         labels, probabilities = answer.model.labels, answer.probabilities
         return [{"label": predicted[i], "confidence": float(probabilities[i, top[i, 0]]),
                  "top_k": [{"label": str(labels[j]), "score": float(probabilities[i, j])} for j in top[i]]}

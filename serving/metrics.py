@@ -31,6 +31,9 @@ class Metrics:
                                  ["alias"], registry=r)
         self.shadow_dropped = Counter("gradus_shadow_dropped", "Shadow copies not computed (its queue was full, "
                                       "or it failed)", registry=r)
+        self.shadow_answers = Counter("gradus_shadow_answers", "Shadow copies by the version that computed them "
+                                      "and outcome (ok, failed, dropped): the release's error rate in shadow",
+                                      ["version", "outcome"], registry=r)
         self.predictions = Counter("gradus_predictions", "Texts answered, by predicted label, alias and version",
                                    ["label", "alias", "version"], registry=r)
         self.load_seconds = Histogram("gradus_model_load_seconds", "Time to load, verify and warm a version",

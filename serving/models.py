@@ -108,7 +108,9 @@ class ModelSet:
             return
         if version in self.refused:
             return
-        model = self._load(alias, version)
+        # During a release the shadow and the canary are the same version: one loaded copy serves both.
+        loaded = next((slot.model for slot in self.slots.values() if slot.model.version == version), None)
+        model = dataclasses.replace(loaded, alias=alias) if loaded is not None else self._load(alias, version)
         if model is None:
             return
         if current is None:

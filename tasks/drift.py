@@ -52,6 +52,8 @@ def load_batch(uri: str, cfg: DriftConfig, root: Path) -> pd.DataFrame:
 
 
 def _columns(table: pd.DataFrame, cfg: DriftConfig) -> pd.DataFrame:
+    if "alias" in table.columns:  # the service's prediction log: a shadow copy repeats a text already served
+        table = table[table["alias"] != "shadow"]
     out = pd.DataFrame({"text": table[cfg.text_column].astype(object)})
     if cfg.label_column and cfg.label_column in table.columns:
         out["label"] = table[cfg.label_column].astype(object)

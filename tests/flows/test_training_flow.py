@@ -133,3 +133,31 @@ def test_invalid_override_fails_before_anything_runs(prefect_server, project_rep
         training_pipeline(TrainingOverrides(extra=["train.epoch=2"]), str(project_repo), push=False)
     assert (project_repo / "params.yaml").read_text() == before
     assert not (project_repo / "dvc.lock").exists()
+
+
+def test_a_gated_candidate_starts_exactly_one_release(prefect_server, project_repo: Path) -> None:
+    """The training flow announces a candidate that passed the gate; the release deployment's event trigger
+    (infra/deploy.py) turns that one event into one release run for that version."""
+    import time
+
+    from infra.deploy import RELEASE, deploy_all
+    from tests.flows.test_deployments import _runs_of
+
+    release_id = deploy_all(project_repo)[RELEASE]
+    first = training_pipeline(TrainingOverrides(), str(project_repo), push=False)
+    champion = first["registry"]["version"]
+    assert first["registry"]["aliases"]["champion"] == champion  # the first model: champion, nothing to release
+    # Another model of the same data; the gate is made lenient because this test is about the event.
+    second = training_pipeline(TrainingOverrides(seed=11, extra=["gate.margin=1", "gate.max_class_recall_drop=1"]),
+                               str(project_repo), push=False)
+    candidate = second["registry"]["version"]
+    assert second["gate"]["passed"] and candidate != champion, second["gate"]
+    assert second["registry"]["aliases"]["candidate"] == candidate
+    deadline = time.monotonic() + 60
+    while not (runs := asyncio.run(_runs_of(release_id))) and time.monotonic() < deadline:
+        time.sleep(1)
+    time.sleep(5)  # a second run, had the event been seen twice or the first model announced, would be here by now
+    runs = asyncio.run(_runs_of(release_id))
+    assert len(runs) == 1, [r.parameters for r in runs]
+    assert runs[0].parameters["version"] == candidate
+    assert runs[0].parameters["project_dir"] == str(project_repo)

@@ -108,8 +108,9 @@ class Service:
         return total
 
 
-def start_service(project: Project, env: dict[str, str] | None = None, wait_ready: bool = True) -> Service:
-    port = free_port()
+def start_service(project: Project, env: dict[str, str] | None = None, wait_ready: bool = True,
+                  port: int | None = None) -> Service:
+    port = port or free_port()
     log = project.root / f"service-{port}.log"
     environment = tool_env() | {ADMIN_ENV: ADMIN_TOKEN} | (env or {})
     process = start_until_ready([str(Path(sys.executable).parent / "gradus"), "serve", "--port", str(port),

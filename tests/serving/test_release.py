@@ -1,0 +1,240 @@
+"""Gradual release, end to end: a real Prefect server, a real `gradus serve` process, replayed traffic with late
+feedback, and the `release` flow moving the registry's aliases step by step (short windows)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from uuid import UUID
+
+import pandas as pd
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.flow_runs import resume_flow_run
+from prefect.testing.utilities import prefect_test_harness
+
+from cli.replay import replay
+from flows.release import ReleaseOverrides, RolledBack, release
+from gradus.modeling import save_label_map
+from tests.conftest import BANKING77, sh
+from tests.reliability.registry_worker import lineage
+from tests.serving.conftest import Project, Service, start_service, stop_service
+
+pytestmark = pytest.mark.slow
+LABELS = ["balance", "card_lost", "refund"]
+# Short windows: a step is judged within seconds at the replay's 40 requests per second.
+FAST = {"min_dwell_s": 2, "min_requests": 40, "check_interval_s": 1.5, "min_samples": 30, "min_feedback": 30,
+        "failure_limit": 2, "max_step_s": 90, "canary_steps": [0.05, 0.25, 0.5], "approval_timeout_s": 120}
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def register_copy(project: Project, tmp_path: Path, tag: str, labels: list[str] | None = None) -> str:
+    """The champion's own weights as a new version (another lineage): a healthy candidate; with `labels`
+    permuted, the same network answering with the wrong names (a candidate trained on scrambled labels)."""
+    folder = tmp_path / f"candidate-{tag}"
+    shutil.copytree(tmp_path / "variant-1", folder)
+    if labels is not None:
+        save_label_map(folder, labels)
+    manifest, _ = project.registry().register(folder, lineage(tag), {"accuracy": 0.5},
+                                              {"passed": True, "reasons": []}, run="test")
+    return manifest["version"]
+
+
+class Traffic:
+    """`gradus replay`'s sender in a background thread: Banking77 texts at 40 requests/s, labels as feedback
+    half a second later, until stopped; every status it got is kept."""
+
+    def __init__(self, url: str, seconds: float = 240) -> None:
+        texts = pd.read_csv(BANKING77 / "test.csv")["text"].sample(400, random_state=0).tolist()
+        labels = [LABELS[i % 3] for i in range(len(texts))]
+        self.report: dict = {}
+        self.thread = threading.Thread(target=lambda: self.report.update(asyncio.run(replay(
+            url, texts, labels, rate=40, duration=seconds, feedback_delay=0.5, users=500))), daemon=True)
+        self.thread.start()
+
+
+class Run:
+    """The release flow in a thread of this process (as `gradus release` runs it), against the test server."""
+
+    def __init__(self, project: Project, version: str, service: Service, **settings: object) -> None:
+        settings = {"service_url": service.url} | settings
+        self.result: dict | None = None
+        self.error: BaseException | None = None
+
+        def target() -> None:
+            try:
+                self.result = release(version, ReleaseOverrides(**(FAST | settings)), str(project.root))
+            except BaseException as exc:
+                self.error = exc
+
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+
+    def wait(self, seconds: float = 240) -> None:
+        self.thread.join(seconds)
+        assert not self.thread.is_alive(), f"the release did not end within {seconds} s"
+
+
+def release_events(project: Project, version: str, action: str) -> list[dict]:
+    return [e for e in project.registry().audit_log() if e["action"] == action and e["version"] == version]
+
+
+def wait_for(found, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if result := found():
+            return result
+        time.sleep(0.3)
+    raise AssertionError(f"{what} not seen within {seconds} s")
+
+
+def served_by(service: Service, key_count: int = 60) -> set[str]:
+    """The versions that answer a spread of routing keys right now."""
+    return {service.client.post("/v1/predict", json={"texts": ["my card is lost"], "key": f"k{i}"}).json()
+            ["model"]["version"] for i in range(key_count)}
+
+
+def flow_run_state(flow_run_id: str):
+    async def read():
+        async with get_client() as client:
+            return (await client.read_flow_run(UUID(flow_run_id))).state
+
+    return asyncio.run(read())
+
+
+def test_healthy_candidate_reaches_champion_after_approval(prefect_server, project: Project, tmp_path: Path) -> None:
+    champion = project.versions[1]
+    candidate = register_copy(project, tmp_path, "healthy")
+    service = start_service(project)
+    try:
+        traffic = Traffic(service.url, seconds=60)
+        run = Run(project, candidate, service, require_approval=True)
+        # Every step moved the aliases (the service follows), then paused for a person.
+        started = wait_for(lambda: [e for e in release_events(project, candidate, "release-step")
+                                    if e["reason"] == "canary 50%"], 150, "the 50 % step")
+        run_id = started[0]["run"].removeprefix("prefect:")
+        wait_for(lambda: flow_run_state(run_id).is_paused(), 120, "the pause for approval")
+        assert [e["reason"] for e in release_events(project, candidate, "release-step")] == [
+            "shadow", "canary 5%", "canary 25%", "canary 50%"]
+        assert {champion, candidate} == served_by(service)  # 50 % of keys on each
+        # What the UI's Resume button sends: the form's values as the run input.
+        resume_flow_run(UUID(run_id), run_input={"decision": "approve", "comment": "analysis looks fine"})
+        run.wait()
+        assert run.error is None, run.error
+        assert run.result["outcome"] == "promoted" and run.result["previous"] == champion
+        aliases = project.registry().aliases()
+        assert (aliases.champion, aliases.previous, aliases.canary, aliases.shadow) == (candidate, champion,
+                                                                                        None, None)
+        wait_for(lambda: served_by(service) == {candidate}, 30, "the new champion on every key")
+        checks = release_events(project, candidate, "release-check")
+        assert checks and all(e["outcome"] in ("pass", "pending") for e in checks)
+        agreement = [c for e in checks for c in e["details"]["checks"] if c["name"] == "agreement"
+                     and c["status"] == "pass"]
+        assert agreement and all(c["value"] == 1.0 for c in agreement)  # the same weights: same answers
+        approval = release_events(project, candidate, "release-approval")
+        assert approval[0]["outcome"] == "approve" and approval[0]["reason"] == "analysis looks fine"
+        assert release_events(project, candidate, "release")[-1]["outcome"] == "promoted"
+        traffic.thread.join(240)
+        assert set(traffic.report["statuses"]) == {"200"}, traffic.report  # no client request failed
+    finally:
+        stop_service(service)
+
+
+def test_scrambled_labels_are_rolled_back_without_client_errors(prefect_server, project: Project,
+                                                                tmp_path: Path) -> None:
+    champion = project.versions[1]
+    scrambled = register_copy(project, tmp_path, "scrambled", labels=["card_lost", "refund", "balance"])
+    service = start_service(project)
+    try:
+        traffic = Traffic(service.url, seconds=25)
+        run = Run(project, scrambled, service)
+        run.wait(120)
+        assert isinstance(run.error, RolledBack) and "agreement" in str(run.error), run.error
+        checks = release_events(project, scrambled, "release-check")
+        assert len(checks) <= 3 and checks[-1]["outcome"] == "fail"
+        aliases = project.registry().aliases()
+        assert (aliases.champion, aliases.canary, aliases.shadow) == (champion, None, None)
+        [rejected] = release_events(project, scrambled, "release")
+        assert rejected["outcome"] == "rejected" and "agreement" in rejected["reason"]
+        run_id = checks[0]["run"].removeprefix("prefect:")
+        assert flow_run_state(run_id).is_failed()
+        wait_for(lambda: served_by(service) == {champion}, 30, "the champion on every key")
+        traffic.thread.join(60)
+        assert set(traffic.report["statuses"]) == {"200"}, traffic.report
+    finally:
+        stop_service(service)
+
+
+def test_slow_candidate_is_rolled_back_on_p99(prefect_server, project: Project, tmp_path: Path) -> None:
+    slow = register_copy(project, tmp_path, "slow")
+    service = start_service(project, env={"GRADUS_FAULT_DELAY_MS": f"{slow}=250"})
+    try:
+        traffic = Traffic(service.url, seconds=25)
+        run = Run(project, slow, service)
+        run.wait(120)
+        assert isinstance(run.error, RolledBack) and "p99 latency" in str(run.error), run.error
+        assert "agreement" not in str(run.error)  # the same answers, only late
+        assert project.registry().aliases().shadow is None
+        traffic.thread.join(60)
+        assert set(traffic.report["statuses"]) == {"200"}, traffic.report
+    finally:
+        stop_service(service)
+
+
+def test_rejection_at_approval_rolls_back(prefect_server, project: Project, tmp_path: Path) -> None:
+    champion = project.versions[1]
+    candidate = register_copy(project, tmp_path, "rejected")
+    service = start_service(project)
+    try:
+        Traffic(service.url, seconds=60)
+        run = Run(project, candidate, service, shadow=False, canary_steps=[0.5])
+        started = wait_for(lambda: release_events(project, candidate, "release-step"), 60, "the canary step")
+        run_id = started[0]["run"].removeprefix("prefect:")
+        wait_for(lambda: flow_run_state(run_id).is_paused(), 90, "the pause for approval")
+        resume_flow_run(UUID(run_id), run_input={"decision": "reject", "comment": "wait for the holiday freeze"})
+        run.wait(60)
+        assert isinstance(run.error, RolledBack) and "holiday freeze" in str(run.error)
+        aliases = project.registry().aliases()
+        assert (aliases.champion, aliases.canary, aliases.shadow) == (champion, None, None)
+        assert release_events(project, candidate, "release")[-1]["outcome"] == "rejected"
+        history = sh(["gradus", "models", "log", "--registry", str(project.root / "registry")], project.root).stdout
+        assert "release" in history and candidate in history and "rejected" in history
+    finally:
+        stop_service(service)
+
+
+def test_service_killed_mid_canary_comes_back_with_the_same_weights(prefect_server, project: Project,
+                                                                    tmp_path: Path) -> None:
+    champion = project.versions[1]
+    candidate = register_copy(project, tmp_path, "restart")
+    service = start_service(project)
+    port = service.port
+    Traffic(service.url, seconds=15)
+    run = Run(project, candidate, service, shadow=False, canary_steps=[0.25], min_dwell_s=25,
+              require_approval=False)
+    wait_for(lambda: release_events(project, candidate, "release-check"), 60, "the first check at 25 %")
+    before = served_by(service)
+    os.killpg(service.process.pid, signal.SIGKILL)  # no graceful shutdown
+    service.process.wait()
+    restarted = start_service(project, port=port)
+    try:
+        assert restarted.metric("gradus_model_info", alias="canary", version=candidate, weight="0.25") == 1
+        assert served_by(restarted) == before == {champion, candidate}
+        traffic = Traffic(restarted.url, seconds=30)
+        run.wait(120)
+        assert run.error is None, run.error
+        assert project.registry().aliases().champion == candidate
+        traffic.thread.join(60)
+        assert set(traffic.report["statuses"]) == {"200"}, traffic.report
+    finally:
+        stop_service(restarted)
