@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	@touch $@
 
-demo: $(STAMP)  ## fine-tune, validate and evaluate on the embedded demo data (about 3 minutes on 2 cores)
+demo: $(STAMP)  ## the whole lifecycle on the embedded demo data: train, gate, serve, retrain, release, drift
 	@test -d .git || (echo "gradus needs a git checkout (DVC versions data alongside git)" >&2; exit 2)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/gradus run
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/gradus lifecycle
 
 test: $(STAMP)  ## the whole test suite
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest

@@ -128,6 +128,18 @@ def drift(
 
 
 @app.command()
+def lifecycle(
+    project_dir: Annotated[Path, typer.Option(help="Project root holding params.yaml.")] = Path("."),
+    rate: Annotated[float, typer.Option(help="Replayed requests per second.")] = 25.0,
+) -> None:
+    """The rest of the demo after the first champion (`make demo` runs it): serve it, replay demo traffic with
+    feedback, retrain on the feedback, release the new candidate step by step, report drift on served traffic."""
+    from cli.lifecycle import run_lifecycle
+
+    guarded(lambda: run_lifecycle(project_dir.resolve(), rate, typer.echo))
+
+
+@app.command()
 def release(
     version: Annotated[str, typer.Argument(help="The version id or alias to release.")] = "candidate",
     set_: SetOption = None,
@@ -167,12 +179,13 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default: serving.host, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: serving.port, 8000).")] = None,
     params: ParamsOption = DEFAULT_PARAMS,
+    set_: SetOption = None,
 ) -> None:
     """Serve the registry's champion (and canary) over HTTP: /v1/predict, /v2 (Open Inference Protocol),
     /metrics, /docs. Follows the registry's aliases (hot swap); Ctrl-C or SIGTERM shuts down gracefully."""
     from serving.server import run_service
 
-    guarded(lambda: run_service(params, host, port))
+    guarded(lambda: run_service(params, host, port, set_ or []))
 
 
 @app.command()

@@ -13,11 +13,13 @@ from gradus.config import load_params
 from serving.app import create_app
 
 
-def run_service(params_file: Path, host: str | None = None, port: int | None = None) -> None:
-    """Serve the project whose params.yaml is `params_file` (registry and paths relative to its folder)."""
+def run_service(params_file: Path, host: str | None = None, port: int | None = None,
+                overrides: list[str] | None = None) -> None:
+    """Serve the project whose params.yaml is `params_file` (registry and paths relative to its folder), with
+    dotted overrides (serving.poll_interval_s=1) for this process only."""
     import uvicorn
 
-    params = load_params(params_file)
+    params = load_params(params_file, overrides or [])
     cfg = params.serving
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(params, params_file.resolve().parent)

@@ -1,0 +1,139 @@
+"""`gradus lifecycle`: the second half of the demo, after the first champion is registered. It serves the
+champion, replays demo traffic whose labels come back as feedback, retrains on that feedback, releases the new
+candidate through shadow and canary steps (short windows, approval skipped: both said on screen), and ends
+with the new champion answering and a drift report on the traffic it served. One machine, no server by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gradus.config import PARAMS_FILE, load_params
+from gradus.errors import GradusError
+
+# Demo-only settings of the service process (params.yaml keeps its production values): a quick alias poll and
+# quick log flushes, so each release step is judged within seconds.
+SERVICE_OVERRIDES = ["serving.poll_interval_s=0.5", "serving.prediction_log.flush_seconds=1",
+                     "serving.shutdown_delay_s=0"]
+# Short windows for the demo's release; params.yaml's release: section holds the production ones.
+DEMO_RELEASE = {"min_dwell_s": 6, "min_requests": 150, "min_samples": 150, "check_interval_s": 3,
+                "max_step_s": 120, "min_feedback": 40, "require_approval": False}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_service(root: Path, port: int, say: Callable[[str], None]) -> subprocess.Popen[bytes]:
+    """`gradus serve` in its own process; returns once it is ready (model loaded and warmed)."""
+    import httpx
+
+    log = root / "reports" / "demo-service.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [str(Path(sys.executable).parent / "gradus"), "serve", "--port", str(port),
+               "--params", str(root / PARAMS_FILE)] + [arg for o in SERVICE_OVERRIDES for arg in ("--set", o)]
+    process = subprocess.Popen(command, cwd=root, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise GradusError(f"the service exited ({process.returncode}); its log: {log}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
+                say(f"service   ready on http://127.0.0.1:{port} (log: {log})")
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    process.terminate()
+    raise GradusError(f"the service was not ready within 180 s; its log: {log}")
+
+
+def traffic_file(root: Path, rows: int, seed: int) -> Path:
+    """Fresh demo texts with their labels (labels become late feedback), as JSONL."""
+    from gradus.demo import generate
+
+    frame = generate(rows, seed)
+    frame = frame[frame["text"].map(lambda v: isinstance(v, str) and bool(v.strip()))]
+    frame = frame[frame["label"].map(lambda v: isinstance(v, str) and bool(v.strip()))]
+    path = root / "data" / "demo-traffic" / f"traffic-{seed}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame[["text", "label"]].to_json(path, orient="records", lines=True, force_ascii=False)
+    return path
+
+
+def replay_file(url: str, path: Path, rate: float, seconds: float) -> dict[str, Any]:
+    from cli.replay import load_rows, replay
+
+    texts, labels = load_rows(str(path), "text", "label")
+    return asyncio.run(replay(url, texts, labels, rate=rate, duration=seconds, feedback_delay=1.0, users=1000))
+
+
+def run_lifecycle(root: Path, rate: float, say: Callable[[str], None]) -> None:
+    from cli.replay import summary_lines
+    from flows.drift import drift_monitor
+    from flows.release import ReleaseOverrides, release
+    from flows.training import TrainingOverrides, format_result, training_pipeline
+    from gradus.registry import project_registry
+
+    params = load_params(root / PARAMS_FILE)
+    registry = project_registry(root, params)
+    first = registry.aliases().champion
+    if first is None:
+        raise GradusError("no champion yet: run `gradus run` first (make demo does)")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    say(f"\n== 1/5 serve the champion {first}")
+    service = start_service(root, port, say)
+    try:
+        say(f"\n== 2/5 replay demo traffic at {rate:g} requests/s for 20 s; labels come back 1 s later as feedback")
+        say(summary_lines(replay_file(url, traffic_file(root, 700, 1001), rate, 20)))
+        time.sleep(2)  # the last feedback lines and log rows reach their files
+        feedback = f"{params.serving.feedback.rstrip('/')}/*.jsonl"
+        say(f"\n== 3/5 retrain with the feedback ({feedback}) added to the data sources")
+        result = training_pipeline(TrainingOverrides(add_sources=[feedback], reason="demo: retrain on feedback"),
+                                   str(root), push=True)
+        say(format_result(result))
+        candidate = result["registry"]["aliases"].get("candidate")
+        if not result["gate"]["passed"] or candidate in (None, first):
+            say("\nthe retrained model is not a new gated candidate (see the gate above): nothing to release")
+            return
+        say(f"\n== 4/5 release {candidate}: shadow → 5 % → 25 % → 50 % → 100 %, checked every "
+            f"{DEMO_RELEASE['check_interval_s']} s while traffic is replayed")
+        say("         demo windows: each step >= 6 s and >= 150 candidate answers (params.yaml: 300 s, 200);"
+            " approval SKIPPED (release.require_approval: false for the demo; true in params.yaml)")
+        sender = threading.Thread(target=replay_file, daemon=True,
+                                  args=(url, traffic_file(root, 700, 1002), rate, 150))
+        sender.start()
+        outcome = release(candidate, ReleaseOverrides(**DEMO_RELEASE, service_url=url), str(root))
+        say(f"release   {outcome['outcome']}: " + ", ".join(
+            f"{s['step']} {'passed' if s['passed'] else 'failed'}" for s in outcome.get("steps", [])))
+        finish(root, params, url, drift_monitor, say)
+    finally:
+        service.terminate()
+        service.wait(30)
+
+
+def finish(root: Path, params: Any, url: str, drift_monitor: Callable[..., dict[str, Any]],
+           say: Callable[[str], None]) -> None:
+    import httpx
+
+    time.sleep(1.5)  # the service's next alias poll
+    answer = httpx.post(f"{url}/v1/predict", json={"texts": ["I lost my card yesterday"]}, timeout=30).json()
+    say(f"\nnow served by {answer['model']['alias']} {answer['model']['version']}: "
+        f"'I lost my card yesterday' → {answer['predictions'][0]['label']}")
+    say("\n== 5/5 drift report on the traffic the service answered (its prediction log)")
+    summary = drift_monitor(params.serving.prediction_log.files(), str(root), False)
+    drifted = summary["decision"].get("drifted_signals") or []
+    say(f"drift     {len(drifted)} of {len(summary['signals'])} signals drifted; "
+        f"{'retrain' if summary['decision']['retrain'] else 'no retrain'}; reports: {', '.join(summary['reports'])}")
+    say("\nNext: `gradus status --url " + url + "` while a service runs, `gradus models log` for the release"
+        " history, `make prefect` for the UI with the deployments (release included).")
