@@ -94,8 +94,8 @@ def run_lifecycle(root: Path, rate: float, say: Callable[[str], None]) -> None:
     say(f"\n== 1/5 serve the champion {first}")
     service = start_service(root, port, say)
     try:
-        say(f"\n== 2/5 replay demo traffic at {rate:g} requests/s for 20 s; labels come back 1 s later as feedback")
-        say(summary_lines(replay_file(url, traffic_file(root, 700, 1001), rate, 20)))
+        say(f"\n== 2/5 replay demo traffic at {rate:g} requests/s for 40 s; labels come back 1 s later as feedback")
+        say(summary_lines(replay_file(url, traffic_file(root, 1200, 1001), rate, 40)))
         time.sleep(2)  # the last feedback lines and log rows reach their files
         feedback = f"{params.serving.feedback.rstrip('/')}/*.jsonl"
         say(f"\n== 3/5 retrain with the feedback ({feedback}) added to the data sources")
