@@ -27,7 +27,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+
+from cli.processes import free_port, start_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data" / "banking77"
@@ -70,12 +71,6 @@ NAIVE_APP = textwrap.dedent('''
         import uvicorn
         uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 ''')
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def env() -> dict[str, str]:
@@ -120,22 +115,8 @@ def gradus_project(work: Path, model: Path, overrides: dict[str, Any] | None = N
 
 
 def start(command: list[str], port: int, cwd: Path, log: Path) -> subprocess.Popen:
-    process = subprocess.Popen(command, cwd=cwd, env=env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    import urllib.request
-
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{command[0]} exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    raise RuntimeError(f"not ready: {log.read_text()[-2000:]}")
+    return start_until_ready(command, f"http://127.0.0.1:{port}/v2/health/ready", log, timeout=180, env=env(),
+                             cwd=cwd)
 
 
 def stop(process: subprocess.Popen) -> None:

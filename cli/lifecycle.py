@@ -6,7 +6,6 @@ with the new champion answering and a drift report on the traffic it served. One
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cli.processes import free_port, start_until_ready
 from gradus.config import PARAMS_FILE, load_params
 from gradus.errors import GradusError
 
@@ -29,34 +29,14 @@ DEMO_RELEASE = {"min_dwell_s": 6, "min_requests": 150, "min_samples": 150, "chec
                 "max_step_s": 120, "min_feedback": 40, "require_approval": False}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_service(root: Path, port: int, say: Callable[[str], None]) -> subprocess.Popen[bytes]:
     """`gradus serve` in its own process; returns once it is ready (model loaded and warmed)."""
-    import httpx
-
     log = root / "reports" / "demo-service.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
     command = [str(Path(sys.executable).parent / "gradus"), "serve", "--port", str(port),
                "--params", str(root / PARAMS_FILE)] + [arg for o in SERVICE_OVERRIDES for arg in ("--set", o)]
-    process = subprocess.Popen(command, cwd=root, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise GradusError(f"the service exited ({process.returncode}); its log: {log}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                say(f"service   ready on http://127.0.0.1:{port} (log: {log})")
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    process.terminate()
-    raise GradusError(f"the service was not ready within 180 s; its log: {log}")
+    process = start_until_ready(command, f"http://127.0.0.1:{port}/v2/health/ready", log, timeout=180, cwd=root)
+    say(f"service   ready on http://127.0.0.1:{port} (log: {log})")
+    return process
 
 
 def traffic_file(root: Path, rows: int, seed: int) -> Path:

@@ -191,25 +191,3 @@ class WebhookReceiver:
 
     def close(self) -> None:
         self.server.shutdown()
-
-
-def start_until_ready(command: list[str], ready_url: str, log: Path, timeout: float = 120,
-                      env: dict[str, str] | None = None, cwd: Path | None = None,
-                      accept: tuple[int, ...] = (200,)) -> subprocess.Popen:
-    """Start a server process (its own session, output to `log`) and wait until ready_url answers."""
-    import httpx
-
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{command[0]} exited {process.returncode}: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(ready_url, timeout=1).status_code in accept:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise AssertionError(f"{command[0]} not ready in {timeout:g} s: {log.read_text()[-3000:]}")

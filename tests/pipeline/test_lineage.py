@@ -4,7 +4,6 @@ S3-compatible server, over real HTTP), and says which failure it met: not there,
 from __future__ import annotations
 
 import shutil
-import socket
 import sys
 import uuid
 from pathlib import Path
@@ -12,17 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cli.processes import free_port
 from gradus.errors import RegistryError
 from gradus.lineage import git_state, read_dvc_object
 from tests.conftest import sh
 
 DVC = [sys.executable, "-m", "dvc"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture()

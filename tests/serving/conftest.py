@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,17 +17,12 @@ import torch
 import yaml
 from transformers import AutoModelForSequenceClassification
 
+from cli.processes import free_port, start_until_ready
 from gradus.registry import Registry, open_registry
-from tests.conftest import ROOT, start_until_ready, tool_env
+from tests.conftest import ROOT, tool_env
 from tests.reliability.registry_worker import lineage
 
 ADMIN_TOKEN = "test-admin-token"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def classifier_variant(base: Path, out: Path, seed: int) -> Path:

@@ -17,8 +17,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, WebhookReceiver, start_until_ready
-from tests.serving.conftest import Project, Service, free_port, start_service, stop_service
+from cli.processes import free_port, start_until_ready
+from tests.conftest import ROOT, WebhookReceiver
+from tests.serving.conftest import Project, Service, start_service, stop_service
 
 RULES = ROOT / "infra" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "infra" / "grafana" / "gradus.json"
