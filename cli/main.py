@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
 from cli import models
 from cli.common import DEFAULT_PARAMS, ParamsOption, SetOption, fail, guarded, table
-from gradus.config import ConfigError, load_params
+from gradus.config import ConfigError, load_params, parse_override
 from gradus.errors import GradusError
 
 app = typer.Typer(
@@ -156,10 +155,10 @@ def release(
     def action() -> None:
         chosen = {}
         for text in set_ or []:
-            key, _, value = text.partition("=")
-            if not key.startswith("release."):
+            keys, value = parse_override(text)
+            if len(keys) != 2 or keys[0] != "release":
                 raise ConfigError(f"--set {text}: only release.* keys apply to a release")
-            chosen[key.removeprefix("release.")] = yaml.safe_load(value)
+            chosen[keys[1]] = value
         try:
             overrides = ReleaseOverrides.model_validate(chosen)
         except ValidationError as exc:
