@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -23,21 +23,14 @@ from prefect.input import RunInput
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from gradus import release as analysis
-from gradus.config import PARAMS_FILE, Params, ReleaseConfig, load_params
+from gradus.config import PARAMS_FILE, Params, ReleaseConfig, load_params, optional_override
 from gradus.events import RELEASE_ROLLED_BACK
 from gradus.registry import AliasState, Registry, project_registry
 
-
-def _optional(name: str) -> Any:
-    """release.<name>'s type with its bounds, as an optional override (one definition: ReleaseConfig)."""
-    info = ReleaseConfig.model_fields[name]
-    bounded = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
-    return (Annotated[bounded | None, Field(description=f"release.{name}")], None)
-
-
 # What a person may change for one release from the Prefect UI; unset fields keep params.yaml's value.
 ReleaseOverrides = create_model("ReleaseOverrides", __config__=ConfigDict(extra="forbid"),
-                                **{name: _optional(name) for name in ReleaseConfig.model_fields})
+                                **{name: (optional_override(ReleaseConfig, name, "release"), None)
+                                   for name in ReleaseConfig.model_fields})
 
 
 class Approval(RunInput):
@@ -186,14 +179,17 @@ def watch_step(release: Release, step: Step) -> dict[str, Any]:
                                f"({answers} candidate answers of {cfg.min_requests} needed)"}
 
 
+def ended(state: AliasState, version: str) -> dict[str, Any]:
+    """The aliases of a release that is over, either way: no canary, no shadow, and `candidate` no longer
+    pointing at the released version (so `gradus release candidate` does not start it again)."""
+    return {"canary": None, "shadow": None, "candidate": None if state.candidate == version else state.candidate}
+
+
 def roll_back(release: Release, step: str, reasons: str) -> None:
     """Canary share to 0 and shadow cleared (by compare-and-swap), the version recorded as rejected with the
     reasons, an event for the alerts, the reasons published; then the run fails."""
-    def change(state: AliasState) -> dict[str, Any]:
-        return {"canary": None, "shadow": None,
-                "candidate": None if state.candidate == release.version else state.candidate}
-
-    release.registry.update_aliases(change, action="release-rollback", run=release.run,
+    release.registry.update_aliases(lambda state: ended(state, release.version), action="release-rollback",
+                                    run=release.run,
                                     reason=f"release of {release.version} rolled back at {step}: {reasons}")
     release.registry.audit("release", version=release.version, run=release.run, outcome="rejected",
                            reason=f"{step}: {reasons}", details={"history": release.history})
@@ -206,8 +202,7 @@ def roll_back(release: Release, step: str, reasons: str) -> None:
 def promote(release: Release, why: str) -> AliasState:
     """The candidate becomes champion, the old champion previous; canary and shadow cleared, in one change."""
     def change(state: AliasState) -> dict[str, Any]:
-        return {"champion": release.version, "previous": state.champion, "canary": None, "shadow": None,
-                "candidate": None if state.candidate == release.version else state.candidate}
+        return {**ended(state, release.version), "champion": release.version, "previous": state.champion}
 
     state = release.registry.update_aliases(change, action="release-promote", run=release.run,
                                             reason=f"release of {release.version}: {why}")
@@ -220,20 +215,19 @@ def summary(release: Release, outcome: str, detail: str) -> str:
     lines = [f"# Release of {release.version}: {outcome}", "", f"Champion before: {release.champion}.", "",
              detail, "", "| step | passed | checks | last analysis |", "|---|---|---|---|"]
     for step in release.history:
-        last = [r for r in step["checks"] if r["check"] == max((c["check"] for c in step["checks"]), default=0)]
+        checks = max((row["check"] for row in step["checks"]), default=0)
+        last = [row for row in step["checks"] if row["check"] == checks]
         shown = ", ".join(f"{r['name']} {r['status']} ({r['value']})" for r in last) or "-"
-        lines.append(f"| {step['step']} | {'yes' if step['passed'] else 'no'} | "
-                     f"{max((r['check'] for r in step['checks']), default=0)} | {shown} |")
+        lines.append(f"| {step['step']} | {'yes' if step['passed'] else 'no'} | {checks} | {shown} |")
     markdown = "\n".join(lines)
     create_markdown_artifact(key=f"release-{release.version}-summary", markdown=markdown,
                              description=f"Release of {release.version}: outcome and every step")
     return markdown
 
 
-def ask_approval(release: Release) -> tuple[bool, str]:
-    """Pause for a person (the Prefect UI's Resume shows the form with the analysis so far). Returns (approved,
-    why); a timeout counts as a rejection unless release.on_approval_timeout is hold (then RolledBack is not
-    raised by the caller, the canary share stays)."""
+def ask_approval(release: Release) -> tuple[Literal["approve", "reject", "timeout"], str]:
+    """Pause for a person (the Prefect UI's Resume shows the form with the analysis so far). Returns the
+    decision ("timeout" when nobody answered within release.approval_timeout_s) and why."""
     from prefect.exceptions import FlowPauseTimeout
 
     markdown = summary(release, "waiting for approval", "Approve to make the candidate the champion (100 %).")
@@ -242,11 +236,10 @@ def ask_approval(release: Release) -> tuple[bool, str]:
         answer = pause_flow_run(wait_for_input=form, timeout=int(release.cfg.approval_timeout_s),
                                 poll_interval=2, key=f"approve-{release.version}")
     except FlowPauseTimeout:
-        return False, f"no decision within release.approval_timeout_s={release.cfg.approval_timeout_s:g}"
+        return "timeout", f"no decision within release.approval_timeout_s={release.cfg.approval_timeout_s:g}"
     release.registry.audit("release-approval", version=release.version, run=release.run,
                            outcome=answer.decision, reason=answer.comment or answer.decision)
-    return answer.decision == "approve", f"{answer.decision}d at approval" + (
-        f": {answer.comment}" if answer.comment else "")
+    return answer.decision, f"{answer.decision}d at approval" + (f": {answer.comment}" if answer.comment else "")
 
 
 def _run_id() -> str:
@@ -291,11 +284,11 @@ def release(version: str = "candidate", overrides: ReleaseOverrides | None = Non
         if not result["passed"]:
             roll_back(current, step.name, result["reasons"])
     if current.cfg.require_approval:
-        approved, why = ask_approval(current)
-        if not approved and "no decision" in why and current.cfg.on_approval_timeout == "hold":
+        decision, why = ask_approval(current)
+        if decision == "timeout" and current.cfg.on_approval_timeout == "hold":
             summary(current, "held", why + f"; the canary keeps {steps[-1].weight:.0%} (`gradus release` resumes)")
             return {"version": current.version, "outcome": "held", "reason": why}
-        if not approved:
+        if decision != "approve":
             roll_back(current, "approval", why)
     else:
         why = "approval skipped (release.require_approval is false)"

@@ -5,14 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from gradus.config import PARAMS_FILE, Params, TrainConfig, append_sources, load_params, write_overrides
+from gradus.config import (
+    PARAMS_FILE,
+    Params,
+    TrainConfig,
+    append_sources,
+    load_params,
+    optional_override,
+    write_overrides,
+)
 from gradus.events import MODEL_CANDIDATE
 from gradus.io import read_json
 from gradus.registry import project_registry
@@ -20,20 +28,11 @@ from tasks.dvc import push_outputs, run_stage
 from tasks.register import move_aliases, register_model
 from tasks.runner import STAGES
 
-
-def _train_override(name: str) -> Any:
-    """The type of train.<name> with its bounds, as an optional override: one definition (TrainConfig),
-    so the form in the Prefect UI can never accept what params.yaml would refuse."""
-    info = TrainConfig.model_fields[name]
-    bounded = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
-    return Annotated[bounded | None, Field(description=f"train.{name}")]
-
-
-Epochs = _train_override("epochs")
-LearningRate = _train_override("learning_rate")
-BatchSize = _train_override("batch_size")
-MaxLength = _train_override("max_length")
-Seed = _train_override("seed")
+Epochs = optional_override(TrainConfig, "epochs", "train")
+LearningRate = optional_override(TrainConfig, "learning_rate", "train")
+BatchSize = optional_override(TrainConfig, "batch_size", "train")
+MaxLength = optional_override(TrainConfig, "max_length", "train")
+Seed = optional_override(TrainConfig, "seed", "train")
 TRAIN_FIELDS = ("epochs", "learning_rate", "batch_size", "max_length", "seed")
 
 

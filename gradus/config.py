@@ -415,6 +415,14 @@ class Params(_Section):
         return self.model_dump(mode="json", by_alias=True)
 
 
+def optional_override(section: type[BaseModel], name: str, prefix: str) -> Any:
+    """The type of <prefix>.<name> with its bounds, as an optional override: one definition (the section), so a
+    form in the Prefect UI can never accept what params.yaml would refuse."""
+    info = section.model_fields[name]
+    bounded = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+    return Annotated[bounded | None, Field(description=f"{prefix}.{name}")]
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split `train.epochs=1` into (['train', 'epochs'], 1); values are YAML scalars."""
     key, sep, raw = text.partition("=")
