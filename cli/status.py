@@ -70,14 +70,15 @@ def collect(registry: Any, url: str | None, window_s: float) -> dict[str, Any]:
     versions = registry.versions()
     last = versions[-1] if versions else None
     drift = registry.latest_drift()
+    events = registry.audit_log()  # read once: the release history and the gate verdict both come from it
     report: dict[str, Any] = {
         "registry": registry.store.location,
         "aliases": {"generation": state.generation, "champion": state.champion, "candidate": state.candidate,
                     "previous": state.previous, "canary": state.canary},
-        "release": release_state(registry, state),
+        "release": release_state(state, events),
         "last_training": None if last is None else {
             "version": last["version"], "at": last["created_at"], "accuracy": last["metrics"].get("accuracy"),
-            "macro_f1": last["metrics"].get("macro_f1"), "gate": _verdict(registry, last["version"])},
+            "macro_f1": last["metrics"].get("macro_f1"), "gate": _verdict(registry, last["version"], events)},
         "last_drift": drift,
         "service": None,
     }
@@ -89,19 +90,19 @@ def collect(registry: Any, url: str | None, window_s: float) -> dict[str, Any]:
     return report
 
 
-def release_state(registry: Any, state: Any) -> dict[str, Any]:
+def release_state(state: Any, events: list[dict[str, Any]]) -> dict[str, Any]:
     """The release in progress (from the aliases the release flow moves) and the last one that ended."""
     canary = state.canary or {}
     version = canary.get("version") or state.shadow
     step = f"canary {canary['weight']:.0%}" if canary.get("weight") else ("shadow" if state.shadow else None)
-    ended = [e for e in registry.audit_log() if e["action"] == "release"]
+    ended = [e for e in events if e["action"] == "release"]
     last = ended[-1] if ended else None
     return {"version": version, "step": step,
             "last": None if last is None else {k: last.get(k) for k in ("version", "outcome", "reason", "at")}}
 
 
-def _verdict(registry: Any, version: str) -> dict[str, Any] | None:
-    verdict = registry.verdict(version)
+def _verdict(registry: Any, version: str, events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    verdict = registry.verdict(version, events)
     return None if verdict is None else {"passed": verdict.get("passed"), "reasons": verdict.get("reasons", [])}
 
 
