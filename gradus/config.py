@@ -309,6 +309,13 @@ class RegistryConfig(_Section):
     cache: str = ".gradus/models"         # local copies of loaded versions (verified on every load)
 
 
+# The prediction log's columns (the service writes them; the drift monitor and the release analysis read them).
+# The model's answer is `predicted_label`, never `label`: a labeled-data reader must not mistake predictions for
+# ground truth.
+PREDICTION_LOG_COLUMNS = ("time", "request_id", "text", "version", "alias", "predicted_label", "confidence",
+                          "latency_ms")
+
+
 class PredictionLogConfig(_Section):
     """Every answered text, in rolling Parquet/JSONL files: the drift monitor's and the release's input."""
 

@@ -20,7 +20,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from gradus import storage
-from gradus.config import ReleaseConfig
+from gradus.config import PREDICTION_LOG_COLUMNS, ReleaseConfig
 
 SHADOW = "shadow"  # the prediction log's alias for a copy that was computed but never returned
 INFERENCE_ROUTES = ("/v1/predict", "/v2/models/{name}/infer")
@@ -85,7 +85,7 @@ def paired_difference(candidate: np.ndarray, champion: np.ndarray, z: float) -> 
 
 def read_log(location: str, since: datetime, endpoint_url: str | None, root: Path) -> pd.DataFrame:
     """The prediction log's rows written at or after `since` (empty before the service wrote any)."""
-    columns = ["time", "request_id", "text", "version", "alias", "predicted_label", "confidence", "latency_ms"]
+    columns = list(PREDICTION_LOG_COLUMNS)
     tables = storage.read_tables_if_any(location, columns=columns, endpoint_url=endpoint_url, root=root,
                                         fix="is serving.prediction_log the service's log?")
     if not tables:

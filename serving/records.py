@@ -18,12 +18,9 @@ from typing import Any
 import pandas as pd
 
 from gradus import pii, storage
-from gradus.config import PredictionLogConfig
+from gradus.config import PREDICTION_LOG_COLUMNS, PredictionLogConfig
 
 log = logging.getLogger("gradus.serving")
-# The log's columns. The model's answer is `predicted_label`, never `label`: a labeled-data reader must not
-# mistake predictions for ground truth.
-LOG_COLUMNS = ["time", "request_id", "text", "version", "alias", "predicted_label", "confidence", "latency_ms"]
 
 
 def _stamp() -> str:
@@ -72,7 +69,7 @@ class PredictionLog:
             rows, self.rows, self.oldest = list(self.rows), deque(), None
         if not rows:
             return None
-        frame = pd.DataFrame(rows, columns=LOG_COLUMNS)
+        frame = pd.DataFrame(rows, columns=list(PREDICTION_LOG_COLUMNS))
         if self.cfg.mask_pii:
             frame["text"] = frame["text"].map(lambda text: pii.mask_pii(text, self.pii_kinds))
         name = f"predictions-{_stamp()}-{self.instance}.{self.cfg.format}"
