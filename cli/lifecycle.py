@@ -79,7 +79,7 @@ def run_lifecycle(root: Path, rate: float, say: Callable[[str], None]) -> None:
         say(f"\n== 2/5 replay demo traffic at {rate:g} requests/s for 40 s; labels come back 1 s later as feedback")
         say(summary_lines(replay_file(url, traffic_file(root, 1200, 1001), rate, 40)))
         time.sleep(2)  # the last feedback lines and log rows reach their files
-        feedback = f"{params.serving.feedback.rstrip('/')}/*.jsonl"
+        feedback = params.serving.feedback_files()
         say(f"\n== 3/5 retrain with the feedback ({feedback}) added to the data sources")
         say(f"         demo gate: gate.margin={DEMO_GATE_MARGIN} (params.yaml: 0.01). With ~600 test rows the paired "
             "bootstrap interval is about ±1.4 points wide, so a retrain on the same kind of data rarely proves "

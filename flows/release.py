@@ -106,7 +106,7 @@ class Release:
     def window(self, since: datetime) -> tuple[Any, Any]:
         log_cfg, serving = self.params.serving.prediction_log, self.params.serving
         log = analysis.read_log(log_cfg.files(), since, serving.endpoint_url, self.root)
-        feedback = analysis.read_feedback(serving.feedback, since, serving.endpoint_url, self.root)
+        feedback = analysis.read_feedback(serving.feedback_files(), since, serving.endpoint_url, self.root)
         return log, feedback
 
 

@@ -355,6 +355,10 @@ class ServingConfig(_Section):
     shutdown_delay_s: float = Field(2.0, ge=0)  # not ready for this long before stopping (load balancers drain)
     prediction_log: PredictionLogConfig = PredictionLogConfig()
 
+    def feedback_files(self) -> str:
+        """What a reader passes to read every feedback file: a glob of the folder, or the s3:// prefix."""
+        return self.feedback if self.feedback.startswith("s3://") else f"{self.feedback.rstrip('/')}/*.jsonl"
+
     def url(self) -> str:
         """Where a client on this machine reaches the service."""
         return f"http://{self.host}:{self.port}"

@@ -83,30 +83,30 @@ def paired_difference(candidate: np.ndarray, champion: np.ndarray, z: float) -> 
 # ------------------------------------------------------------------------------------------ inputs
 
 
-def read_log(location: str, since: datetime, endpoint_url: str | None, root: Path) -> pd.DataFrame:
-    """The prediction log's rows written at or after `since` (empty before the service wrote any)."""
-    columns = list(PREDICTION_LOG_COLUMNS)
-    tables = storage.read_tables_if_any(location, columns=columns, endpoint_url=endpoint_url, root=root,
-                                        fix="is serving.prediction_log the service's log?")
-    if not tables:
-        return pd.DataFrame(columns=columns)
-    frame = pd.concat([t.frame[columns] for t in tables], ignore_index=True)
-    frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")
-    return frame[frame["time"] >= pd.Timestamp(since)].reset_index(drop=True)
-
-
-def read_feedback(location: str, since: datetime, endpoint_url: str | None, root: Path) -> pd.DataFrame:
-    """Feedback given for requests answered at or after `since`, by request id (the only way to pair it)."""
-    columns = ["time", "request_id", "text", "label"]
-    pattern = location if location.startswith("s3://") else f"{location.rstrip('/')}/*.jsonl"
-    tables = storage.read_tables_if_any(pattern, columns=["text", "label"], endpoint_url=endpoint_url, root=root,
-                                        fix="is serving.feedback the service's feedback folder?")
+def _rows_since(location: str, required: list[str], columns: list[str], since: datetime,
+                endpoint_url: str | None, root: Path, fix: str) -> pd.DataFrame:
+    """`columns` of every table at a location (none yet: no rows), rows stamped at or after `since`."""
+    tables = storage.read_tables_if_any(location, columns=required, endpoint_url=endpoint_url, root=root, fix=fix)
     if not tables:
         return pd.DataFrame(columns=columns)
     frame = pd.concat([t.frame.reindex(columns=columns) for t in tables], ignore_index=True)
-    frame = frame[frame["request_id"].notna()]
     frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")
     return frame[frame["time"] >= pd.Timestamp(since)].reset_index(drop=True)
+
+
+def read_log(location: str, since: datetime, endpoint_url: str | None, root: Path) -> pd.DataFrame:
+    """The prediction log's rows written at or after `since` (empty before the service wrote any)."""
+    columns = list(PREDICTION_LOG_COLUMNS)
+    return _rows_since(location, columns, columns, since, endpoint_url, root,
+                       "is serving.prediction_log the service's log?")
+
+
+def read_feedback(location: str, since: datetime, endpoint_url: str | None, root: Path) -> pd.DataFrame:
+    """Feedback given at or after `since` for a request id (the only way to pair it with both answers);
+    `location` is what ServingConfig.feedback_files() names."""
+    frame = _rows_since(location, ["text", "label"], ["time", "request_id", "text", "label"], since, endpoint_url,
+                        root, "is serving.feedback the service's feedback folder?")
+    return frame[frame["request_id"].notna()].reset_index(drop=True)
 
 
 def parse_counters(text: str) -> dict[tuple[str, ...], float]:
