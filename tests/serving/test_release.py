@@ -117,7 +117,7 @@ def test_healthy_candidate_reaches_champion_after_approval(prefect_server, proje
     candidate = register_copy(project, tmp_path, "healthy")
     service = start_service(project)
     try:
-        traffic = Traffic(service.url, seconds=60)
+        traffic = Traffic(service.url, seconds=50)
         run = Run(project, candidate, service, require_approval=True)
         # Every step moved the aliases (the service follows), then paused for a person.
         started = wait_for(lambda: [e for e in release_events(project, candidate, "release-step")
@@ -156,7 +156,7 @@ def test_scrambled_labels_are_rolled_back_without_client_errors(prefect_server, 
     scrambled = register_copy(project, tmp_path, "scrambled", labels=["card_lost", "refund", "balance"])
     service = start_service(project)
     try:
-        traffic = Traffic(service.url, seconds=25)
+        traffic = Traffic(service.url, seconds=20)
         run = Run(project, scrambled, service)
         run.wait(120)
         assert isinstance(run.error, RolledBack) and "agreement" in str(run.error), run.error
@@ -179,7 +179,7 @@ def test_slow_candidate_is_rolled_back_on_p99(prefect_server, project: Project, 
     slow = register_copy(project, tmp_path, "slow")
     service = start_service(project, env={"GRADUS_FAULT_DELAY_MS": f"{slow}=250"})
     try:
-        traffic = Traffic(service.url, seconds=25)
+        traffic = Traffic(service.url, seconds=20)
         run = Run(project, slow, service)
         run.wait(120)
         assert isinstance(run.error, RolledBack) and "p99 latency" in str(run.error), run.error
@@ -196,7 +196,7 @@ def test_rejection_at_approval_rolls_back(prefect_server, project: Project, tmp_
     candidate = register_copy(project, tmp_path, "rejected")
     service = start_service(project)
     try:
-        Traffic(service.url, seconds=60)
+        Traffic(service.url, seconds=30)
         run = Run(project, candidate, service, shadow=False, canary_steps=[0.5])
         started = wait_for(lambda: release_events(project, candidate, "release-step"), 60, "the canary step")
         run_id = started[0]["run"].removeprefix("prefect:")
