@@ -4,6 +4,7 @@ feedback, and the `release` flow moving the registry's aliases step by step (sho
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from cli.replay import replay
 from flows.release import ReleaseOverrides, RolledBack, release
 from gradus.modeling import save_label_map
 from tests.conftest import BANKING77, sh
+from tests.flows.test_training_flow import _artifacts
 from tests.reliability.registry_worker import lineage
 from tests.serving.conftest import Project, Service, start_service, stop_service
 
@@ -144,6 +146,17 @@ def test_healthy_candidate_reaches_champion_after_approval(prefect_server, proje
         approval = release_events(project, candidate, "release-approval")
         assert approval[0]["outcome"] == "approve" and approval[0]["reason"] == "analysis looks fine"
         assert release_events(project, candidate, "release")[-1]["outcome"] == "promoted"
+        # What the UI shows: one table artifact per step (every analysis, every check) and a summary.
+        for step in ("shadow", "canary-5", "canary-25", "canary-50"):
+            tables = [json.loads(a["data"]) for a in _artifacts(run_id, f"release-{candidate}-{step}")]
+            assert tables, step
+            rows = max(tables, key=len)
+            assert {"agreement", "error rate", "p99 latency", "online accuracy"} <= {r["name"] for r in rows}
+            last = [r for r in rows if r["check"] == rows[-1]["check"]]
+            assert {r["name"]: r["status"] for r in last}["agreement"] == "pass"  # the analysis that ended it
+        summaries = [a["data"] for a in _artifacts(run_id, f"release-{candidate}-summary")]
+        assert any("promoted to champion" in text and "canary 50%" in text for text in summaries)
+        assert any("waiting for approval" in text for text in summaries)  # what the approval form showed
         traffic.thread.join(240)
         assert set(traffic.report["statuses"]) == {"200"}, traffic.report  # no client request failed
     finally:
