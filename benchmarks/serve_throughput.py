@@ -197,20 +197,13 @@ def raw_model(model_dir: Path, texts: list[str], seconds: float, threads: int) -
     """LoadedModel.predict on pre-made batches of 32, the same precision choice as the service."""
     import torch
 
+    from gradus.compression import texts_per_second
     from gradus.modeling import load_classifier
 
     torch.set_num_threads(threads)
     model = load_classifier(model_dir, "cpu")
-    batches = [texts[i : i + 32] for i in range(0, len(texts) - 31, 32)]
-    model.predict(batches[0], 32)
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        for batch in batches:
-            model.predict(batch, 32)
-            done += len(batch)
-            if time.perf_counter() - started >= seconds:
-                break
-    return {"texts_per_s": round(done / (time.perf_counter() - started), 2), "bf16": model.bf16, "threads": threads}
+    speed = texts_per_second(model, texts[: len(texts) // 32 * 32], 32, seconds)
+    return {"texts_per_s": round(speed, 2), "bf16": model.bf16, "threads": threads}
 
 
 def main() -> None:

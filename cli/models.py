@@ -109,12 +109,32 @@ def describe_version(m: dict[str, Any], aliases: list[str]) -> str:
              f"gate        {'passed' if gate.get('passed') else 'FAILED'} ({gate.get('mode')}"
              + (f" vs {gate['champion']}" if gate.get("champion") else "") + ")"]
     lines += [f"              - {reason}" for reason in gate.get("reasons", [])]
+    lines += variant_lines(m)
     lines += ["", "dvc.lock (md5 of every stage output):"]
     for stage, entry in lineage["dvc_lock"].items():
         lines += [f"  {stage:<9} {path}  {md5}" for path, md5 in entry["outs"].items()]
     lines += ["", table(["FILE", "SIZE", "SHA256"], [[name, info["size"], info["sha256"]]
                                                        for name, info in m["files"].items()])]
     return "\n".join(lines)
+
+
+def variant_lines(m: dict[str, Any]) -> list[str]:
+    """The version's compressed variants with their parity (servable or not, and why), or its members."""
+    if ensemble := m["lineage"].get("ensemble"):
+        return ["ensemble    soft voting of " + ", ".join(f"{e['version']} (weight {e['weight']:g})"
+                                                       for e in ensemble["members"])]
+    report = m["metrics"].get("compression") or {}
+    if not report.get("variants"):
+        return ["variants    none (torch only; the compress stage was off or did not run)"]
+    ref = report["reference"]
+    lines = [f"variants    vs torch ({ref['texts_per_s']:g} texts/s, accuracy {fmt(ref['accuracy'])}):"]
+    for name, v in report["variants"].items():
+        state = "servable" if v["passed"] and v["file"] in m["files"] else "NOT servable"
+        lines.append(f"  {name:<10} {state}: agreement {v['agreement']:.4f}, accuracy {fmt(v['accuracy'])} "
+                     f"(drop {v['accuracy_drop']:+.4f}), {v['texts_per_s']:g} texts/s ({v['speedup']:.2f}x), "
+                     f"{v['bytes'] / 1e6:.1f} MB")
+        lines += [f"              - {reason}" for reason in v["reasons"]]
+    return lines
 
 
 @app.command("promote")
@@ -137,6 +157,31 @@ def models_promote(version: Annotated[str, typer.Argument(help="Version id, uniq
         after = store.promote(manifest["version"], run=_cli_run(), reason=reason,
                               expected_generation=expect_generation)
         typer.echo(f"champion: {before.champion or 'none'} -> {after.champion} (generation {after.generation})")
+
+    guarded(action)
+
+
+@app.command("ensemble")
+def models_ensemble(members: Annotated[list[str], typer.Argument(
+                        help="Two or more members as REF[=WEIGHT]: a version id, prefix or alias (weight 1).")],
+                    params: ParamsOption = DEFAULT_PARAMS, as_json: JsonOption = False) -> None:
+    """Gate a soft-voting ensemble of registered versions like a trained model: scored on the project's test
+    split against the champion, registered as a version, and made `candidate` on a pass (then release it)."""
+    def action() -> None:
+        from tasks.ensemble import gate_ensemble
+
+        root = params.resolve().parent
+        result = gate_ensemble(root, load_params(params), members, _cli_run())
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+            return
+        typer.echo(f"ensemble {result['version']}: accuracy {fmt(result['accuracy'])}, macro-F1 "
+                   f"{fmt(result['macro_f1'])}; gate {'passed' if result['passed'] else 'FAILED'}"
+                   + (f" vs champion {result['champion']}" if result["champion"] else ""))
+        typer.echo("".join(f"  - {reason}\n" for reason in result["reasons"]), nl=False)
+        if not result["passed"]:
+            raise typer.Exit(1)
+        typer.echo(f"candidate: {result['version']}; release it with `gradus release {result['version']}`")
 
     guarded(action)
 

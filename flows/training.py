@@ -147,7 +147,10 @@ def publish(root: Path, params: Params, stages: list[dict[str, Any]], changes: d
     metrics = read_json(root / params.paths.metrics)
     validation = read_json(root / params.paths.validation_report)
     docs = (root / params.paths.data_docs / "index.html").as_uri()
-    markdown = metrics_markdown(metrics, stages, changes) + validation_markdown(validation, docs)
+    report = root / params.paths.compression_report
+    compression = read_json(report).get("variants", {}) if report.is_file() else {}
+    markdown = (metrics_markdown(metrics, stages, changes) + compression_markdown(compression)
+                + validation_markdown(validation, docs))
     create_markdown_artifact(key="training-metrics", markdown=markdown,
                              description="Test metrics of the trained model, stage by stage, and data validation")
     outputs = {name: str(root / value) for name, value in params.paths.model_dump().items()}
@@ -155,13 +158,24 @@ def publish(root: Path, params: Params, stages: list[dict[str, Any]], changes: d
     verdict = {"passed": gate["passed"], "mode": gate["mode"], "champion": gate["champion"],
                "reasons": gate["reasons"]}
     return {"metrics": metrics, "data": data, "stages": stages, "param_changes": changes, "outputs": outputs,
-            "gate": verdict, "registry": {**registered, **aliases}}
+            "gate": verdict, "registry": {**registered, **aliases}, "compression": compression}
+
+
+def compression_markdown(variants: dict[str, Any]) -> str:
+    """The compress stage's variants: parity, speed, and whether they were registered as servable."""
+    if not variants:
+        return ""
+    lines = ["", "## Compressed variants", "", "| variant | servable | agreement | accuracy drop | speed vs torch |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {name} | {'yes' if v['passed'] else '**no**: ' + '; '.join(v['reasons'])} | {v['agreement']:.4f} "
+              f"| {v['accuracy_drop']:+.4f} | {v['speedup']:.2f}x |" for name, v in variants.items()]
+    return "\n".join(lines) + "\n"
 
 
 @flow(name="training_pipeline", log_prints=True)
 def training_pipeline(overrides: TrainingOverrides | None = None, project_dir: str = ".",
                       push: bool = True) -> dict[str, Any]:
-    """ingest → validate → split → train → evaluate → gate through DVC, push outputs to the DVC remote,
+    """ingest → validate → split → train → evaluate → compress → gate through DVC, push outputs to the DVC remote,
     register the model with its lineage, and move the aliases only if the gate passed."""
     root = Path(project_dir).resolve()
     overrides = overrides or TrainingOverrides()
@@ -202,6 +216,10 @@ def format_result(result: dict[str, Any]) -> str:
         f"{'' if result['registry']['created'] else ' (already registered)'}; "
         + (", ".join(f"{k}={v}" for k, v in result["registry"]["aliases"].items() if v) or "no aliases set"),
         *[f"                 - {reason}" for reason in result["gate"]["reasons"]],
+        "  compressed     " + (", ".join(
+            f"{name} {v['speedup']:.2f}x torch, agreement {v['agreement']:.4f}, "
+            + ("servable" if v["passed"] else "NOT servable (parity)")
+            for name, v in result.get("compression", {}).items()) or "no variants (compress.enabled: false)"),
         "  outputs:",
     ]
     lines += [f"    {name:<18} {path}" for name, path in result["outputs"].items()]

@@ -64,6 +64,8 @@ class PathsConfig(_Section):
     gate_report: str = "reports/gate.json"
     gate_markdown: str = "reports/gate.md"
     gate_metrics: str = "reports/gate_metrics.json"
+    compressed: str = "models/compressed"
+    compression_report: str = "reports/compression.json"
     drift_reports: str = "reports/drift"
 
 
@@ -331,12 +333,24 @@ class PredictionLogConfig(_Section):
         return self.uri if self.uri.startswith("s3://") else f"{self.uri.rstrip('/')}/*.{self.format}"
 
 
+class EnsembleMember(_Section):
+    """One model of a served ensemble: a registered version (id or prefix) or an alias, and its vote weight."""
+
+    model: str
+    weight: float = Field(1.0, gt=0)
+
+
 class ServingConfig(_Section):
     """The inference service (serving/): limits, batching, hot swap, logs."""
 
     host: str = "127.0.0.1"                 # loopback by default: expose it on purpose (0.0.0.0 in a container)
     port: int = Field(8000, ge=1, le=65535)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # auto: on a CPU the fastest of torch and the version's variants that passed parity, timed at load
+    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    precision: Literal["auto", "fp32"] = "auto"  # torch backend: auto = bf16 autocast where it pays; fp32 never
+    # Two or more members: the champion route answers with their weighted average probabilities (soft voting)
+    ensemble: tuple[EnsembleMember, ...] = ()
     threads: int = Field(0, ge=0)           # torch intra-op threads; 0: one per CPU core but one (the event loop's)
     max_batch_size: int = Field(32, ge=1)   # texts per forward pass
     max_wait_ms: float = Field(2.0, ge=0)   # how long a batch waits for more texts after its first
@@ -354,6 +368,13 @@ class ServingConfig(_Section):
     endpoint_url: str | None = None         # S3-compatible server for s3:// log and feedback locations
     shutdown_delay_s: float = Field(2.0, ge=0)  # not ready for this long before stopping (load balancers drain)
     prediction_log: PredictionLogConfig = PredictionLogConfig()
+
+    @field_validator("ensemble")
+    @classmethod
+    def _ensemble_has_members(cls, members: tuple[EnsembleMember, ...]) -> tuple[EnsembleMember, ...]:
+        if len(members) == 1:
+            raise ValueError("an ensemble needs two or more members (leave it empty to serve one model)")
+        return members
 
     def feedback_files(self) -> str:
         """What a reader passes to read every feedback file: a glob of the folder, or the s3:// prefix."""
@@ -396,6 +417,17 @@ class ReleaseConfig(_Section):
         return steps
 
 
+class CompressConfig(_Section):
+    """The compress stage: ONNX variants of the candidate and the parity gate they must pass to be served."""
+
+    enabled: bool = True
+    variants: tuple[Literal["onnx", "onnx-int8"], ...] = ("onnx", "onnx-int8")
+    min_agreement: float = Field(0.99, ge=0, le=1)       # top-1 agreement with the PyTorch model on the test split
+    max_accuracy_drop: float = Field(0.005, ge=0, le=1)  # test accuracy lost against the PyTorch model
+    timing_seconds: float = Field(3.0, gt=0)             # per backend: texts/s measured this long
+    timing_batch_size: int = Field(32, ge=1)
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
@@ -407,6 +439,7 @@ class Params(_Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     gate: GateConfig = GateConfig()
+    compress: CompressConfig = CompressConfig()
     registry: RegistryConfig = RegistryConfig()
     drift: DriftConfig = DriftConfig()
     serving: ServingConfig = ServingConfig()

@@ -76,6 +76,15 @@ def collect(root: Path, params: Params) -> dict[str, Any]:
     }
 
 
+def collect_ensemble(root: Path, params: Params, spec: dict[str, Any], base_model: dict[str, Any]) -> dict[str, Any]:
+    """An ensemble's lineage: its members (whose own versions hold their training lineage), the data it was
+    gated on, the params and code that judged it; base_model is the first member's."""
+    entries = dvc_lock_entries(root)
+    return {"ensemble": spec, "base_model": base_model, "datasets": dataset_hashes(entries, params),
+            "dvc_lock": {name: entries[name] for name in entries if name in DATA_STAGES},
+            "params": params.as_dict(), "code": git_state(root), "training": None}
+
+
 def read_dvc_object(root: Path, md5: str) -> bytes:
     """The bytes DVC stored for an md5 (a file, or a `.dir` listing), from the project's cache, else from its
     default remote, both as DVC's own configuration names them (config, config.local, `endpointurl`,

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gradus.errors import ModelError
 
@@ -109,6 +109,19 @@ class Predictions:
         return self.probabilities.max(axis=1)
 
 
+class Classifier(Protocol):
+    """What answers texts: a LoadedModel (torch), an ONNX variant, or an ensemble of them."""
+
+    labels: tuple[str, ...]
+    version: str | None
+    alias: str | None
+
+    @property
+    def backend(self) -> str: ...
+
+    def predict(self, texts: list[str], batch_size: int = 64, embeddings: bool = False) -> Predictions: ...
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A classifier ready to answer: weights (safetensors only) on a device, its tokenizer and label order,
@@ -126,6 +139,10 @@ class LoadedModel:
     @property
     def device(self) -> str:
         return str(next(self.model.parameters()).device.type)
+
+    @property
+    def backend(self) -> str:
+        return "torch"
 
     def predict(self, texts: list[str], batch_size: int = 64, embeddings: bool = False) -> Predictions:
         """Probabilities (and embeddings) for texts, in batches of similar length to cut padding."""

@@ -33,14 +33,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from gradus.errors import ConflictError, IntegrityError, RegistryError
-from gradus.modeling import WEIGHTS_FILE, LoadedModel, sha256_file
+from gradus.ensemble import ENSEMBLE_FILE
+from gradus.errors import ConflictError, IntegrityError, ModelError, RegistryError
+from gradus.modeling import WEIGHTS_FILE, sha256_file
 
 # Version-valued aliases. `shadow`: a version that gets a copy of live traffic (answers logged, never returned).
 ALIASES = ("champion", "candidate", "previous", "shadow")
 # Allow-list: weights only as safetensors; everything else a model needs is JSON or plain text. A pickle
 # (.bin, .pt, .pkl, ...) can run code when loaded, so it never enters or leaves the registry.
-SAFE_SUFFIXES = (".safetensors", ".json", ".txt", ".model")
+SAFE_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".onnx")  # ONNX: protobuf, no code
 FAILPOINT_ENV = "GRADUS_FAILPOINT"
 MANIFEST = "manifest.json"
 VERSION_ID = re.compile(r"^v[0-9a-f]{12}$")
@@ -355,7 +356,7 @@ def model_files(folder: Path) -> dict[str, dict[str, Any]]:
         if relative.endswith(".safetensors") and (why := check_safetensors(path)):
             raise IntegrityError(f"{path}: {why}")
         files[relative] = {"sha256": sha256_file(path), "size": path.stat().st_size}
-    if WEIGHTS_FILE not in files:
+    if WEIGHTS_FILE not in files and ENSEMBLE_FILE not in files:
         raise IntegrityError(f"{folder}: no {WEIGHTS_FILE}; gradus registers safetensors weights only")
     return files
 
@@ -418,11 +419,19 @@ class Registry:
         return self._scan()[1]
 
     def register(self, model_dir: str | Path, lineage: dict[str, Any], metrics: dict[str, Any],
-                 gate: dict[str, Any] | None, run: str, reason: str = "") -> tuple[dict[str, Any], bool]:
-        """Store a model folder as an immutable version; returns (manifest, created). The same model with
-        the same lineage always gets the same id, so a retried run returns the version it made before."""
+                 gate: dict[str, Any] | None, run: str, reason: str = "",
+                 extra_files: dict[str, Path] | None = None) -> tuple[dict[str, Any], bool]:
+        """Store a model folder (plus extra files: name in the version -> path) as an immutable version;
+        returns (manifest, created). The same model with the same lineage always gets the same id, so a
+        retried run returns the version it made before."""
         model_dir = Path(model_dir)
         files = model_files(model_dir)
+        sources = {relative: model_dir / relative for relative in files}
+        for relative, path in sorted((extra_files or {}).items()):  # compressed variants, checked the same way
+            if not safe_file(relative) or not Path(path).is_file():
+                raise IntegrityError(f"{path}: refusing to register {relative!r}: not a file of an allowed kind")
+            files[relative] = {"sha256": sha256_file(Path(path)), "size": Path(path).stat().st_size}
+            sources[relative] = Path(path)
         version = version_id(files, lineage)
         existing = self.manifest(version)
         if existing is not None:
@@ -430,7 +439,7 @@ class Registry:
             self.record_verdict(version, gate, run)
             return existing, False
         for number, relative in enumerate(files, start=1):
-            self.store.put_file(f"versions/{version}/files/{relative}", model_dir / relative)
+            self.store.put_file(f"versions/{version}/files/{relative}", sources[relative])
             failpoint(f"register:file:{number}")
         problems = self._verify_files(version, files)  # read back what the store holds before publishing
         if problems:
@@ -645,15 +654,40 @@ class Registry:
         partial.rename(target)
         return target
 
-    def load(self, ref: str, device: str = "cpu", bf16: bool | None = None) -> LoadedModel:
-        """A verified version (id, prefix or alias) loaded from safetensors only, ready to predict; it knows
-        its version id, the alias it was loaded by, its training max_length and its manifest."""
+    def load(self, ref: str, device: str = "cpu", bf16: bool | None = None, backend: str = "torch",
+             batch_size: int = 32) -> Any:
+        """A verified version (id, prefix or alias) ready to predict: from safetensors (backend torch), one of
+        its ONNX variants that passed parity (onnx, onnx-int8), the fastest of those on this machine (auto:
+        timed in batches of batch_size), or, for an ensemble version, its members. It knows its version id,
+        the alias it was loaded by, its training max_length and its manifest."""
+        from gradus import compression
+        from gradus.ensemble import build_ensemble
         from gradus.modeling import load_classifier
 
         folder, manifest = self.fetch(ref)
-        return load_classifier(folder, device, max_length=manifest["lineage"]["params"]["train"]["max_length"],
-                               version=manifest["version"], alias=ref if ref in (*ALIASES, "canary") else None,
-                               bf16=bf16, manifest=manifest)
+        version, alias = manifest["version"], ref if ref in (*ALIASES, "canary") else None
+        if ENSEMBLE_FILE in manifest["files"]:
+            members = json.loads((folder / ENSEMBLE_FILE).read_text(encoding="utf-8"))["members"]
+            loaded = [self.load(m["version"], device, bf16, backend, batch_size) for m in members]
+            return build_ensemble(loaded, [m["weight"] for m in members], version=version, alias=alias,
+                                  manifest=manifest)
+        max_length = manifest["lineage"]["params"]["train"]["max_length"]
+        variants = [v for v in compression.VARIANTS if compression.variant_file(v) in manifest["files"]]
+
+        def variant(name: str) -> Any:
+            return compression.load_onnx(folder / compression.variant_file(name), folder, name,
+                                         max_length=max_length, version=version, alias=alias, manifest=manifest)
+
+        if backend in compression.VARIANTS:
+            if backend not in variants:
+                raise ModelError(f"version {version} has no {backend} variant that passed parity (it has: "
+                                 f"{', '.join(variants) or 'none'}); serve it with backend torch or auto")
+            return variant(backend)
+        model = load_classifier(folder, device, max_length=max_length, version=version, alias=alias, bf16=bf16,
+                                manifest=manifest)
+        if backend != "auto" or device != "cpu" or not variants:  # the variants run on the CPU only
+            return model
+        return compression.fastest([model, *map(variant, variants)], batch_size)[0]
 
     # -- aliases
 

@@ -69,7 +69,7 @@ def deploy_all(project_dir: str | Path = ".", work_pool: str = WORK_POOL,
     ids = {
         TRAINING: training.to_deployment(
             name=TRAINING, cron=TRAINING_CRON, parameters={"project_dir": str(root)}, concurrency_limit=one_at_a_time,
-            description="ingest → validate → split → train → evaluate → gate → register; typed overrides",
+            description="ingest → validate → split → train → evaluate → compress → gate → register; typed overrides",
             **common).apply(),
         DRIFT: drift.to_deployment(
             name=DRIFT, cron=DRIFT_CRON, parameters={"project_dir": str(root), "current": incoming},

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from gradus.modeling import LoadedModel
+from gradus.modeling import Classifier
 
 log = logging.getLogger("gradus.serving")
 # Fault injection for tests and demos (as GRADUS_FAILPOINT is for the registry): extra latency per batch,
@@ -55,7 +55,7 @@ class Answer:
     """What the worker computed for one job: probabilities per text, and which model computed them."""
 
     probabilities: np.ndarray
-    model: LoadedModel
+    model: Classifier
 
 
 class Slot:
@@ -67,7 +67,7 @@ class Slot:
 
     _STOP = object()
 
-    def __init__(self, alias: str, model: LoadedModel, *, max_batch_size: int, max_wait_ms: float,
+    def __init__(self, alias: str, model: Classifier, *, max_batch_size: int, max_wait_ms: float,
                  queue_size: int, metrics: Any) -> None:
         self.alias, self.model = alias, model
         self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000.0

@@ -42,8 +42,9 @@ class Metrics:
                                      ["version", "alias"], registry=r)
         self.generation = Gauge("gradus_alias_generation", "The registry alias generation the service follows",
                                 registry=r)
-        self.model_info = Gauge("gradus_model_info", "1 for each version served, by alias (canary: weight label)",
-                                ["alias", "version", "weight"], registry=r)
+        self.model_info = Gauge("gradus_model_info", "1 for each version served, by alias (canary: weight label) "
+                                "and the backend that answers for it (torch, onnx, onnx-int8, ensemble(...))",
+                                ["alias", "version", "weight", "backend"], registry=r)
         self.ready = Gauge("gradus_ready", "1 when the service is ready (model loaded and warmed)", registry=r)
         self.log_dropped = Counter("gradus_prediction_log_dropped", "Prediction log rows dropped (buffer full)",
                                    registry=r)

@@ -4,6 +4,7 @@ polling the alias generation, loaded and warmed off the request path, swapped in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import random
@@ -14,7 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from gradus.config import ServingConfig
-from gradus.modeling import LoadedModel
+from gradus.ensemble import build_ensemble, ensemble_id
+from gradus.errors import GradusError
+from gradus.modeling import Classifier
 from gradus.registry import Registry
 from serving.batching import Slot
 
@@ -45,6 +48,7 @@ class ModelSet:
         self.canary_weight = 0.0
         self.generation = -1
         self.refused: dict[str, str] = {}  # version -> why it was not loaded (not retried until forced)
+        self._ensembles: dict[str, tuple[list[str], list[float]]] = {}  # serving.ensemble key -> members
         self.last_error: str | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -86,7 +90,7 @@ class ModelSet:
             if force:
                 self.refused.clear()
             canary = state.canary or {}
-            wanted = {"champion": state.champion,
+            wanted = {"champion": self._ensemble() if self.cfg.ensemble else state.champion,
                       "canary": canary.get("version") if canary.get("weight", 0) > 0 else None,
                       "shadow": state.shadow}
             for alias, version in wanted.items():
@@ -119,12 +123,37 @@ class ModelSet:
                                      metrics=self.metrics)
         else:
             current.model = model  # the swap: one reference; the worker picks it up at its next batch
-        log.info("serving %s as %s", version, alias)
+        log.info("serving %s as %s (backend %s)", version, alias, model.backend)
 
-    def _load(self, alias: str, version: str) -> LoadedModel | None:
+    def _ensemble(self) -> str | None:
+        """serving.ensemble's members resolved to versions now (an alias among them may have moved): the
+        champion route's key, under which _load builds the ensemble. A member that does not resolve keeps
+        what is served (nothing, at start: not ready), and last_error says why."""
+        try:
+            versions = [self.registry.resolve(member.model) for member in self.cfg.ensemble]
+        except GradusError as exc:
+            self.last_error = f"serving.ensemble: {exc}"
+            log.error("%s", self.last_error)
+            current = self.slots.get("champion")
+            return current.model.version if current is not None else None
+        weights = [member.weight for member in self.cfg.ensemble]
+        key = ensemble_id(versions, weights)
+        self._ensembles[key] = (versions, weights)
+        return key
+
+    def _load_version(self, version: str) -> Any:
+        load = functools.partial(self.registry.load, device=self.device, backend=self.cfg.backend,
+                                 batch_size=self.cfg.max_batch_size,
+                                 bf16=False if self.cfg.precision == "fp32" else None)
+        if version in self._ensembles:
+            versions, weights = self._ensembles[version]
+            return build_ensemble([load(v) for v in versions], weights, version=version)
+        return load(version)
+
+    def _load(self, alias: str, version: str) -> Classifier | None:
         started = time.perf_counter()
         try:
-            model = self.registry.load(version, self.device)
+            model = self._load_version(version)
             for _ in range(2):  # warm: first calls allocate and pick kernels
                 model.predict(WARM_TEXTS * (self.cfg.max_batch_size // 2 or 1), batch_size=self.cfg.max_batch_size)
         except Exception as exc:
@@ -141,7 +170,7 @@ class ModelSet:
         self.metrics.model_info.clear()
         for alias, slot in self.slots.items():
             weight = {"canary": self.canary_weight, "shadow": 0.0}.get(alias, 1.0 - self.canary_weight)
-            self.metrics.model_info.labels(alias, slot.model.version or "-", f"{weight:g}").set(1)
+            self.metrics.model_info.labels(alias, slot.model.version or "-", f"{weight:g}", slot.model.backend).set(1)
 
     def describe(self) -> dict[str, Any]:
         return {"generation": self.generation, "canary_weight": self.canary_weight,

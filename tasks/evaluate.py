@@ -25,7 +25,7 @@ from gradus.metrics import (
     small_typo,
     toggle_trailing_punctuation,
 )
-from gradus.modeling import LoadedModel, load_classifier, pick_device
+from gradus.modeling import Classifier, load_classifier, pick_device
 
 LATENCY_BATCH = 32
 
@@ -53,7 +53,7 @@ def score(actual: list[str], predicted: list[str], labels: list[str]) -> dict[st
     }
 
 
-def latency(model: LoadedModel, texts: list[str], samples: int) -> dict[str, float]:
+def latency(model: Classifier, texts: list[str], samples: int) -> dict[str, float]:
     """Milliseconds per text (tokenizing included, as a service would) at batch 1 and batch 32: p50 and p95.
 
     At batch 32 the per-text figure is the batch's time / 32, one figure per batch.
@@ -111,7 +111,7 @@ def slice_report(test: pd.DataFrame, predicted: list[str], labels: list[str],
     return report
 
 
-def behavioral(model: LoadedModel, texts: list[str], original: list[str], cfg: EvaluateConfig) -> dict[str, Any]:
+def behavioral(model: Classifier, texts: list[str], original: list[str], cfg: EvaluateConfig) -> dict[str, Any]:
     """Share of test rows whose prediction survives each perturbation, against params' thresholds."""
     rng = np.random.default_rng(cfg.behavioral.seed)
     rows = np.arange(len(texts))
@@ -152,8 +152,14 @@ class Evaluation:
 def evaluate_model(model_dir: Path, train: pd.DataFrame, test: pd.DataFrame, params: Params,
                    test_file: str = "test split") -> Evaluation:
     """Score the model in model_dir on `test` (train only feeds the TF-IDF baseline)."""
-    cfg = params.evaluate
     model = load_classifier(model_dir, pick_device(params.train.device), max_length=params.train.max_length)
+    return evaluate_loaded(model, train, test, params, test_file)
+
+
+def evaluate_loaded(model: Classifier, train: pd.DataFrame, test: pd.DataFrame, params: Params,
+                    test_file: str = "test split") -> Evaluation:
+    """Score a loaded classifier (a single model or an ensemble) on `test`."""
+    cfg = params.evaluate
     labels = list(model.labels)
     texts, actual = list(test["text"]), list(test["label"])
     predictions = model.predict(texts, cfg.batch_size)

@@ -11,6 +11,7 @@ from gradus import lineage
 from gradus.config import PARAMS_FILE, Params, load_params
 from gradus.io import read_json
 from gradus.registry import AliasState, project_registry
+from tasks.compress import passed_variants
 
 
 def register_version(root: Path, params: Params, run: str, why: str | None = None) -> dict[str, Any]:
@@ -18,17 +19,25 @@ def register_version(root: Path, params: Params, run: str, why: str | None = Non
     registry = project_registry(root, params)
     gate = read_json(root / params.paths.gate_report)
     verdict = "gate passed" if gate["passed"] else "gate failed: " + "; ".join(gate["reasons"])
+    metrics, variants = read_json(root / params.paths.metrics), {}
+    report_file = root / params.paths.compression_report
+    if params.compress.enabled and report_file.is_file():  # only variants that passed parity become servable
+        report = read_json(report_file)
+        metrics["compression"] = report
+        variants = passed_variants(report, root / params.paths.compressed)
     manifest, created = registry.register(
-        root / params.paths.model, lineage.collect(root, params), read_json(root / params.paths.metrics), gate, run,
-        reason=f"{why}; {verdict}" if why else verdict)
+        root / params.paths.model, lineage.collect(root, params), metrics, gate, run,
+        reason=f"{why}; {verdict}" if why else verdict, extra_files=variants)
     return {"version": manifest["version"], "created": created}
 
 
-def apply_gate(root: Path, params: Params, version: str, run: str) -> dict[str, Any]:
+def apply_gate(root: Path, params: Params, version: str, run: str,
+               gate: dict[str, Any] | None = None) -> dict[str, Any]:
     """On a pass: `candidate` → version (and `champion` if there is none), by compare-and-swap against
-    the alias generation the gate judged with. On a fail: no alias moves; the audit log says why."""
+    the alias generation the gate judged with. On a fail: no alias moves; the audit log says why.
+    The verdict is the gate stage's report unless given (an ensemble's)."""
     registry = project_registry(root, params)
-    gate = read_json(root / params.paths.gate_report)
+    gate = gate or read_json(root / params.paths.gate_report)
     if not gate["passed"]:
         registry.audit("gate", version=version, run=run, reason="; ".join(gate["reasons"]), outcome="failed")
         return {"moved": False, "aliases": registry.aliases().mapping()}

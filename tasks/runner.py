@@ -9,7 +9,7 @@ from typing import Any
 from gradus.config import ConfigError, load_params
 
 # The pipeline's stages in DAG order; dvc.yaml has one stage of each name, running `python -m tasks NAME`.
-STAGES = ("ingest", "validate", "split", "train", "evaluate", "gate")
+STAGES = ("ingest", "validate", "split", "train", "evaluate", "compress", "gate")
 
 
 def run_stage(name: str, params_file: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:

@@ -75,6 +75,7 @@ def tiny_params(model_dir: Path, rows: int = 900) -> dict[str, object]:
         "gate.max_latency_ms_p95": 1000,
         "gate.bootstrap_samples": 500,
         "evaluate.latency_samples": 20,
+        "compress.timing_seconds": 0.2,
         "evaluate.behavioral.min_stability": {"case": 0.5, "punctuation": 0.5, "typo": 0.5},
     }
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
@@ -49,7 +51,8 @@ def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, pr
                               push=True, return_state=True)
     assert state.is_completed(), state
     result = state.result()
-    assert [s["stage"] for s in result["stages"]] == ["ingest", "validate", "split", "train", "evaluate", "gate"]
+    assert [s["stage"] for s in result["stages"]] == ["ingest", "validate", "split", "train", "evaluate", "compress",
+                                                      "gate"]
     assert all(s["ran"] for s in result["stages"])
     assert result["param_changes"] == {"train.epochs": {"old": 12, "new": 9.0}, "split.seed": {"old": 42, "new": 7}}
 
@@ -69,8 +72,8 @@ def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, pr
     flow_run, task_runs, artifacts = asyncio.run(_runs_and_artifact(state.state_details.flow_run_id))
     assert flow_run.name and flow_run.state.is_completed()
     names = [run.name for run in task_runs]
-    assert names[:6] == ["ingest", "validate", "split", "train", "evaluate", "gate"], names
-    assert [n.rsplit("-", 1)[0] for n in names[6:]] == ["dvc-push", "register-model", "apply-gate"], names
+    assert names[:7] == ["ingest", "validate", "split", "train", "evaluate", "compress", "gate"], names
+    assert [n.rsplit("-", 1)[0] for n in names[7:]] == ["dvc-push", "register-model", "apply-gate"], names
     assert all(run.state.is_completed() for run in task_runs)
     assert len(artifacts) == 1 and artifacts[0]["type"] == "markdown", artifacts
     assert f"{metrics['accuracy']:.4f}" in artifacts[0]["data"] and "| train | yes |" in artifacts[0]["data"]
@@ -93,12 +96,14 @@ def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, pr
         assert manifest["lineage"]["dvc_lock"][stage]["outs"] == outs, stage
     head = sh(["git", "rev-parse", "HEAD"], project_repo).stdout.strip()
     assert manifest["lineage"]["code"]["commit"] == head and "params.yaml" in manifest["lineage"]["code"]["modified"]
-    assert manifest["lineage"]["params"]["train"]["epochs"] == 9.0 and manifest["metrics"] == metrics
+    assert manifest["lineage"]["params"]["train"]["epochs"] == 9.0
+    compression = json.loads((project_repo / "reports" / "compression.json").read_text())
+    assert manifest["metrics"] == metrics | {"compression": compression}
     assert manifest["lineage"]["base_model"]["revision"].startswith("sha256:")
 
     # A second run with nothing changed skips every stage but the gate, and registers nothing new.
     again = training_pipeline(TrainingOverrides(epochs=9), str(project_repo), push=False)
-    assert [s["ran"] for s in again["stages"]] == [False] * 5 + [True]
+    assert [s["ran"] for s in again["stages"]] == [False] * 6 + [True]
     assert again["param_changes"] == {}
     assert again["registry"]["version"] == version and not again["registry"]["created"]
     assert again["gate"]["mode"] == "challenger" and again["gate"]["passed"]  # identical to the champion
@@ -125,6 +130,29 @@ def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, pr
     shown = sh(["gradus", "models", "show", version], project_repo).stdout
     assert head in shown and lock["stages"]["train"]["outs"][0]["md5"] in shown
     assert sh(["gradus", "models", "verify"], project_repo).stdout.count("ok ") == 2
+
+    # The compress stage's variants that passed parity are files of the version, checksummed like its weights.
+    variants = manifest["metrics"]["compression"]["variants"]
+    servable = [v["file"] for v in variants.values() if v["passed"]]
+    assert "onnx/model.onnx" in servable and all(name in manifest["files"] for name in servable)
+    assert all(v["file"] not in manifest["files"] for v in variants.values() if not v["passed"])
+    assert "onnx       servable: agreement 1.0000" in shown
+
+    # An ensemble of the two versions goes through the same gate and is registered as a version of its own.
+    other = worse["registry"]["version"]
+    made = json.loads(sh(["gradus", "models", "ensemble", version, f"{other}=0.5", "--json"], project_repo).stdout)
+    ensemble = registry.require(made["version"])
+    assert list(ensemble["files"]) == ["ensemble.json"] and ensemble["gate"]["champion"] == version
+    assert ensemble["lineage"]["ensemble"]["members"] == [{"version": version, "weight": 1.0},
+                                                          {"version": other, "weight": 0.5}]
+    test = pd.read_parquet(project_repo / "data" / "splits" / "test.parquet")
+    texts = list(test["text"])
+    first, second = (registry.load(v, bf16=False).predict(texts).probabilities for v in (version, other))
+    voted = registry.load(made["version"], bf16=False).predict(texts)
+    np.testing.assert_allclose(voted.probabilities, (first + 0.5 * second) / 1.5, atol=1e-5)
+    as_gated = registry.load(made["version"]).predict(texts, 128).labels()  # the gate's device, precision, batch
+    assert made["accuracy"] == pytest.approx(float(np.mean(np.array(as_gated) == test["label"])), abs=1e-6)
+    assert (registry.aliases().candidate == made["version"]) == made["passed"]
 
 
 def test_invalid_override_fails_before_anything_runs(prefect_server, project_repo: Path) -> None:

@@ -23,7 +23,7 @@ def stages_run(output: str) -> list[str]:
 
 def test_repro_builds_every_output_and_caches(project_repo: Path) -> None:
     first = sh([*DVC, "repro"], project_repo)
-    assert stages_run(first.stdout) == ["ingest", "validate", "split", "train", "evaluate", "gate"]
+    assert stages_run(first.stdout) == ["ingest", "validate", "split", "train", "evaluate", "compress", "gate"]
     params = yaml.safe_load((project_repo / "params.yaml").read_text())
     paths = {key: project_repo / value for key, value in params["paths"].items()}
     for key in ("raw", "raw_manifest", "validated", "quarantine", "validation_report", "train_summary",
@@ -68,7 +68,12 @@ def test_repro_builds_every_output_and_caches(project_repo: Path) -> None:
     assert "reports/gate_metrics.json" in json.dumps(gate_numbers)
 
     lock = yaml.safe_load((project_repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"ingest", "validate", "split", "train", "evaluate", "gate"}
+    assert set(lock["stages"]) == {"ingest", "validate", "split", "train", "evaluate", "compress", "gate"}
+    compression = json.loads(paths["compression_report"].read_text())
+    assert set(compression["variants"]) == {"onnx", "onnx-int8"}
+    for name, variant in compression["variants"].items():
+        assert (paths["compressed"] / variant["file"]).stat().st_size == variant["bytes"], name
+    assert compression["variants"]["onnx"]["agreement"] == 1.0  # the same weights in another runtime
 
     # Only the gate reruns (always_changed: the champion lives in the registry, outside DVC's view).
     second = sh([*DVC, "repro"], project_repo)
@@ -77,7 +82,7 @@ def test_repro_builds_every_output_and_caches(project_repo: Path) -> None:
 
     set_params(project_repo / "params.yaml", {"train.learning_rate": 0.003})
     third = sh([*DVC, "repro"], project_repo)
-    assert stages_run(third.stdout) == ["train", "evaluate", "gate"], third.stdout
+    assert stages_run(third.stdout) == ["train", "evaluate", "compress", "gate"], third.stdout
 
     # Re-ingesting unchanged sources (what the flow does for S3 / hub sources) gives a byte-identical
     # snapshot, so DVC reruns nothing downstream.

@@ -1,0 +1,168 @@
+"""Compressed variants of a classifier (ONNX, ONNX with int8 weights), their parity with the PyTorch model,
+and the ONNX Runtime classifier that serves them with the same `predict` as a LoadedModel.
+
+Export goes through `torch.onnx.export` and ONNX Runtime's own transformer optimizer (attention, GELU and
+layer-norm fusion) and dynamic quantizer: the standard tools, no graph surgery of our own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gradus.errors import ModelError
+from gradus.modeling import DEFAULT_MAX_LENGTH, Predictions, load_label_map
+
+log = logging.getLogger("gradus.compression")
+ONNX_FILE = "model.onnx"
+VARIANTS = ("onnx", "onnx-int8")
+BACKENDS = ("torch", *VARIANTS)
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Texts of mixed length for timing a backend on this machine (serving.backend=auto).
+SAMPLE_TEXTS = ["where is my card", "I want to close my account and get a refund of the remaining balance",
+                "how do I change my PIN?", "the transfer I made yesterday still has not arrived, what is going on",
+                "top up failed", "can I use this card abroad when I travel to another country next month?"]
+
+
+def variant_file(variant: str) -> str:
+    """Where a variant's graph lives inside a model version's files."""
+    return f"{variant}/{ONNX_FILE}"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux); empty where /proc/cpuinfo is not there."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.split(":", 1)[-1].split())
+
+
+def int8_settings(flags: set[str] | None = None) -> dict[str, Any]:
+    """Quantization settings for this CPU. Without VNNI (AVX2 or AVX-512 without it) int8 products saturate
+    in 16 bits, so ONNX Runtime's guidance is 7-bit weights (reduce_range); with VNNI/AMX full 8 bits."""
+    flags = cpu_flags() if flags is None else flags
+    vnni = bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return {"per_channel": True, "reduce_range": not vnni, "vnni": vnni, "amx": "amx_int8" in flags}
+
+
+def export_onnx(model_dir: Path, target: Path) -> Path:
+    """Export a fine-tuned classifier folder to an optimized ONNX graph (dynamic batch and sequence axes)."""
+    import torch
+    from onnxruntime.transformers.optimizer import optimize_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    # Eager attention traces to plain MatMul/Softmax, the pattern ONNX Runtime fuses into its Attention op.
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True,
+                                                               attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    sample = tokenizer(SAMPLE_TEXTS[:2], padding=True, return_tensors="pt")
+    names = [name for name in INPUTS if name in sample]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    raw = target.with_suffix(".raw.onnx")
+    axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
+    with torch.inference_mode():
+        torch.onnx.export(model, tuple(sample[name] for name in names), str(raw), input_names=names,
+                          output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    config = model.config
+    optimized = optimize_model(str(raw), model_type="bert", num_heads=config.num_attention_heads,
+                               hidden_size=config.hidden_size)
+    optimized.save_model_to_file(str(target))
+    raw.unlink()
+    return target
+
+
+def quantize_int8(source: Path, target: Path, settings: dict[str, Any]) -> Path:
+    """Dynamic int8 quantization of the weights of every MatMul/Gemm (activations quantized at run time)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # The fused graph holds contrib ops whose outputs shape inference cannot type: they are float.
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=settings["per_channel"],
+                     reduce_range=settings["reduce_range"],
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return target
+
+
+@dataclass(frozen=True)
+class OnnxModel:
+    """An ONNX Runtime classifier with LoadedModel's face: predict, labels, version, alias, manifest."""
+
+    session: Any
+    tokenizer: Any
+    labels: tuple[str, ...]
+    max_length: int = DEFAULT_MAX_LENGTH
+    version: str | None = None
+    alias: str | None = None
+    backend: str = "onnx"
+    manifest: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    device: str = "cpu"
+    bf16: bool = False
+
+    def predict(self, texts: list[str], batch_size: int = 64, embeddings: bool = False) -> Predictions:
+        """Probabilities for texts in batches of similar length, rows in input order."""
+        if embeddings:
+            raise ModelError(f"{self.backend} variant of {self.version}: embeddings come from the torch backend")
+        wanted = {node.name for node in self.session.get_inputs()}
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        probabilities = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            batch = self.tokenizer([texts[i] for i in index], truncation=True, max_length=self.max_length,
+                                   padding=True, return_tensors="np")
+            logits = self.session.run(None, {k: batch[k].astype(np.int64) for k in wanted if k in batch})[0]
+            probabilities[index] = softmax(logits)
+        return Predictions(probabilities, self.labels)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def load_onnx(graph: Path, model_dir: Path, variant: str, *, threads: int = 0,
+              max_length: int = DEFAULT_MAX_LENGTH, version: str | None = None, alias: str | None = None,
+              manifest: dict[str, Any] | None = None) -> OnnxModel:
+    """An ONNX Runtime session over a variant's graph, with the tokenizer and labels of its model folder."""
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoTokenizer
+
+    if not Path(graph).is_file():
+        raise ModelError(f"{graph}: no {variant} variant; run the compress stage (or serve with backend torch)")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    return OnnxModel(session, AutoTokenizer.from_pretrained(model_dir), tuple(load_label_map(Path(model_dir))),
+                     max_length, version, alias, variant, manifest)
+
+
+def texts_per_second(model: Any, texts: list[str], batch_size: int, seconds: float) -> float:
+    """Throughput of `model.predict` on these texts in batches of batch_size (one warm-up pass first)."""
+    model.predict(texts[:batch_size], batch_size)
+    done, start = 0, time.perf_counter()
+    while True:
+        for begin in range(0, len(texts), batch_size):
+            model.predict(texts[begin : begin + batch_size], batch_size)
+            done += len(texts[begin : begin + batch_size])
+            if time.perf_counter() - start >= seconds:
+                return done / (time.perf_counter() - start)
+
+
+def fastest(models: list[Any], batch_size: int, seconds: float = 0.5) -> tuple[Any, dict[str, float]]:
+    """The model with the most texts per second on this machine, and every backend's figure."""
+    texts = SAMPLE_TEXTS * max(1, batch_size // len(SAMPLE_TEXTS) + 1)
+    speeds = {model.backend: texts_per_second(model, texts, batch_size, seconds) for model in models}
+    best = max(models, key=lambda model: speeds[model.backend])
+    figures = {name: round(value, 1) for name, value in speeds.items()}
+    log.info("backend auto for %s: %s (texts/s at batch %d: %s)", best.version, best.backend, batch_size, figures)
+    return best, figures

@@ -1,0 +1,96 @@
+"""Compress stage: ONNX variants of the candidate (same weights; int8 weights), each timed and checked for
+parity with the PyTorch model on the test split. Only a variant that passes parity is registered (and so can
+be served); the report says which failed and by how much."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gradus import compression
+from gradus.config import CompressConfig, Params
+from gradus.io import write_json
+from gradus.modeling import bf16_pays, load_classifier
+from tasks.evaluate import score
+
+TIMED_TEXTS = 512  # test texts each backend is timed on (a prefix: the same texts for every backend)
+
+
+def parity(reference: list[str], predicted: list[str], actual: list[str], labels: list[str],
+           cfg: CompressConfig) -> dict[str, Any]:
+    """A variant's agreement with the PyTorch model and its test scores against the reference's."""
+    ref, var = score(actual, reference, labels), score(actual, predicted, labels)
+    agreement = float(np.mean(np.array(reference) == np.array(predicted))) if actual else 1.0
+    drop = ref["accuracy"] - var["accuracy"]
+    reasons = []
+    if agreement < cfg.min_agreement:
+        reasons.append(f"top-1 agreement {agreement:.4f} with the PyTorch model is {cfg.min_agreement - agreement:.4f} "
+                       f"below compress.min_agreement {cfg.min_agreement}")
+    if drop > cfg.max_accuracy_drop:
+        reasons.append(f"test accuracy {var['accuracy']:.4f} is {drop:.4f} below the PyTorch model's "
+                       f"{ref['accuracy']:.4f} (compress.max_accuracy_drop {cfg.max_accuracy_drop})")
+    return {"agreement": round(agreement, 6), "accuracy": var["accuracy"], "macro_f1": var["macro_f1"],
+            "accuracy_drop": round(drop, 6), "passed": not reasons, "reasons": reasons}
+
+
+def build_variant(variant: str, model_dir: Path, out: Path, settings: dict[str, Any]) -> Path:
+    """Write one variant's graph under out/<variant>/ (int8 is quantized from the fp32 export)."""
+    onnx_graph = out / compression.variant_file("onnx")
+    if not onnx_graph.is_file():
+        compression.export_onnx(model_dir, onnx_graph)
+    if variant == "onnx":
+        return onnx_graph
+    return compression.quantize_int8(onnx_graph, out / compression.variant_file(variant), settings)
+
+
+def compress(model_dir: Path, test: pd.DataFrame, out: Path, cfg: CompressConfig, max_length: int,
+             batch_size: int) -> dict[str, Any]:
+    """Export, quantize, time and check every configured variant of the model in model_dir."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    if not cfg.enabled:
+        return {"enabled": False, "variants": {}}
+    # Parity is judged against the model's own fp32 answers on the CPU (where the variants run); speed
+    # against the torch backend as it serves (bf16 autocast where that pays on this CPU).
+    reference = load_classifier(model_dir, "cpu", max_length=max_length, bf16=False)
+    labels, texts, actual = list(reference.labels), list(test["text"]), list(test["label"])
+    expected = reference.predict(texts, batch_size).labels()
+    timed = texts[:TIMED_TEXTS] or compression.SAMPLE_TEXTS
+    served = dataclasses.replace(reference, bf16=bf16_pays("cpu"))
+    speed = compression.texts_per_second(served, timed, cfg.timing_batch_size, cfg.timing_seconds)
+    settings = compression.int8_settings()
+    report: dict[str, Any] = {
+        "enabled": True, "test_rows": len(test), "int8_settings": settings,
+        "reference": {"backend": "torch", "bf16": served.bf16, "texts_per_s": round(speed, 1),
+                      **{k: v for k, v in score(actual, expected, labels).items() if k != "per_class"}},
+        "variants": {}}
+    for variant in cfg.variants:
+        graph = build_variant(variant, model_dir, out, settings)
+        model = compression.load_onnx(graph, model_dir, variant, max_length=max_length)
+        result = parity(expected, model.predict(texts, batch_size).labels(), actual, labels, cfg)
+        variant_speed = compression.texts_per_second(model, timed, cfg.timing_batch_size, cfg.timing_seconds)
+        report["variants"][variant] = {
+            "file": compression.variant_file(variant), "bytes": graph.stat().st_size,
+            "texts_per_s": round(variant_speed, 1), "speedup": round(variant_speed / speed, 3), **result}
+    return report
+
+
+def passed_variants(report: dict[str, Any], out: Path) -> dict[str, Path]:
+    """Registered file name -> graph of every variant that passed parity (what the registry may serve)."""
+    return {item["file"]: out / item["file"] for item in report.get("variants", {}).values() if item["passed"]}
+
+
+def run(params: Params) -> dict[str, Any]:
+    """Write paths.compressed (the graphs) and paths.compression_report (speed and parity per variant)."""
+    paths = params.paths
+    test = pd.read_parquet(Path(paths.splits) / "test.parquet")
+    report = compress(Path(paths.model), test, Path(paths.compressed), params.compress, params.train.max_length,
+                      params.evaluate.batch_size)
+    write_json(report, Path(paths.compression_report))
+    return {name: {k: item[k] for k in ("passed", "agreement", "accuracy_drop", "speedup")}
+            for name, item in report["variants"].items()}
