@@ -11,7 +11,7 @@ import typer
 from cli import models
 from cli.common import DEFAULT_PARAMS, ParamsOption, SetOption, fail, guarded, table
 from gradus.config import ConfigError, load_params, parse_override
-from gradus.errors import GradusError
+from gradus.errors import GradusError, IntegrityError
 
 app = typer.Typer(
     help="gradus: fine-tune a pretrained language model on validated, versioned data, step by step.",
@@ -185,6 +185,60 @@ def serve(
     from serving.server import run_service
 
     guarded(lambda: run_service(params, host, port, set_ or []))
+
+
+EndpointOption = Annotated[str | None, typer.Option(
+    "--endpoint-url", help="S3-compatible server of an s3:// location (default: AWS_ENDPOINT_URL, else AWS).")]
+
+
+@app.command()
+def backup(
+    dest: Annotated[str, typer.Argument(help="A folder or s3://bucket/prefix to back up into.")],
+    endpoint_url: EndpointOption = None, params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Copy the registry (versions, aliases, audit log) and the DVC remote to DEST with a manifest of sha256
+    hashes; a later backup to the same DEST copies only what changed since."""
+    def action() -> None:
+        from gradus.backup import backup as run_backup
+        from gradus.backup import project_stores
+
+        result = run_backup(project_stores(params.resolve().parent, load_params(params)), dest, endpoint_url,
+                            typer.echo)
+        typer.echo(f"backup {result['location']} ({result['created_at']})")
+        for section, item in result["sections"].items():
+            typer.echo(f"  {section:<11} {item['objects']} objects ({item['bytes']:,} bytes): {item['copied']} "
+                       f"copied, {item['unchanged']} unchanged since the last backup")
+
+    guarded(action)
+
+
+@app.command()
+def restore(
+    src: Annotated[str, typer.Argument(help="A backup location written by `gradus backup`.")],
+    endpoint_url: EndpointOption = None, params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Bring the registry and the DVC remote back from a backup, every object checked against the backup's
+    sha256 before it is written; then verify the registry as `gradus models verify` does."""
+    def action() -> None:
+        from gradus.backup import project_stores
+        from gradus.backup import restore as run_restore
+        from gradus.registry import project_registry
+
+        root, loaded = params.resolve().parent, load_params(params)
+        result = run_restore(src, project_stores(root, loaded), endpoint_url, typer.echo)
+        typer.echo(f"restored from {result['location']} (backup of {result['backup_created_at']})")
+        for section, item in result["sections"].items():
+            typer.echo(f"  {section:<11} {item['objects']} objects: {item['restored']} restored, "
+                       f"{item['already_there']} already there")
+        for section, item in result["not_restored"].items():
+            typer.echo(f"  {section:<11} {item['objects']} objects NOT restored: no DVC remote configured here "
+                       "(`dvc remote add -d NAME URL`, then restore again)")
+        problems = project_registry(root, loaded).verify()
+        if problems:
+            raise IntegrityError("restored, but the registry does not verify: " + "; ".join(map(str, problems)))
+        typer.echo("registry verified: every version, record and alias checks out")
+
+    guarded(action)
 
 
 @app.command()

@@ -13,11 +13,12 @@ import pytest
 from onnx import numpy_helper
 
 from gradus import compression
-from gradus.config import CompressConfig
+from gradus.config import CompressConfig, ConfigError, load_params
 from gradus.ensemble import build_ensemble
 from gradus.errors import ModelError
 from gradus.modeling import load_classifier, save_label_map
 from tasks.compress import compress, parity, passed_variants
+from tests.conftest import ROOT
 from tests.reliability.registry_worker import lineage
 from tests.serving.conftest import Project, classifier_variant, start_service, stop_service
 
@@ -145,8 +146,5 @@ def test_int8_settings_follow_the_cpu_and_a_one_member_ensemble_is_a_config_erro
     assert compression.int8_settings({"avx2", "avx512f"})["reduce_range"]  # no VNNI: 7-bit weights
     assert not compression.int8_settings({"avx2", "avx512_vnni"})["reduce_range"]
     assert not compression.int8_settings({"amx_int8"})["reduce_range"]
-    from gradus.config import ConfigError, load_params
-    from tests.conftest import ROOT
-
-    with pytest.raises(ConfigError, match="serving.ensemble"):
+    with pytest.raises(ConfigError, match=r"serving\.ensemble"):
         load_params(ROOT / "params.yaml", ["serving.ensemble=[{model: champion}]"])
