@@ -91,18 +91,27 @@ def demo_data(
 @app.command()
 def deploy(
     project_dir: Annotated[Path, typer.Option(help="Project root the deployments run in.")] = Path("."),
-    work_pool: Annotated[str, typer.Option(help="Prefect process work pool (created if missing).")] = "gradus-local",
+    pool_type: Annotated[str, typer.Option(
+        help="process (runs on this machine) or kubernetes (jobs run --image; training asks for a GPU).")] = "process",
+    work_pool: Annotated[str | None, typer.Option(
+        help="Work pool name, created if missing (default: gradus-local, gradus-kubernetes).")] = None,
+    image: Annotated[str | None, typer.Option(help="The gradus worker image (kubernetes pools).")] = None,
     incoming: Annotated[str | None, typer.Option(
         help="Where the drift monitor looks for new text (default: the service's prediction log).")] = None,
     notify_url: Annotated[str | None, typer.Option(
         help="Webhook for notifications of failed runs, drift retrains, rollbacks (or GRADUS_NOTIFY_WEBHOOK).")]
         = None,
 ) -> None:
-    """Register the Prefect deployments training-pipeline (weekly + on demand) and drift-monitor (hourly)."""
+    """Register the Prefect deployments training-pipeline (weekly + on demand), drift-monitor (hourly) and
+    release (on a gated candidate) on a process or Kubernetes work pool."""
     from infra.deploy import deploy_all
 
-    for name, deployment in deploy_all(project_dir, work_pool, incoming, notify_url).items():
-        typer.echo(f"deployed {name}: {deployment}")
+    def action() -> None:
+        deployed = deploy_all(project_dir, work_pool, incoming, notify_url, pool_type, image)
+        for name, deployment in deployed.items():
+            typer.echo(f"deployed {name}: {deployment}")
+
+    guarded(action)
 
 
 @app.command()

@@ -1,6 +1,7 @@
-"""The Prefect deployments of gradus, and the process work pool they run on.
+"""The Prefect deployments of gradus, and the work pool they run on: a process pool on this machine, or a
+Kubernetes pool whose jobs run the gradus image (training jobs ask for a GPU).
 
-    gradus deploy [--project-dir .] [--work-pool gradus-local]    (or: python -m infra.deploy)
+    gradus deploy [--project-dir .] [--pool-type process|kubernetes] [--work-pool NAME] [--image IMAGE]
 
 training-pipeline: weekly (Monday 03:00 UTC) and on demand from the UI with typed parameters; at most one
                    run at a time (a second trigger waits in the queue), so two trainings never share the
@@ -15,72 +16,124 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
+import json
 from pathlib import Path
+from typing import Any
 
-from gradus.config import PARAMS_FILE, load_params
+from gradus.config import PARAMS_FILE, ConfigError, load_params
 from gradus.events import MODEL_CANDIDATE
 from gradus.registry import project_registry
 from infra.automations import ensure_automations
 
 WORK_POOL = "gradus-local"
+POOLS = {"process": WORK_POOL, "kubernetes": "gradus-kubernetes"}  # default pool name per pool type
+IMAGE_PROJECT_DIR = "/opt/gradus"  # where the worker image holds the project (infra/docker)
 TRAINING, DRIFT, RELEASE = "training-pipeline", "drift-monitor", "release"
 TRAINING_CRON, DRIFT_CRON = "0 3 * * 1", "0 * * * *"
 
 
-async def ensure_work_pool(name: str) -> None:
-    """Create the process work pool (with the process worker's default job template) if it is missing."""
+def kubernetes_job_template() -> dict[str, Any]:
+    """The Kubernetes worker's own default base job template (bundled with Prefect, so no collection needs
+    installing where deployments are registered), plus two variables: `gpu_limit` (nvidia.com/gpu, 0 by
+    default; the training deployment asks for 1) and `secret_name` (a Kubernetes Secret whose keys become the
+    job's environment: registry and S3 credentials never appear in a manifest or a deployment)."""
+    from importlib.resources import files
+
+    metadata = files("prefect.server.api.collections_data").joinpath("views/aggregate-worker-metadata.json")
+    template = copy.deepcopy(json.loads(metadata.read_text())["prefect-kubernetes"]["kubernetes"]
+                             ["default_base_job_configuration"])
+    container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+    container["resources"]["limits"]["nvidia.com/gpu"] = "{{ gpu_limit }}"
+    container["envFrom"] = [{"secretRef": {"name": "{{ secret_name }}", "optional": True}}]
+    template["variables"]["properties"] |= {
+        "gpu_limit": {"title": "GPUs", "type": "integer", "default": 0,
+                      "description": "nvidia.com/gpu limit of the job's container (training: 1)"},
+        "secret_name": {"title": "Secret", "type": "string", "default": "gradus-secrets",
+                        "description": "Kubernetes Secret whose keys are set as environment variables"}}
+    return template
+
+
+def job_template(pool_type: str) -> dict[str, Any]:
+    """The base job template of a pool type."""
+    if pool_type == "kubernetes":
+        return kubernetes_job_template()
+    from prefect.workers.process import ProcessWorker
+
+    return ProcessWorker.get_default_base_job_template()
+
+
+async def ensure_work_pool(name: str, pool_type: str = "process") -> None:
+    """Create the work pool (with its worker's base job template) if it is missing; a pool of that name and
+    another type is an error naming both."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
-    from prefect.workers.process import ProcessWorker
 
     async with get_client() as client:
         try:
-            await client.read_work_pool(name)
+            pool = await client.read_work_pool(name)
         except ObjectNotFound:
-            await client.create_work_pool(WorkPoolCreate(
-                name=name, type="process", base_job_template=ProcessWorker.get_default_base_job_template()))
+            await client.create_work_pool(WorkPoolCreate(name=name, type=pool_type,
+                                                         base_job_template=job_template(pool_type)))
+            return
+    if pool.type != pool_type:
+        raise ConfigError(f"work pool {name!r} exists with type {pool.type!r}, not {pool_type!r}; choose another "
+                          "--work-pool name")
 
 
-def deploy_all(project_dir: str | Path = ".", work_pool: str = WORK_POOL,
-               incoming: str | None = None, notify_url: str | None = None) -> dict[str, str]:
-    """Register both deployments (idempotent: re-running updates them); returns {name: deployment id}. The drift
-    monitor watches `incoming`, by default the service's prediction log (real traffic)."""
+def deploy_all(project_dir: str | Path = ".", work_pool: str | None = None, incoming: str | None = None,
+               notify_url: str | None = None, pool_type: str = "process", image: str | None = None) -> dict[str, str]:
+    """Register the deployments on a process or Kubernetes work pool (idempotent: re-running updates them);
+    returns {name: deployment id}. The drift monitor watches `incoming`, by default the service's prediction
+    log (real traffic). On Kubernetes, runs use the project inside `image` (at IMAGE_PROJECT_DIR)."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.events import DeploymentEventTrigger
     from prefect.flows import Flow
 
+    if pool_type not in POOLS:
+        raise ConfigError(f"--pool-type {pool_type}: choose one of {', '.join(POOLS)}")
+    if pool_type == "kubernetes" and not image:
+        raise ConfigError("--pool-type kubernetes needs --image: the gradus worker image (infra/docker) that runs "
+                          "the flows")
     root = Path(project_dir).resolve()
     params = load_params(root / PARAMS_FILE)
     incoming = incoming or params.serving.prediction_log.files()
-    asyncio.run(ensure_work_pool(work_pool))
-    training = Flow.from_source(source=str(root), entrypoint="flows/training.py:training_pipeline")
-    drift = Flow.from_source(source=str(root), entrypoint="flows/drift.py:drift_monitor")
-    release = Flow.from_source(source=str(root), entrypoint="flows/release.py:release")
-    common = {"work_pool_name": work_pool, "tags": ["gradus"]}
+    work_pool = work_pool or POOLS[pool_type]
+    asyncio.run(ensure_work_pool(work_pool, pool_type))
+    run_dir = str(root) if pool_type == "process" else IMAGE_PROJECT_DIR
+    flows = {name: Flow.from_source(source=str(root), entrypoint=entrypoint) for name, entrypoint in (
+        (TRAINING, "flows/training.py:training_pipeline"), (DRIFT, "flows/drift.py:drift_monitor"),
+        (RELEASE, "flows/release.py:release"))}
     one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
     # Only candidates of this project's registry: several projects may share one Prefect server.
     on_candidate = DeploymentEventTrigger(
         name="gated candidate", expect={MODEL_CANDIDATE},
         match={"gradus.registry": project_registry(root, params).store.location},
-        parameters={"version": "{{ event.payload.version }}", "project_dir": str(root)})
-    # to_deployment(...).apply() rather than flow.deploy(): deploy() first lists the pool's online workers,
-    # a request prefect 3.8.8's client sends with null paging that its own server rejects (HTTP 422).
-    ids = {
-        TRAINING: training.to_deployment(
-            name=TRAINING, cron=TRAINING_CRON, parameters={"project_dir": str(root)}, concurrency_limit=one_at_a_time,
-            description="ingest → validate → split → train → evaluate → compress → gate → register; typed overrides",
-            **common).apply(),
-        DRIFT: drift.to_deployment(
-            name=DRIFT, cron=DRIFT_CRON, parameters={"project_dir": str(root), "current": incoming},
-            description="Evidently drift report on new data; starts training-pipeline when drift is significant",
-            **common).apply(),
-        RELEASE: release.to_deployment(
-            name=RELEASE, parameters={"project_dir": str(root)}, concurrency_limit=one_at_a_time,
-            triggers=[on_candidate],
-            description="shadow → canary steps → approval → champion, judged on live traffic; automatic rollback",
-            **common).apply(),
+        parameters={"version": "{{ event.payload.version }}", "project_dir": run_dir})
+    settings = {
+        TRAINING: {"cron": TRAINING_CRON, "parameters": {"project_dir": run_dir}, "concurrency_limit": one_at_a_time,
+                   "description": "ingest → validate → split → train → evaluate → compress → gate → register; "
+                                  "typed overrides"},
+        DRIFT: {"cron": DRIFT_CRON, "parameters": {"project_dir": run_dir, "current": incoming},
+                "description": "Evidently drift report on new data; starts training-pipeline when drift is "
+                               "significant"},
+        RELEASE: {"parameters": {"project_dir": run_dir}, "concurrency_limit": one_at_a_time,
+                  "triggers": [on_candidate],
+                  "description": "shadow → canary steps → approval → champion, judged on live traffic; automatic "
+                                 "rollback"},
     }
+    ids = {}
+    for name, flow in flows.items():
+        jobs = {} if pool_type == "process" else {"image": image} | ({"gpu_limit": 1} if name == TRAINING else {})
+        # to_deployment(...).apply() rather than flow.deploy(): deploy() first lists the pool's online workers,
+        # a request prefect 3.8.8's client sends with null paging that its own server rejects (HTTP 422).
+        deployment = flow.to_deployment(name=name, work_pool_name=work_pool, tags=["gradus"], job_variables=jobs,
+                                        **settings[name])
+        if pool_type == "kubernetes":  # the code is in the image: no pull step, run from its project folder
+            deployment.storage = None
+            deployment._path = IMAGE_PROJECT_DIR
+        ids[name] = deployment.apply()
     deployed = {name: str(value) for name, value in ids.items()}
     # Notifications to people (infra/automations.py): only where a notification block is given or saved.
     automations = asyncio.run(ensure_automations(list(deployed.values()), notify_url))
@@ -90,11 +143,14 @@ def deploy_all(project_dir: str | Path = ".", work_pool: str = WORK_POOL,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m infra.deploy", description=__doc__.splitlines()[0])
     parser.add_argument("--project-dir", default=".")
-    parser.add_argument("--work-pool", default=WORK_POOL)
+    parser.add_argument("--pool-type", default="process", choices=sorted(POOLS))
+    parser.add_argument("--work-pool", default=None, help="default: gradus-local (process), gradus-kubernetes")
+    parser.add_argument("--image", default=None, help="the worker image (kubernetes pools)")
     parser.add_argument("--incoming", default=None, help="default: the service's prediction log")
     parser.add_argument("--notify-url", default=None, help="webhook for notifications (or GRADUS_NOTIFY_WEBHOOK)")
     args = parser.parse_args(argv)
-    for name, deployment in deploy_all(args.project_dir, args.work_pool, args.incoming, args.notify_url).items():
+    deployed = deploy_all(args.project_dir, args.work_pool, args.incoming, args.notify_url, args.pool_type, args.image)
+    for name, deployment in deployed.items():
         print(f"deployed {name}: {deployment}")
 
 

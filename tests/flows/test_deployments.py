@@ -19,12 +19,23 @@ from prefect.client.schemas.sorting import DeploymentSort, FlowRunSort
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
+from prefect.utilities.templating import apply_values
 
 from flows.drift import drift_monitor
-from gradus.config import load_params
+from gradus.config import ConfigError, load_params
 from gradus.demo import generate
 from gradus.registry import project_registry
-from infra.deploy import DRIFT, DRIFT_CRON, TRAINING, TRAINING_CRON, WORK_POOL, deploy_all
+from infra.deploy import (
+    DRIFT,
+    DRIFT_CRON,
+    IMAGE_PROJECT_DIR,
+    POOLS,
+    RELEASE,
+    TRAINING,
+    TRAINING_CRON,
+    WORK_POOL,
+    deploy_all,
+)
 from tests.conftest import ROOT, set_params, tool_env
 
 pytestmark = pytest.mark.slow
@@ -144,3 +155,32 @@ def test_deployments_schedules_api_trigger_and_drift_retrains(prefect_server, pr
     assert cooling["decision"]["drifted_signals"] and not cooling["decision"]["checks"]["cooled_down"]["passed"]
     assert not cooling["decision"]["retrain"]
     assert len(asyncio.run(_runs_of(training.id))) == before + 1
+
+
+def test_the_same_deployments_register_on_a_kubernetes_pool(prefect_server, project_repo: Path) -> None:
+    with pytest.raises(ConfigError, match="needs --image"):
+        deploy_all(project_repo, pool_type="kubernetes")
+    image = "registry.example/gradus-worker:0.1.0"
+    ids = deploy_all(project_repo, pool_type="kubernetes", image=image)
+
+    async def read() -> tuple:
+        async with get_client() as client:
+            pool = await client.read_work_pool(POOLS["kubernetes"])
+            return pool, {name: await client.read_deployment(ids[name]) for name in (TRAINING, DRIFT, RELEASE)}
+
+    pool, deployments = asyncio.run(read())
+    assert pool.type == "kubernetes"
+    assert all(d.work_pool_name == pool.name for d in deployments.values())
+    assert all(d.path == IMAGE_PROJECT_DIR and not d.pull_steps for d in deployments.values())  # code in the image
+    assert all(d.parameters["project_dir"] == IMAGE_PROJECT_DIR for d in deployments.values())
+    assert deployments[TRAINING].job_variables == {"image": image, "gpu_limit": 1}
+    assert deployments[DRIFT].job_variables == {"image": image}
+    # The job a training run gets: the pool's template with the deployment's variables over the defaults.
+    variables = {name: spec.get("default") for name, spec in pool.base_job_template["variables"]["properties"].items()}
+    job = apply_values(pool.base_job_template["job_configuration"], variables | deployments[TRAINING].job_variables)
+    container = job["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == image and container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["envFrom"] == [{"secretRef": {"name": "gradus-secrets", "optional": True}}]
+    assert "gradus-secrets" not in yaml.safe_dump(deployments[TRAINING].job_variables)  # no secret values anywhere
+    with pytest.raises(ConfigError, match="exists with type 'kubernetes', not 'process'"):
+        deploy_all(project_repo, work_pool=POOLS["kubernetes"])
