@@ -82,6 +82,15 @@ async def ensure_work_pool(name: str, pool_type: str = "process") -> None:
                           "--work-pool name")
 
 
+async def clear_pull_steps(deployment_id: Any) -> None:
+    """No pull step: runs use the code where the image has it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    async with get_client() as client:
+        await client.update_deployment(deployment_id, DeploymentUpdate(pull_steps=[], path=IMAGE_PROJECT_DIR))
+
+
 def deploy_all(project_dir: str | Path = ".", work_pool: str | None = None, incoming: str | None = None,
                notify_url: str | None = None, pool_type: str = "process", image: str | None = None) -> dict[str, str]:
     """Register the deployments on a process or Kubernetes work pool (idempotent: re-running updates them);
@@ -134,6 +143,8 @@ def deploy_all(project_dir: str | Path = ".", work_pool: str | None = None, inco
             deployment.storage = None
             deployment._path = IMAGE_PROJECT_DIR
         ids[name] = deployment.apply()
+        if pool_type == "kubernetes":  # an update without storage keeps old pull steps (a process pool's)
+            asyncio.run(clear_pull_steps(ids[name]))
     deployed = {name: str(value) for name, value in ids.items()}
     # Notifications to people (infra/automations.py): only where a notification block is given or saved.
     automations = asyncio.run(ensure_automations(list(deployed.values()), notify_url))

@@ -160,6 +160,7 @@ def test_deployments_schedules_api_trigger_and_drift_retrains(prefect_server, pr
 def test_the_same_deployments_register_on_a_kubernetes_pool(prefect_server, project_repo: Path) -> None:
     with pytest.raises(ConfigError, match="needs --image"):
         deploy_all(project_repo, pool_type="kubernetes")
+    deploy_all(project_repo)  # first on the process pool, as a project moving to Kubernetes has them
     image = "registry.example/gradus-worker:0.1.0"
     ids = deploy_all(project_repo, pool_type="kubernetes", image=image)
 
