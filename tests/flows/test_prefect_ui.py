@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,18 +30,34 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
                                             "installs them)")]
 
 
+@contextmanager
+def prefect_with_ui(folder: Path) -> Iterator[str]:
+    """`prefect server start` (API and UI) on a free loopback port, its database in `folder`; this process (and
+    its threads) talk to it while the context is open. Yields the UI's base URL."""
+    import prefect.context
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = tool_env() | {"PREFECT_HOME": str(folder / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                        "PREFECT_API_URL": api}
+    server = start_until_ready([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                "--port", str(port)], f"{api}/health", folder / "prefect-server.log", timeout=120,
+                               env=env)
+    try:
+        # As prefect_test_harness does: the settings also for threads (the release flow runs in one).
+        with temporary_settings(updates={PREFECT_API_URL: api}), \
+                prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
+            yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+
+
 @pytest.fixture()
 def prefect_ui(tmp_path: Path) -> Iterator[str]:
-    """`prefect server start` (API and UI) on a free loopback port, its database in a temporary folder."""
-    port = free_port()
-    env = tool_env() | {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
-    server = start_until_ready([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                "--port", str(port)], f"http://127.0.0.1:{port}/api/health",
-                               tmp_path / "server.log", timeout=120, env=env)
-    yield f"http://127.0.0.1:{port}"
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(30)
+    with prefect_with_ui(tmp_path) as url:
+        yield url
 
 
 def browser():
@@ -88,13 +105,29 @@ def custom_run(driver, deployment_url: str, epochs: str) -> str:
     return driver.current_url.split("/runs/flow-run/")[1].split("?")[0]
 
 
+def resume_in_ui(driver, flow_run_url: str, decision: str, comment: str) -> None:
+    """The paused run's page, Resume, the typed approval form (decision, comment), Submit."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    wait = WebDriverWait(driver, 60)
+    driver.get(flow_run_url)
+    wait.until(ec.element_to_be_clickable((By.XPATH, "//button[normalize-space()='Resume']"))).click()
+    field = "//label[starts-with(normalize-space(), '{}')]/ancestor::div[.//{}][1]//{}"  # "(Optional)" or not
+    Select(wait.until(ec.visibility_of_element_located(
+        (By.XPATH, field.format("Decision", "select", "select"))))).select_by_visible_text(decision)
+    driver.find_element(By.XPATH, field.format("Comment", "textarea", "textarea")).send_keys(comment)
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "prefect-ui-release-approval.png"))
+    driver.find_element(By.XPATH, "//button[normalize-space()='Submit']").click()
+
+
 def test_a_retrain_from_the_ui_custom_run_form(prefect_ui: str, project_repo: Path) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     api = f"{prefect_ui}/api"
-    with temporary_settings(updates={PREFECT_API_URL: api}):
-        deployment_id = deploy_all(project_repo)[TRAINING]
+    deployment_id = deploy_all(project_repo)[TRAINING]
     ARTIFACTS.mkdir(exist_ok=True)
     driver = browser()
     try:
@@ -109,10 +142,9 @@ def test_a_retrain_from_the_ui_custom_run_form(prefect_ui: str, project_repo: Pa
             async with get_client() as client:
                 return await client.read_flow_run(run_id)
 
-        with temporary_settings(updates={PREFECT_API_URL: api}):
-            deadline = time.monotonic() + 120
-            while not (run := asyncio.run(read())).state.is_final() and time.monotonic() < deadline:
-                time.sleep(2)
+        deadline = time.monotonic() + 120
+        while not (run := asyncio.run(read())).state.is_final() and time.monotonic() < deadline:
+            time.sleep(2)
         assert run.state.is_completed(), worker.stdout[-3000:] + worker.stderr[-3000:]
         assert run.parameters["overrides"]["epochs"] == 2
         lock = yaml.safe_load((project_repo / "dvc.lock").read_text())

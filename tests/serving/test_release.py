@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
-from prefect.testing.utilities import prefect_test_harness
 
 from cli.replay import replay
 from flows.release import ReleaseOverrides, RolledBack, release
 from gradus.modeling import save_label_map
 from tests.conftest import BANKING77, sh
+from tests.flows.test_prefect_ui import CHROMEDRIVER, CHROMIUM, browser, prefect_with_ui, resume_in_ui
 from tests.flows.test_training_flow import _artifacts
 from tests.reliability.registry_worker import lineage
 from tests.serving.conftest import Project, Service, start_service, stop_service
@@ -35,9 +35,10 @@ FAST = {"min_dwell_s": 2, "min_requests": 40, "check_interval_s": 1.5, "min_samp
 
 
 @pytest.fixture(scope="module")
-def prefect_server():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def prefect_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real Prefect server with its UI (the approval is given in it, in a browser, where Chromium exists)."""
+    with prefect_with_ui(tmp_path_factory.mktemp("prefect")) as url:
+        yield url
 
 
 def register_copy(project: Project, tmp_path: Path, tag: str, labels: list[str] | None = None) -> str:
@@ -129,9 +130,17 @@ def test_healthy_candidate_reaches_champion_after_approval(prefect_server, proje
         assert [e["reason"] for e in release_events(project, candidate, "release-step")] == [
             "shadow", "canary 5%", "canary 25%", "canary 50%"]
         assert {champion, candidate} == served_by(service)  # 50 % of keys on each
-        # What the UI's Resume button sends: the form's values as the run input.
-        resume_flow_run(UUID(run_id), run_input={"decision": "approve", "comment": "analysis looks fine"})
-        run.wait()
+        # A person approves in the UI: the paused run's Resume form (the API's resume where no Chromium is).
+        if CHROMIUM and CHROMEDRIVER:
+            driver = browser()
+            try:
+                resume_in_ui(driver, f"{prefect_server}/runs/flow-run/{run_id}", "approve", "analysis looks fine")
+                run.wait()
+            finally:
+                driver.quit()
+        else:
+            resume_flow_run(UUID(run_id), run_input={"decision": "approve", "comment": "analysis looks fine"})
+            run.wait()
         assert run.error is None, run.error
         assert run.result["outcome"] == "promoted" and run.result["previous"] == champion
         aliases = project.registry().aliases()
