@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from gradus.errors import ModelError
-from gradus.modeling import DEFAULT_MAX_LENGTH, Predictions, load_label_map
+from gradus.modeling import DEFAULT_MAX_LENGTH, Predictions, length_batches, load_label_map
 
 log = logging.getLogger("gradus.compression")
 ONNX_FILE = "model.onnx"
@@ -116,10 +116,8 @@ class OnnxModel:
         if embeddings:
             raise ModelError(f"{self.backend} variant of {self.version}: embeddings come from the torch backend")
         wanted = {node.name for node in self.session.get_inputs()}
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         probabilities = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
+        for index in length_batches(texts, batch_size):
             batch = self.tokenizer([texts[i] for i in index], truncation=True, max_length=self.max_length,
                                    padding=True, return_tensors="np")
             logits = self.session.run(None, {k: batch[k].astype(np.int64) for k in wanted if k in batch})[0]
@@ -132,10 +130,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def load_onnx(graph: Path, model_dir: Path, variant: str, *, threads: int = 0,
-              max_length: int = DEFAULT_MAX_LENGTH, version: str | None = None, alias: str | None = None,
+def load_onnx(graph: Path, model_dir: Path, variant: str, *, max_length: int = DEFAULT_MAX_LENGTH,
+              version: str | None = None, alias: str | None = None,
               manifest: dict[str, Any] | None = None) -> OnnxModel:
-    """An ONNX Runtime session over a variant's graph, with the tokenizer and labels of its model folder."""
+    """An ONNX Runtime session over a variant's graph, with the tokenizer and labels of its model folder; as
+    many threads as torch uses (the service sets those for the machine)."""
     import onnxruntime as ort
     import torch
     from transformers import AutoTokenizer
@@ -143,7 +142,7 @@ def load_onnx(graph: Path, model_dir: Path, variant: str, *, threads: int = 0,
     if not Path(graph).is_file():
         raise ModelError(f"{graph}: no {variant} variant; run the compress stage (or serve with backend torch)")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
@@ -163,11 +162,11 @@ def texts_per_second(model: Any, texts: list[str], batch_size: int, seconds: flo
                 return done / (time.perf_counter() - start)
 
 
-def fastest(models: list[Any], batch_size: int, seconds: float = 0.5) -> tuple[Any, dict[str, float]]:
-    """The model with the most texts per second on this machine, and every backend's figure."""
+def fastest(models: list[Any], batch_size: int, seconds: float = 0.5) -> Any:
+    """The model with the most texts per second on this machine (every backend's figure is logged)."""
     texts = SAMPLE_TEXTS * max(1, batch_size // len(SAMPLE_TEXTS) + 1)
     speeds = {model.backend: texts_per_second(model, texts, batch_size, seconds) for model in models}
     best = max(models, key=lambda model: speeds[model.backend])
     figures = {name: round(value, 1) for name, value in speeds.items()}
     log.info("backend auto for %s: %s (texts/s at batch %d: %s)", best.version, best.backend, batch_size, figures)
-    return best, figures
+    return best

@@ -189,6 +189,12 @@ def pick_device(preference: str = "auto") -> str:
     return "cpu"
 
 
+def length_batches(texts: list[str], batch_size: int) -> list[list[int]]:
+    """Row indices in batches of similar text length (less padding); every row exactly once."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def forward(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 128, max_length: int = 128,
             embeddings: bool = False, bf16: bool = False) -> tuple[Any, Any]:
     """(class probabilities, mean-pooled last-layer embeddings or None) in one pass, rows in input order;
@@ -198,15 +204,13 @@ def forward(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 128,
     import numpy as np
     import torch
 
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     device = next(model.parameters()).device
     probabilities = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     pooled = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32) if embeddings else None
     device_type = "cuda" if device.type == "cuda" else "cpu"
     precision = torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with torch.inference_mode(), precision:
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
+        for index in length_batches(texts, batch_size):
             batch = tokenizer([texts[i] for i in index], truncation=True, max_length=max_length,
                               padding=True, return_tensors="pt").to(device)
             out = model(**batch, output_hidden_states=embeddings)

@@ -687,7 +687,7 @@ class Registry:
                                 manifest=manifest)
         if backend != "auto" or device != "cpu" or not variants:  # the variants run on the CPU only
             return model
-        return compression.fastest([model, *map(variant, variants)], batch_size)[0]
+        return compression.fastest([model, *map(variant, variants)], batch_size)
 
     # -- aliases
 

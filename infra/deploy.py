@@ -82,8 +82,10 @@ async def ensure_work_pool(name: str, pool_type: str = "process") -> None:
                           "--work-pool name")
 
 
-async def clear_pull_steps(deployment_id: Any) -> None:
-    """No pull step: runs use the code where the image has it."""
+async def run_from_image(deployment_id: Any) -> None:
+    """Runs use the code in the image, at IMAGE_PROJECT_DIR: no pull step (which would point at the folder the
+    deployment was registered from). Set after `apply()` because an update from a deployment without storage
+    leaves the stored pull steps (for example a process pool's) as they were."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentUpdate
 
@@ -139,12 +141,9 @@ def deploy_all(project_dir: str | Path = ".", work_pool: str | None = None, inco
         # a request prefect 3.8.8's client sends with null paging that its own server rejects (HTTP 422).
         deployment = flow.to_deployment(name=name, work_pool_name=work_pool, tags=["gradus"], job_variables=jobs,
                                         **settings[name])
-        if pool_type == "kubernetes":  # the code is in the image: no pull step, run from its project folder
-            deployment.storage = None
-            deployment._path = IMAGE_PROJECT_DIR
         ids[name] = deployment.apply()
-        if pool_type == "kubernetes":  # an update without storage keeps old pull steps (a process pool's)
-            asyncio.run(clear_pull_steps(ids[name]))
+        if pool_type == "kubernetes":
+            asyncio.run(run_from_image(ids[name]))
     deployed = {name: str(value) for name, value in ids.items()}
     # Notifications to people (infra/automations.py): only where a notification block is given or saved.
     automations = asyncio.run(ensure_automations(list(deployed.values()), notify_url))

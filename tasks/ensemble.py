@@ -18,7 +18,7 @@ from gradus.io import write_json
 from gradus.modeling import pick_device
 from gradus.registry import project_registry
 from tasks.evaluate import evaluate_loaded
-from tasks.gate import champion_predictions, verdict
+from tasks.gate import judge
 from tasks.register import apply_gate
 
 
@@ -36,20 +36,16 @@ def parse_members(specs: list[str]) -> list[tuple[str, float]]:
 
 def gate_ensemble(root: Path, params: Params, specs: list[str], run: str) -> dict[str, Any]:
     """Score, gate, register and (on a pass) make candidate the soft-voting ensemble of `specs`."""
+    splits = root / params.paths.splits
+    if not (splits / "test.parquet").is_file():
+        raise DataError(f"{splits / 'test.parquet'}: no test split to score the ensemble on; run `gradus run` first")
     registry = project_registry(root, params)
     members = [(registry.resolve(ref), weight) for ref, weight in parse_members(specs)]
     device = pick_device(params.train.device)
     model = build_ensemble([registry.load(version, device) for version, _ in members], [w for _, w in members])
-    splits = root / params.paths.splits
-    if not (splits / "test.parquet").is_file():
-        raise DataError(f"{splits / 'test.parquet'}: no test split to score the ensemble on; run `gradus run` first")
     train, test = (pd.read_parquet(splits / f"{name}.parquet") for name in ("train", "test"))
     result = evaluate_loaded(model, train, test, params, str(splits / "test.parquet"))
-    generation = registry.aliases().generation
-    champion = champion_predictions(registry, list(test["text"]), device, params.evaluate.batch_size)
-    report = verdict(result.metrics, result.behavioral, list(test["label"]), result.predicted, list(model.labels),
-                     champion, params.gate)
-    report["registry"] = {"uri": registry.store.location, "alias_generation": generation}
+    report = judge(registry, test, result.metrics, result.behavioral, result.predicted, list(model.labels), params)
     spec = ensemble_spec(members, list(model.labels))
     with tempfile.TemporaryDirectory() as folder:
         write_json(spec, Path(folder) / ENSEMBLE_FILE)

@@ -194,6 +194,19 @@ def champion_predictions(registry: Registry, texts: list[str], device: str, batc
     return Champion(state.champion, list(champion.labels), champion.predict(texts, batch_size).labels())
 
 
+def judge(registry: Registry, test: pd.DataFrame, metrics: dict[str, Any], behavioral: dict[str, Any],
+          predicted: list[str], labels: list[str], params: Params) -> dict[str, Any]:
+    """The verdict on a challenger's test predictions against the registry's champion (scored now, on the
+    same texts), with the alias generation it was made against: the aliases move only if nobody changed them
+    since."""
+    generation = registry.aliases().generation
+    champion = champion_predictions(registry, list(test["text"]), pick_device(params.train.device),
+                                    params.evaluate.batch_size)
+    report = verdict(metrics, behavioral, list(test["label"]), predicted, labels, champion, params.gate)
+    report["registry"] = {"uri": registry.store.location, "alias_generation": generation}
+    return report
+
+
 def run(params: Params) -> dict[str, Any]:
     """Judge the model in paths.model; write reports/gate.json, gate.md and the numeric DVC metric."""
     paths = params.paths
@@ -201,14 +214,9 @@ def run(params: Params) -> dict[str, Any]:
     test, predictions = pd.read_parquet(test_file), pd.read_parquet(paths.predictions)
     if len(test) != len(predictions) or list(test["label"]) != list(predictions["actual"]):
         raise DataError(f"{paths.predictions} does not match {test_file}; rerun the evaluate stage (dvc repro)")
-    registry = project_registry(Path.cwd(), params)
-    generation = registry.aliases().generation
-    champion = champion_predictions(registry, list(test["text"]), pick_device(params.train.device),
-                                    params.evaluate.batch_size)
-    report = verdict(read_json(Path(paths.metrics)), read_json(Path(paths.behavioral)), list(test["label"]),
-                     list(predictions["predicted"]), load_label_map(Path(paths.model)), champion, params.gate)
-    # The aliases this verdict was made against: the flow moves them only if nobody changed them since.
-    report["registry"] = {"uri": registry.store.location, "alias_generation": generation}
+    report = judge(project_registry(Path.cwd(), params), test, read_json(Path(paths.metrics)),
+                   read_json(Path(paths.behavioral)), list(predictions["predicted"]),
+                   load_label_map(Path(paths.model)), params)
     write_json(report, Path(paths.gate_report))
     Path(paths.gate_markdown).write_text(gate_markdown(report), encoding="utf-8")
     write_json(gate_numbers(report), Path(paths.gate_metrics))
