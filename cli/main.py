@@ -234,7 +234,7 @@ def restore(
         from gradus.registry import project_registry
 
         root, loaded = params.resolve().parent, load_params(params)
-        result = run_restore(src, project_stores(root, loaded), endpoint_url, typer.echo)
+        result = run_restore(src, project_stores(root, loaded), endpoint_url)
         typer.echo(f"restored from {result['location']} (backup of {result['backup_created_at']})")
         for section, item in result["sections"].items():
             typer.echo(f"  {section:<11} {item['objects']} objects: {item['restored']} restored, "

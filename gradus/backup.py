@@ -117,8 +117,7 @@ def backup(sources: dict[str, Store], location: str, endpoint_url: str | None = 
     return {"location": destination.location, "created_at": manifest["created_at"], "sections": summary}
 
 
-def restore(location: str, targets: dict[str, Store], endpoint_url: str | None = None,
-            progress: Callable[[str], None] = print) -> dict[str, Any]:
+def restore(location: str, targets: dict[str, Store], endpoint_url: str | None = None) -> dict[str, Any]:
     """Bring every object of the latest backup at `location` back into `targets`, each checked against its
     sha256 before it is written; an object already there is kept if identical and refused if different."""
     manifest = read_manifest(open_store(location, endpoint_url))
@@ -132,7 +131,6 @@ def restore(location: str, targets: dict[str, Store], endpoint_url: str | None =
             # Versions before the aliases and records that name them: a reader never sees an alias to nothing.
             order = sorted(files, key=lambda key: (not key.startswith("versions/"), key))
             restored = sum(restore_object(stored, target, key, files[key], Path(scratch)) for key in order)
-            progress(f"  {section}: {restored} objects restored")
             summary[section] = {"objects": len(files), "restored": restored, "already_there": len(files) - restored}
     missing = {section: {"objects": len(item["files"]), "skipped": "no such store configured in this project"}
                for section, item in manifest["sections"].items() if section not in targets}
