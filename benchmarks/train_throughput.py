@@ -41,7 +41,7 @@ from transformers import (
 
 from gradus.config import load_params
 from gradus.modeling import matmul_flops_per_s, resolve_base
-from tasks.train import EncodedTexts, macro_f1_metric, mixed_precision, training_arguments
+from tasks.train import EncodedTexts, macro_f1_metric, mixed_precision, plan_training, training_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 BANKING77 = ROOT / "benchmarks" / "data" / "banking77" / "train.csv"
@@ -94,7 +94,8 @@ def run_variant(name: str, texts: list[str], labels: list[int], num_labels: int,
             params = load_params(ROOT / "params.yaml", [f"train.batch_size={batch}", "train.device=cpu",
                                                         f"train.max_steps={len(texts) // batch}",
                                                         "train.eval_steps=1000000", *overrides])
-            args = training_arguments(params.train, "cpu", scratch)
+            plan = plan_training(params.train, len(texts), num_labels)
+            args = training_arguments(params.train, "cpu", scratch, plan)
             # The Trainer evaluates once at the last step: 8 rows keep that out of the timing.
             eval_set = EncodedTexts({k: v[:8] for k, v in encodings.items()}, labels[:8])
         else:

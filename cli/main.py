@@ -43,6 +43,24 @@ def run(
 
 
 @app.command()
+def tune(
+    trials: Annotated[int | None, typer.Option(min=1, help="Trials this run (default: tune.trials).")] = None,
+    timeout_minutes: Annotated[float | None, typer.Option(
+        help="No trial starts after this many minutes (default: tune.timeout_minutes).")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name; the same name continues that search.")] = None,
+    set_: SetOption = None,
+    project_dir: Annotated[Path, typer.Option(help="Project root holding dvc.yaml and params.yaml.")] = Path("."),
+) -> None:
+    """Search train params with Optuna; every trial is a DVC experiment (`dvc exp show` lists them). The best
+    is written as a proposal (reports/tune/STUDY.json); params.yaml is not changed."""
+    from flows.tune import proposal_markdown
+    from flows.tune import tune as tune_flow
+
+    guarded(lambda: typer.echo(proposal_markdown(tune_flow(trials, timeout_minutes, study, set_ or [],
+                                                           str(project_dir)))))
+
+
+@app.command()
 def stage(
     name: Annotated[str, typer.Argument(help="ingest, validate, split, train, evaluate or gate.")],
     set_: SetOption = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -28,7 +28,8 @@ from tasks.dvc import push_outputs, run_stage
 from tasks.register import move_aliases, register_model
 from tasks.runner import STAGES
 
-Epochs = optional_override(TrainConfig, "epochs", "train")
+# A number in the UI form (unset keeps params.yaml's value, `auto` by default: the budget from the data).
+Epochs = Annotated[Annotated[float, Field(gt=0)] | None, Field(description="train.epochs (unset: params.yaml's)")]
 LearningRate = optional_override(TrainConfig, "learning_rate", "train")
 BatchSize = optional_override(TrainConfig, "batch_size", "train")
 MaxLength = optional_override(TrainConfig, "max_length", "train")

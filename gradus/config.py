@@ -66,6 +66,7 @@ class PathsConfig(_Section):
     gate_metrics: str = "reports/gate_metrics.json"
     compressed: str = "models/compressed"
     compression_report: str = "reports/compression.json"
+    tune: str = "reports/tune"
     drift_reports: str = "reports/drift"
 
 
@@ -212,7 +213,13 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: float = Field(3.0, gt=0)
+    # auto: an epoch budget from the data (README "Training recipe"): at least min_steps_per_class optimizer
+    # steps per label, within [min_epochs, max_epochs]
+    epochs: float | str = "auto"
+    min_steps_per_class: int = Field(30, ge=1)
+    min_epochs: float = Field(3.0, gt=0)
+    max_epochs: float = Field(20.0, gt=0)
+    max_minutes: float | None = Field(None, gt=0)     # time budget: stop at the first evaluation past it
     learning_rate: float = Field(1e-4, gt=0, lt=1)
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(128, ge=1)
@@ -227,10 +234,36 @@ class TrainConfig(_Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     torch_compile: bool = False
     max_steps: int = Field(-1, ge=-1)
-    eval_steps: int = Field(50, ge=1)                 # evaluate and checkpoint every this many optimizer steps
+    # evaluate and checkpoint every this many optimizer steps; auto: once per epoch (in equal parts of at
+    # most 1,000 steps when an epoch is longer)
+    eval_steps: int | str = "auto"
     save_total_limit: int = Field(2, ge=1)            # checkpoints kept (the best one is never deleted)
-    early_stopping_patience: int = Field(3, ge=0)     # evaluations without a better val macro-F1; 0 = off
+    # Early stopping, judged in epochs: stop after this many epochs in which val macro-F1 did not rise by more
+    # than early_stopping_min_delta AND val loss did not fall by more than early_stopping_loss_tolerance
+    # (relative); 0 = off
+    early_stopping_patience: float = Field(2.0, ge=0)
+    early_stopping_min_delta: float = Field(0.001, ge=0, lt=1)
+    early_stopping_loss_tolerance: float = Field(0.01, ge=0, lt=1)
     resume: bool = True                               # continue from the last checkpoint of the same run
+
+    @field_validator("epochs", "eval_steps", mode="before")
+    @classmethod
+    def _auto_or_positive(cls, value: Any, info: Any) -> Any:
+        """`auto` or a positive number (whole for eval_steps): one message naming the key, not a union's two."""
+        integer = info.field_name == "eval_steps"
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+            raise ValueError(f"expects auto or a positive {'whole ' if integer else ''}number, got {value!r}")
+        if value <= 0:
+            raise ValueError(f"expects auto or a number above 0, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _epoch_bounds(self) -> TrainConfig:
+        if self.min_epochs > self.max_epochs:
+            raise ValueError(f"min_epochs ({self.min_epochs}) is above max_epochs ({self.max_epochs})")
+        return self
 
 
 class BehavioralConfig(_Section):
@@ -428,6 +461,66 @@ class CompressConfig(_Section):
     timing_batch_size: int = Field(32, ge=1)
 
 
+class SearchDimension(_Section):
+    """One searched train key: a [low, high] range (integers if both bounds are, log scale on request) or a
+    list of choices."""
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    choices: tuple[int | float | str | bool, ...] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> SearchDimension:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or not self.choices:
+                raise ValueError("give either choices (a non-empty list) or low and high, not both")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError("a range needs low < high (or give choices)")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs low > 0")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        return isinstance(self.low, int) and isinstance(self.high, int) and not self.log
+
+
+def _default_space() -> dict[str, SearchDimension]:
+    return {"learning_rate": SearchDimension(low=2e-5, high=3e-4, log=True),
+            "epochs": SearchDimension(low=3, high=15),
+            "batch_size": SearchDimension(choices=(16, 32, 64)),
+            "warmup_ratio": SearchDimension(low=0.0, high=0.2),
+            "weight_decay": SearchDimension(low=0.0, high=0.1),
+            "max_length": SearchDimension(choices=(32, 64, 128))}
+
+
+class TuneConfig(_Section):
+    """gradus tune: a budgeted Optuna search in which every trial is a DVC experiment (tasks/tune.py)."""
+
+    trials: int = Field(20, ge=1)
+    timeout_minutes: float | None = Field(240.0, gt=0)  # no new trial starts after this
+    seed: int = 0                                        # of the sampler (TPE)
+    pruning: bool = True                                 # stop a trial below the median of earlier ones
+    startup_trials: int = Field(3, ge=0)                 # trials never pruned (the median needs a few)
+    warmup_evaluations: int = Field(1, ge=0)             # evaluations of a trial before it can be pruned
+    space: dict[str, SearchDimension] = Field(default_factory=_default_space)
+
+    @model_validator(mode="after")
+    def _train_keys_with_valid_values(self) -> TuneConfig:
+        for key, dimension in self.space.items():
+            if key not in TrainConfig.model_fields:
+                raise ValueError(f"space: {key!r} is not a train key (one of {', '.join(TrainConfig.model_fields)})")
+            values = dimension.choices if dimension.choices is not None else (dimension.low, dimension.high)
+            for value in values:
+                try:
+                    TrainConfig(**{key: value})
+                except ValidationError as exc:
+                    raise ValueError(f"space.{key}: {value!r} is not a valid train.{key} "
+                                     f"({exc.errors()[0]['msg']})") from None
+        return self
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
@@ -444,6 +537,7 @@ class Params(_Section):
     drift: DriftConfig = DriftConfig()
     serving: ServingConfig = ServingConfig()
     release: ReleaseConfig = ReleaseConfig()
+    tune: TuneConfig = TuneConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=(),
                               allow_inf_nan=False)

@@ -8,6 +8,8 @@ training-pipeline: weekly (Monday 03:00 UTC) and on demand from the UI with type
                    project workspace.
 drift-monitor:     hourly, on the inference service's prediction log (serving.prediction_log; a parameter:
                    any file, glob or s3:// prefix of new text).
+tune:              on demand (UI: trials, time budget, study, overrides): an Optuna search whose trials are
+                   DVC experiments; writes a proposal, never params.yaml.
 release:           started by the event `gradus.model.candidate` (a training run registered a gated candidate
                    for this project's registry) or by hand (UI, `gradus release VERSION`); one at a time.
 """
@@ -29,7 +31,7 @@ from infra.automations import ensure_automations
 WORK_POOL = "gradus-local"
 POOLS = {"process": WORK_POOL, "kubernetes": "gradus-kubernetes"}  # default pool name per pool type
 IMAGE_PROJECT_DIR = "/opt/gradus"  # where the worker image holds the project (infra/docker)
-TRAINING, DRIFT, RELEASE = "training-pipeline", "drift-monitor", "release"
+TRAINING, DRIFT, RELEASE, TUNE = "training-pipeline", "drift-monitor", "release", "tune"
 TRAINING_CRON, DRIFT_CRON = "0 3 * * 1", "0 * * * *"
 
 
@@ -115,7 +117,7 @@ def deploy_all(project_dir: str | Path = ".", work_pool: str | None = None, inco
     run_dir = str(root) if pool_type == "process" else IMAGE_PROJECT_DIR
     flows = {name: Flow.from_source(source=str(root), entrypoint=entrypoint) for name, entrypoint in (
         (TRAINING, "flows/training.py:training_pipeline"), (DRIFT, "flows/drift.py:drift_monitor"),
-        (RELEASE, "flows/release.py:release"))}
+        (RELEASE, "flows/release.py:release"), (TUNE, "flows/tune.py:tune"))}
     one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
     # Only candidates of this project's registry: several projects may share one Prefect server.
     on_candidate = DeploymentEventTrigger(
@@ -133,10 +135,14 @@ def deploy_all(project_dir: str | Path = ".", work_pool: str | None = None, inco
                   "triggers": [on_candidate],
                   "description": "shadow → canary steps → approval → champion, judged on live traffic; automatic "
                                  "rollback"},
+        TUNE: {"parameters": {"project_dir": run_dir}, "concurrency_limit": one_at_a_time,
+               "description": "Optuna search over the train params, every trial a DVC experiment; the best is a "
+                              "proposal to review (dvc exp apply)"},
     }
     ids = {}
     for name, flow in flows.items():
-        jobs = {} if pool_type == "process" else {"image": image} | ({"gpu_limit": 1} if name == TRAINING else {})
+        gpu = {"gpu_limit": 1} if name in (TRAINING, TUNE) else {}
+        jobs = {} if pool_type == "process" else {"image": image} | gpu
         # to_deployment(...).apply() rather than flow.deploy(): deploy() first lists the pool's online workers,
         # a request prefect 3.8.8's client sends with null paging that its own server rejects (HTTP 422).
         deployment = flow.to_deployment(name=name, work_pool_name=work_pool, tags=["gradus"], job_variables=jobs,

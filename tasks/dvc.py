@@ -42,10 +42,12 @@ def dvc_env() -> dict[str, str]:
     return env
 
 
-def run_dvc(args: list[str], project_dir: Path, log: Callable[[str], None]) -> list[str]:
-    """Run `dvc ARGS` in project_dir, passing each output line to log; raise StageFailed on error."""
+def run_dvc(args: list[str], project_dir: Path, log: Callable[[str], None],
+            env: dict[str, str] | None = None) -> list[str]:
+    """Run `dvc ARGS` in project_dir (with `env` added to the environment), passing each output line to log;
+    raise StageFailed on error."""
     command = [sys.executable, "-m", "dvc", *args]
-    process = subprocess.Popen(command, cwd=project_dir, env=dvc_env(), stdout=subprocess.PIPE,
+    process = subprocess.Popen(command, cwd=project_dir, env=dvc_env() | (env or {}), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines = []
     last_progress = 0.0

@@ -33,6 +33,7 @@ from infra.deploy import (
     RELEASE,
     TRAINING,
     TRAINING_CRON,
+    TUNE,
     WORK_POOL,
     deploy_all,
 )
@@ -102,6 +103,9 @@ def test_deployments_schedules_api_trigger_and_drift_retrains(prefect_server, pr
     schema = training.parameter_openapi_schema
     assert "overrides" in schema["properties"] and "epochs" in yaml.safe_dump(schema)  # a typed form in the UI
     assert str(training.id) == ids[TRAINING]
+    tune = found[TUNE]  # the search, on demand with a typed form: trials, time budget, study, overrides
+    assert not tune.schedules and tune.parameters == {"project_dir": str(project_repo.resolve())}
+    assert {"trials", "timeout_minutes", "study", "overrides"} <= set(tune.parameter_openapi_schema["properties"])
 
     # What the UI's "Run" button does: a flow run of the deployment with parameter overrides ...
     run = run_deployment(f"training_pipeline/{TRAINING}", timeout=0,
@@ -167,7 +171,7 @@ def test_the_same_deployments_register_on_a_kubernetes_pool(prefect_server, proj
     async def read() -> tuple:
         async with get_client() as client:
             pool = await client.read_work_pool(POOLS["kubernetes"])
-            return pool, {name: await client.read_deployment(ids[name]) for name in (TRAINING, DRIFT, RELEASE)}
+            return pool, {name: await client.read_deployment(ids[name]) for name in (TRAINING, DRIFT, RELEASE, TUNE)}
 
     pool, deployments = asyncio.run(read())
     assert pool.type == "kubernetes"
@@ -176,6 +180,7 @@ def test_the_same_deployments_register_on_a_kubernetes_pool(prefect_server, proj
     assert all(d.parameters["project_dir"] == IMAGE_PROJECT_DIR for d in deployments.values())
     assert deployments[TRAINING].job_variables == {"image": image, "gpu_limit": 1}
     assert deployments[DRIFT].job_variables == {"image": image}
+    assert deployments[TUNE].job_variables == {"image": image, "gpu_limit": 1}
     # The job a training run gets: the pool's template with the deployment's variables over the defaults.
     variables = {name: spec.get("default") for name, spec in pool.base_job_template["variables"]["properties"].items()}
     job = apply_values(pool.base_job_template["job_configuration"], variables | deployments[TRAINING].job_variables)

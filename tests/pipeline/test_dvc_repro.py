@@ -96,17 +96,6 @@ def test_repro_builds_every_output_and_caches(project_repo: Path) -> None:
     assert "new:" not in status.stdout, status.stdout
 
 
-def test_exp_run_with_set_param_is_listed(project_repo: Path) -> None:
-    sh([*DVC, "repro"], project_repo)
-    sh(["git", "add", "-A"], project_repo)
-    sh(["git", "commit", "-q", "-m", "baseline run"], project_repo)
-    sh([*DVC, "exp", "run", "-S", "train.epochs=6", "-n", "fewer-epochs"], project_repo)
-    shown = sh([*DVC, "exp", "show", "--json"], project_repo)
-    assert "fewer-epochs" in shown.stdout
-    listing = sh([*DVC, "exp", "show", "--no-pager", "--csv"], project_repo).stdout
-    assert "fewer-epochs" in listing and "train.epochs" in listing.splitlines()[0]
-
-
 def test_bad_params_key_fails_the_stage_with_the_key_named(project_repo: Path) -> None:
     params = project_repo / "params.yaml"
     params.write_text(params.read_text().replace("max_length:", "max_lenght:"))

@@ -28,7 +28,7 @@ def test_each_subcommand_has_help(command: list[str]) -> None:
 
 def test_bad_key_is_one_line_naming_it(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
-    params.write_text((ROOT / "params.yaml").read_text().replace("  epochs: 3", "  epochs: 3\n  epoch: 3"))
+    params.write_text((ROOT / "params.yaml").read_text().replace("  min_epochs: 3", "  min_epochs: 3\n  epoch: 3"))
     done = sh([GRADUS, "params", "check", "--params", str(params)], ROOT, check=False)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()

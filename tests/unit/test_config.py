@@ -23,7 +23,7 @@ def project_raw() -> dict:
 
 def test_project_params_load_and_are_frozen() -> None:
     params = load_params(ROOT / "params.yaml")
-    assert params.train.epochs > 0 and params.data.sources[0].kind == "demo"
+    assert params.train.epochs == "auto" and params.data.sources[0].kind == "demo"
     with pytest.raises(ValueError, match="frozen"):
         params.train.epochs = 1  # type: ignore[misc]
 
@@ -102,7 +102,7 @@ def test_write_overrides_keeps_comments_and_refuses_bad_values(tmp_path: Path) -
     path = tmp_path / "params.yaml"
     path.write_text((ROOT / "params.yaml").read_text())
     changes = write_overrides(path, ["train.epochs=1", "train.seed=42"])
-    assert changes == {"train.epochs": {"old": 3, "new": 1}}
+    assert changes == {"train.epochs": {"old": "auto", "new": 1}}
     text = path.read_text()
     assert "# gradus parameters" in text and load_params(path).train.epochs == 1
     with pytest.raises(ConfigError, match=r"train\.epochs"):
