@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -255,6 +256,8 @@ class TrainConfig(_Section):
             return value
         if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
             raise ValueError(f"expects auto or a positive {'whole ' if integer else ''}number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError("input should be a finite number")
         if value <= 0:
             raise ValueError(f"expects auto or a number above 0, got {value!r}")
         return value

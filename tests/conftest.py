@@ -69,6 +69,8 @@ def tiny_params(model_dir: Path, rows: int = 900) -> dict[str, object]:
         "train.batch_size": 32,
         "train.warmup_ratio": 0.0,
         "train.device": "cpu",
+        # A randomly initialised toy plateaus for epochs before it learns: it trains its 12 epochs in full.
+        "train.early_stopping_patience": 0,
         # A toy model: floors it can clear, so the gate's comparisons are what the tests exercise.
         "gate.min_accuracy": 0.25,
         "gate.min_macro_f1": 0.15,

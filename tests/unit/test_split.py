@@ -48,3 +48,16 @@ def test_a_class_too_small_to_split_stays_in_train() -> None:
 
 def test_normalize_text() -> None:
     assert normalize_text("  Ｈello,   WORLD!! ") == "hello world"
+
+
+def test_added_rows_never_move_training_text_into_test() -> None:
+    """A retrain on grown data: the champion's training text stays out of the new test split (the gate
+    compares both models on text neither trained on)."""
+    rows = demo_rows()
+    old = rows.iloc[:2400].reset_index(drop=True)
+    before = assign_splits(old, SplitConfig())
+    after = assign_splits(rows, SplitConfig()).iloc[:2400]  # 25 % more rows, old rows first
+    assert len(rows) > 2900
+    moved_into_test = (before == "train") & (after == "test")
+    assert not moved_into_test.any(), old[moved_into_test].head()
+    assert (after[before == "test"] == "test").mean() > 0.9  # and the old test split mostly stays test
