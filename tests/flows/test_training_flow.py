@@ -175,9 +175,10 @@ def test_a_gated_candidate_starts_exactly_one_release(prefect_server, project_re
     first = training_pipeline(TrainingOverrides(), str(project_repo), push=False)
     champion = first["registry"]["version"]
     assert first["registry"]["aliases"]["champion"] == champion  # the first model: champion, nothing to release
-    # Another model of the same data; the gate is made lenient because this test is about the event.
-    second = training_pipeline(TrainingOverrides(seed=11, extra=["gate.margin=1", "gate.max_class_recall_drop=1"]),
-                               str(project_repo), push=False)
+    # Another model of the same data (another seed of the toy model, which may learn less); the gate is made
+    # lenient, floors included, because this test is about the event.
+    lenient = ["gate.margin=1", "gate.max_class_recall_drop=1", "gate.min_accuracy=0", "gate.min_macro_f1=0"]
+    second = training_pipeline(TrainingOverrides(seed=11, extra=lenient), str(project_repo), push=False)
     candidate = second["registry"]["version"]
     assert second["gate"]["passed"] and candidate != champion, second["gate"]
     assert second["registry"]["aliases"]["candidate"] == candidate
