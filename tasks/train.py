@@ -373,6 +373,9 @@ def fine_tune(params: Params, train: pd.DataFrame, val: pd.DataFrame, out: Path,
     stopping = _stopping(trainer, plan, result)  # before the final evaluation joins the log history
     final_eval = trainer.evaluate()
     summary = _summary(base, device, labels, train_set, result, wall, final_eval, trainer.state) | stopping
+    # The epoch of the Trainer's own best checkpoint (the model kept), not a second notion of "best".
+    summary["best_epoch"] = next((e["epoch"] for e in stopping["evaluations"] if e["step"] == summary["best_step"]),
+                                 None)
     summary |= {"max_length": cfg.max_length,  # how the model's inputs must be tokenized (LoadedModel)
                 "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
                 "resumed_from": Path(resume_from).name if resume_from else None,
@@ -396,10 +399,9 @@ def _stopping(trainer: Any, plan: TrainingPlan, result: Any) -> dict[str, Any]:
     evaluations = [{"epoch": round(entry["epoch"], 3), "step": entry["step"],
                     "val_loss": round(entry["eval_loss"], 5), "val_macro_f1": round(entry["eval_macro_f1"], 5)}
                    for entry in trainer.state.log_history if "eval_macro_f1" in entry]
-    best = max(evaluations, key=lambda e: e["val_macro_f1"], default=None)
     return {"epochs_planned": plan.epochs, "steps_per_epoch": plan.steps_per_epoch, "eval_steps": plan.eval_steps,
             "patience_evaluations": plan.patience_evaluations, "epoch_rule": plan.rule, "stop_reason": reason,
-            "best_epoch": best["epoch"] if best else None, "evaluations": evaluations}
+            "evaluations": evaluations}
 
 
 def _summary(base: BaseModel, device: str, labels: list[str], train_set: EncodedTexts, result: Any,

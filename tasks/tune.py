@@ -109,12 +109,12 @@ def search(project_dir: str | Path = ".", overrides: list[str] | None = None, st
         try:
             run_dvc(experiment_args(experiment, values, fixed, copy_paths), project, log,
                     env={TRIAL_ENV: json.dumps(spec)})
-        except StageFailed as exc:
+            reported = study._storage.get_trial(trial._trial_id)
+            if not reported.intermediate_values:
+                raise StageFailed(f"{experiment} reported no evaluation; see its output above")
+        except StageFailed as exc:  # every failed trial is listed in the proposal, whichever way it failed
             failures.append(f"trial {trial.number}: {exc}")
             raise
-        reported = study._storage.get_trial(trial._trial_id)
-        if not reported.intermediate_values:
-            raise StageFailed(f"trial {trial.number} ({experiment}) reported no evaluation; see its output above")
         best = max(reported.intermediate_values.values())
         if "pruned_at_step" in reported.user_attrs:
             log(f"trial {trial.number} pruned at step {reported.user_attrs['pruned_at_step']} (best {best:.4f})")
@@ -143,8 +143,8 @@ def _proposal(study: Any, name: str, fixed: list[str], storage: str, seconds: fl
     import optuna
 
     rows = [{"number": t.number, "experiment": t.user_attrs.get("experiment"), "state": t.state.name.lower(),
-             "val_macro_f1": t.value if t.state == optuna.trial.TrialState.COMPLETE else (
-                 max(t.intermediate_values.values()) if t.intermediate_values else None),
+             # the objective's own definition, so complete and pruned trials read alike
+             "val_macro_f1": max(t.intermediate_values.values()) if t.intermediate_values else None,
              "evaluations": len(t.intermediate_values), "params": t.params,
              "seconds": round(t.duration.total_seconds(), 1) if t.duration else None} for t in study.trials]
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
