@@ -45,6 +45,12 @@ def read_split(dataset: str, split: str) -> tuple[pd.DataFrame, int]:
     return kept[["text", "label"]].reset_index(drop=True), len(frame) - len(kept)
 
 
+def hold_out_val(train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(fit, val): the train split minus a stratified, seeded 10 % held out for evaluation and early stopping."""
+    fit, val = train_test_split(train, test_size=0.1, random_state=42, stratify=train["label"])
+    return fit, val
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="banking77")
@@ -53,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     _, min_accuracy, max_train_s = DATASETS[args.dataset]
     (train, empty_train), (test, empty_test) = read_split(args.dataset, "train"), read_split(args.dataset, "test")
-    fit, val = train_test_split(train, test_size=0.1, random_state=42, stratify=train["label"])
+    fit, val = hold_out_val(train)
     with tempfile.TemporaryDirectory(prefix=f"gradus-{args.dataset}-") as work:
         params = load_params(ROOT / "params.yaml", [*args.overrides, f"paths.checkpoints={work}/checkpoints",
                                                     f"paths.training_log={work}/log"])

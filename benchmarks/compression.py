@@ -29,8 +29,8 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from sklearn.model_selection import train_test_split
 
+from benchmarks.accuracy import hold_out_val, read_split
 from benchmarks.serve_throughput import closed_loop, start, stop
 from cli.processes import free_port
 from gradus.compression import texts_per_second
@@ -43,7 +43,6 @@ from tasks.evaluate import score
 from tasks.train import fine_tune
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "benchmarks" / "data" / "banking77"
 RESULTS = ROOT / "benchmarks" / "results" / "compression.json"
 # The defaults of params.yaml (the training recipe, as benchmarks/accuracy.py measures it); --quick: 1 epoch.
 EPOCHS = "auto"
@@ -52,9 +51,8 @@ BACKENDS = ("torch", "torch:fp32", "onnx", "onnx-int8")  # torch:fp32 = the torc
 
 def train_two(work: Path, epochs: float | str) -> tuple[list[Path], Any, pd.DataFrame]:
     """Two Banking77 models (seeds 1 and 2) with the defaults; the params and test split."""
-    train = pd.read_csv(DATA / "train.csv").rename(columns={"category": "label"})
-    test = pd.read_csv(DATA / "test.csv").rename(columns={"category": "label"})
-    fit, val = train_test_split(train, test_size=0.1, random_state=42, stratify=train["label"])
+    (train, _), (test, _) = read_split("banking77", "train"), read_split("banking77", "test")
+    fit, val = hold_out_val(train)  # the rows benchmarks/accuracy.py trains and selects on
     folders, params = [], None
     for seed in (1, 2):
         overrides = [f"train.seed={seed}", f"paths.checkpoints={work}/checkpoints-{seed}",

@@ -43,6 +43,12 @@ def suggest(trial: Any, space: dict[str, SearchDimension]) -> dict[str, Any]:
     return values
 
 
+def best_reported(trial: Any) -> float | None:
+    """The objective: a trial's best reported val macro-F1 (None before its first evaluation); complete and
+    pruned trials are read the same way."""
+    return max(trial.intermediate_values.values()) if trial.intermediate_values else None
+
+
 def _value(value: Any) -> str:
     """A value as `-S` writes it into params.yaml (YAML): floats short but exact enough to rerun."""
     return f"{value:.6g}" if isinstance(value, float) else json.dumps(value) if isinstance(value, str) else str(value)
@@ -110,12 +116,12 @@ def search(project_dir: str | Path = ".", overrides: list[str] | None = None, st
             run_dvc(experiment_args(experiment, values, fixed, copy_paths), project, log,
                     env={TRIAL_ENV: json.dumps(spec)})
             reported = study._storage.get_trial(trial._trial_id)
-            if not reported.intermediate_values:
+            best = best_reported(reported)
+            if best is None:
                 raise StageFailed(f"{experiment} reported no evaluation; see its output above")
         except StageFailed as exc:  # every failed trial is listed in the proposal, whichever way it failed
             failures.append(f"trial {trial.number}: {exc}")
             raise
-        best = max(reported.intermediate_values.values())
         if "pruned_at_step" in reported.user_attrs:
             log(f"trial {trial.number} pruned at step {reported.user_attrs['pruned_at_step']} (best {best:.4f})")
             raise optuna.TrialPruned()
@@ -143,8 +149,7 @@ def _proposal(study: Any, name: str, fixed: list[str], storage: str, seconds: fl
     import optuna
 
     rows = [{"number": t.number, "experiment": t.user_attrs.get("experiment"), "state": t.state.name.lower(),
-             # the objective's own definition, so complete and pruned trials read alike
-             "val_macro_f1": max(t.intermediate_values.values()) if t.intermediate_values else None,
+             "val_macro_f1": best_reported(t),
              "evaluations": len(t.intermediate_values), "params": t.params,
              "seconds": round(t.duration.total_seconds(), 1) if t.duration else None} for t in study.trials]
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
