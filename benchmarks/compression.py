@@ -18,7 +18,6 @@ Targets (2 cores): onnx-int8 >= 2x the torch backend's service req/s, accuracy w
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -31,7 +30,7 @@ import pandas as pd
 import yaml
 
 from benchmarks.accuracy import hold_out_val, read_split
-from benchmarks.serve_throughput import closed_loop, start, stop
+from benchmarks.serve_throughput import closed_loop, run, start, stop
 from cli.processes import free_port
 from gradus.compression import texts_per_second
 from gradus.config import CompressConfig, load_params
@@ -97,8 +96,8 @@ def serve(root: Path, backend: str, texts: list[str], seconds: float) -> dict[st
                     port, root, root / f"serve-{name}-{precision}.log")
     try:
         url = f"http://127.0.0.1:{port}/v1/predict"
-        asyncio.run(closed_loop(url, texts, min(seconds, 3)))
-        result = asyncio.run(closed_loop(url, texts, seconds))
+        run(closed_loop(url, texts, min(seconds, 3)))
+        result = run(closed_loop(url, texts, seconds))
     finally:
         stop(process)
     print(backend, json.dumps(result), flush=True)

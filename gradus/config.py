@@ -387,9 +387,10 @@ class ServingConfig(_Section):
     precision: Literal["auto", "fp32"] = "auto"  # torch backend: auto = bf16 autocast where it pays; fp32 never
     # Two or more members: the champion route answers with their weighted average probabilities (soft voting)
     ensemble: tuple[EnsembleMember, ...] = ()
-    threads: int = Field(0, ge=0)           # torch intra-op threads; 0: one per CPU core but one (the event loop's)
+    lanes: int = Field(0, ge=0)             # forward passes at once per served model; 0: 1 on a GPU, 2 on a CPU
+    threads: int = Field(0, ge=0)           # torch threads per lane; 0: the CPU cores shared among the lanes
     max_batch_size: int = Field(32, ge=1)   # texts per forward pass
-    max_wait_ms: float = Field(2.0, ge=0)   # how long a batch waits for more texts after its first
+    max_wait_ms: float = Field(5.0, ge=0)   # how long a batch waits for its lane's share of the queued texts
     queue_size: int = Field(256, ge=1)      # requests waiting per model; a full queue answers 503 at once
     request_timeout_s: float = Field(10.0, gt=0)  # an answer later than this is a 504
     max_texts: int = Field(64, ge=1)        # texts per request

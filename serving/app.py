@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import json
 import logging
 import os
@@ -31,13 +32,14 @@ from gradus import __version__
 from gradus.config import Params
 from gradus.modeling import pick_device
 from gradus.registry import project_registry
-from serving.batching import Answer, Job
+from serving.batching import Answer, Job, service_threads
 from serving.metrics import Metrics
 from serving.models import ModelSet, Route
 from serving.records import FeedbackStore, PredictionLog
 
 log = logging.getLogger("gradus.serving")
 access = logging.getLogger("gradus.serving.access")
+WATCH_AFTER_S = 0.05  # a request waiting longer than this starts watching for its client leaving
 CLIENT_GONE = 499  # nginx's code for "client closed the request": nothing is sent, it is only counted
 
 
@@ -118,7 +120,14 @@ class Service:
         self.feedback = FeedbackStore(self.cfg.feedback, root, self.cfg.recent_requests, self.cfg.endpoint_url)
         self.admin_token = os.environ.get(self.cfg.admin_token_env) or None
         self.accepting = False
-        self.threads = service_threads(self.cfg.threads)
+        self.threads = service_threads(self.cfg.threads, self.models.lanes)
+        # Request ids: 64 random bits per process and a counter, 32 hex digits like a UUID's; uuid4() reads
+        # the OS's random source on every call, a measurable share of a request's event-loop time.
+        self._ids = itertools.count()
+        self._id_prefix = uuid.uuid4().hex[:16]
+
+    def request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):016x}"
 
     @property
     def ready(self) -> bool:
@@ -139,10 +148,15 @@ class Service:
         if not queued:
             raise HTTPException(503, f"the {route.alias} queue is full (serving.queue_size={self.cfg.queue_size}); "
                                      "retry shortly", headers={"Retry-After": "1"})
-        watcher = asyncio.ensure_future(_until_disconnected(request))
-        done, _ = await asyncio.wait({job.future, watcher}, timeout=self.cfg.request_timeout_s,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        watcher.cancel()
+        # Most answers come within a few batches' time; only a request still waiting then gets a task that
+        # watches for its client leaving (one per request was a measurable share of the event loop's time).
+        done, _ = await asyncio.wait({job.future}, timeout=min(WATCH_AFTER_S, self.cfg.request_timeout_s))
+        watcher = None
+        if not done:
+            watcher = asyncio.ensure_future(_until_disconnected(request))
+            done, _ = await asyncio.wait({job.future, watcher}, return_when=asyncio.FIRST_COMPLETED,
+                                         timeout=max(self.cfg.request_timeout_s - WATCH_AFTER_S, 0))
+            watcher.cancel()
         if job.future in done:
             if error := job.future.exception():
                 raise HTTPException(500, f"inference failed on {route.alias} {route.slot.model.version}: "
@@ -152,7 +166,7 @@ class Service:
             return answer, route
         job.abandoned = True
         job.future.cancel()
-        if watcher in done:
+        if watcher is not None and watcher in done:
             raise HTTPException(CLIENT_GONE, "client closed the request")
         raise HTTPException(504, f"no answer within serving.request_timeout_s={self.cfg.request_timeout_s:g}")
 
@@ -221,13 +235,6 @@ class Service:
         return [{"label": predicted[i], "confidence": float(probabilities[i, top[i, 0]]),
                  "top_k": [{"label": str(labels[j]), "score": float(probabilities[i, j])} for j in top[i]]}
                 for i in range(len(texts))]
-
-
-def service_threads(configured: int) -> int:
-    """Torch threads: as configured, else one per core but one, left to the event loop (HTTP, JSON, routing).
-    Measured on 2 cores (benchmarks/serve_throughput.py): torch on both cores raised capacity by a fifth but
-    more than doubled p99 at half load, with fixed or with batch-size-dependent thread counts."""
-    return configured or max(1, (os.cpu_count() or 1) - 1)
 
 
 async def _until_disconnected(request: Request) -> None:
@@ -338,6 +345,8 @@ def create_app(params: Params, root: Path) -> FastAPI:
         import torch
 
         torch.set_num_threads(service.threads)
+        log.info("%d lane(s) per served model, %d torch thread(s) each, on %s", service.models.lanes,
+                 service.threads, service.models.device)
         await asyncio.to_thread(service.models.refresh)
         await asyncio.to_thread(service.models.publish_drift)
         if not service.models.ready:
@@ -389,7 +398,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     async def predict(body: PredictRequest, request: Request) -> Response:
         """Classify texts; the answer names the version and alias that computed it."""
         started = time.perf_counter()
-        request_id = request.state.request_id = uuid.uuid4().hex
+        request_id = request.state.request_id = service.request_id()
         service.check_limits(body.texts)
         answer, route = await service.infer(body.texts, body.key, request)
         predictions = service.answered(request_id, body.texts, answer, route, started)
@@ -461,7 +470,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
                                      f"{len(tensor.data)} texts (use [{len(tensor.data)}])")
         service.check_limits(tensor.data)
         key = (body.parameters or {}).get("key")
-        request_id = request.state.request_id = body.id or uuid.uuid4().hex
+        request_id = request.state.request_id = body.id or service.request_id()
         answer, route = await service.infer(tensor.data, key if isinstance(key, str) else None, request)
         predictions = service.answered(request_id, tensor.data, answer, route, started)
         return {"model_name": name, "model_version": answer.model.version, "id": request_id,

@@ -1,9 +1,22 @@
-"""Dynamic batching: requests wait in a bounded queue; one worker thread per served model cuts a batch at
-max_batch_size texts or max_wait_ms, whichever comes first, and answers every request of the batch.
+"""Dynamic batching: requests wait in a bounded queue; one worker thread per served model cuts a batch and
+hands it to one of `lanes` threads that run forward passes side by side (each on its share of the cores) and
+answer every request of the batch.
+
+A batch starts only when a lane is free: at once when no other lane is running, beside a running one only
+once max_batch_size / 4 texts wait (at light load one lane answers everything, so passes stay large and
+nothing competes with the event loop for the cores). It is cut at max_batch_size texts, at max_wait_ms after
+its first text, or at its share of the work in the slot (queued texts plus those in running passes, divided
+among the lanes that will be running), whichever comes first. The share keeps the lanes even: a free lane
+that took the whole backlog would leave the others idle until its answers came back and new requests
+arrived. A lone request on an idle slot never waits.
+
+Lanes, not more intra-op threads, because on a CPU a small encoder's forward pass scales badly across cores:
+MiniLM at batch 32 on 2 cores ran 485 texts/s with one pass on 2 torch threads and 760 texts/s with two passes
+at once on one thread each (benchmarks/serve_throughput.py measures both).
 
 Written by hand because what exists does not fit: Triton and TorchServe batch in a server of their own (a
 second process to ship and watch), and the batching helpers of FastAPI-side libraries either hold a whole
-batch to the size limit or give no backpressure. This is ~100 lines with a bounded queue and one thread.
+batch to the size limit or give no backpressure. This is ~150 lines with a bounded queue and a thread pool.
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ import os
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +53,17 @@ def fault_delays() -> dict[str, float]:
     return {version.strip(): float(ms) / 1000 for version, ms in (part.split("=", 1) for part in spec.split(","))}
 
 
+def service_lanes(configured: int, device: str) -> int:
+    """Lanes per served model: as configured, else one on a GPU (it runs passes one after another anyway)
+    and on a CPU two where there are two cores or more (measured on 2 cores: benchmarks/serve_throughput.py)."""
+    return configured or (1 if device != "cpu" else min(2, os.cpu_count() or 1))
+
+
+def service_threads(configured: int, lanes: int) -> int:
+    """Torch threads per lane: as configured, else the cores shared among the lanes."""
+    return configured or max(1, (os.cpu_count() or 1) // lanes)
+
+
 @dataclass
 class Job:
     """One request's texts, and where its answer goes (a future of the request's event loop)."""
@@ -59,16 +84,17 @@ class Answer:
 
 
 class Slot:
-    """One served alias (champion, canary): the model it answers with, swapped by reference, and its worker.
+    """One served alias (champion, canary): the model it answers with, swapped by reference, its worker and
+    its lanes.
 
-    The worker reads `model` once per batch, so a swap never mixes versions in a batch, and a batch in flight
-    finishes on the model it started with.
+    Each batch reads `model` once, so a swap never mixes versions in a batch, and a batch in flight finishes on
+    the model it started with.
     """
 
     _STOP = object()
 
     def __init__(self, alias: str, model: Classifier, *, max_batch_size: int, max_wait_ms: float,
-                 queue_size: int, metrics: Any) -> None:
+                 queue_size: int, metrics: Any, lanes: int = 1) -> None:
         self.alias, self.model = alias, model
         self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000.0
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
@@ -77,6 +103,14 @@ class Slot:
         self.delays = fault_delays()
         self.error_file = os.environ.get(FAULT_ERROR_ENV) or None
         self._gate = threading.Lock()  # orders submit against stop: nothing is queued behind the stop marker
+        self._free = threading.BoundedSemaphore(lanes)  # lanes not running a batch
+        self.spill = max(1, max_batch_size // 4)  # queued texts that start a batch beside a running one
+        self._changed = threading.Condition()  # guards the three counts below and the stopping flag
+        self._queued_texts = 0     # texts waiting in the queue
+        self._running_texts = 0    # texts in the lanes' batches
+        self._running_batches = 0  # lanes running a batch
+        self._stopping = False
+        self.lanes = ThreadPoolExecutor(lanes, thread_name_prefix=f"gradus-lane-{alias}")
         self.thread = threading.Thread(target=self._run, name=f"gradus-infer-{alias}", daemon=True)
         self.thread.start()
 
@@ -91,21 +125,41 @@ class Slot:
             except queue.Full:
                 self.metrics.rejected.labels(self.alias).inc()
                 return False
+            with self._changed:
+                self._queued_texts += len(job.texts)
+                self._changed.notify()
         self.metrics.queue_depth.labels(self.alias).set(self.queue.qsize())
         return True
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Take no more jobs, answer what is queued, then end the worker."""
+        """Take no more jobs, answer what is queued, then end the worker and its lanes."""
         with self._gate:
             self.closed = True
+        with self._changed:
+            self._stopping = True  # from now on every lane drains the queue, whatever the spill threshold
+            self._changed.notify()
         self.queue.put(self._STOP)  # blocks while the queue is full: the worker is draining it
         self.thread.join(timeout)
 
+    def _has_work(self) -> bool:
+        """Whether a free lane starts a batch now: when no lane is running, as soon as anything is queued;
+        beside a running lane, only once `spill` texts wait (or the slot is stopping)."""
+        if self._stopping:
+            return True
+        return self._queued_texts > 0 and (self._running_batches == 0 or self._queued_texts >= self.spill)
+
+    def _share(self) -> int:
+        """Texts this batch waits for: the work in the slot (queued and running) divided among the lanes that
+        will be running, at most max_batch_size."""
+        with self._changed:
+            outstanding, busy = self._queued_texts + self._running_texts, self._running_batches + 1
+        return min(self.max_batch_size, max(1, -(-outstanding // busy)))
+
     def _collect(self, first: Job) -> tuple[list[Job], bool]:
-        """The first job plus whatever arrives within max_wait, up to max_batch_size texts."""
+        """The first job plus what arrives within max_wait, up to this lane's share of the work."""
         batch, texts, stop = [first], len(first.texts), False
         deadline = time.perf_counter() + self.max_wait
-        while texts < self.max_batch_size:
+        while texts < self._share():  # arrivals while it waits raise the share
             remaining = deadline - time.perf_counter()
             try:
                 job = self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait()
@@ -119,15 +173,38 @@ class Slot:
         return batch, stop
 
     def _run(self) -> None:
-        while True:
-            first = self.queue.get()
-            if first is self._STOP:
-                return
-            batch, stop = self._collect(first)
-            self.metrics.queue_depth.labels(self.alias).set(self.queue.qsize())
+        try:
+            while True:
+                self._free.acquire()
+                with self._changed:
+                    self._changed.wait_for(self._has_work)
+                first = self.queue.get()
+                if first is self._STOP:
+                    return
+                batch, stop = self._collect(first)
+                size = sum(len(job.texts) for job in batch)
+                with self._changed:
+                    self._queued_texts -= size
+                    self._running_texts += size
+                    self._running_batches += 1
+                self.metrics.queue_depth.labels(self.alias).set(self.queue.qsize())
+                self.lanes.submit(self._lane, batch, size)
+                if stop:
+                    return
+        finally:
+            self.lanes.shutdown(wait=True)  # the batches already cut are answered
+
+    def _lane(self, batch: list[Job], size: int) -> None:
+        try:
             self._answer(batch)
-            if stop:
-                return
+        except Exception:  # _answer settles model failures itself; this is a bug, logged, never a dead lane
+            log.exception("batch of %d request(s) on %s not answered", len(batch), self.alias)
+        finally:
+            with self._changed:
+                self._running_texts -= size
+                self._running_batches -= 1
+                self._changed.notify()
+            self._free.release()
 
     def _answer(self, batch: list[Job]) -> None:
         live = [job for job in batch if not job.abandoned]

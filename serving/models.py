@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import hashlib
 import logging
 import random
@@ -19,7 +20,7 @@ from gradus.ensemble import build_ensemble, ensemble_id
 from gradus.errors import GradusError
 from gradus.modeling import Classifier
 from gradus.registry import Registry
-from serving.batching import Slot
+from serving.batching import Slot, service_lanes
 
 log = logging.getLogger("gradus.serving")
 WARM_TEXTS = ["where is my card", "I want to close my account and get a refund of the remaining balance"]
@@ -39,11 +40,23 @@ class Route:
     alias: str
 
 
+def settle_heap() -> None:
+    """Collect once, then move every object alive now (the libraries, the loaded models) out of the cyclic
+    garbage collector's reach (gc.freeze). Without it each full collection walks the few million objects
+    torch and transformers create, holding the GIL for 100-300 ms: at 270 req/s on 2 cores that was the whole
+    p99 (211 ms, against 84 ms with the collector off). Called at start and after every alias change, after
+    an unfreeze, so a swapped-out model's cycles are still collected."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 class ModelSet:
     """The served slots and the canary weight, kept in step with the registry's aliases."""
 
     def __init__(self, registry: Registry, cfg: ServingConfig, device: str, metrics: Any) -> None:
         self.registry, self.cfg, self.device, self.metrics = registry, cfg, device, metrics
+        self.lanes = service_lanes(cfg.lanes, device)
         self.slots: dict[str, Slot] = {}
         self.canary_weight = 0.0
         self.generation = -1
@@ -96,6 +109,8 @@ class ModelSet:
             for alias, version in wanted.items():
                 self._follow(alias, version)
             self.canary_weight = float(canary.get("weight", 0.0)) if "canary" in self.slots else 0.0
+            if state.generation != self.generation:
+                settle_heap()
             self.generation = state.generation
             self.metrics.generation.set(state.generation)
             self._publish_info()
@@ -120,7 +135,7 @@ class ModelSet:
         if current is None:
             self.slots[alias] = Slot(alias, model, max_batch_size=self.cfg.max_batch_size,
                                      max_wait_ms=self.cfg.max_wait_ms, queue_size=self.cfg.queue_size,
-                                     metrics=self.metrics)
+                                     metrics=self.metrics, lanes=self.lanes)
         else:
             current.model = model  # the swap: one reference; the worker picks it up at its next batch
         log.info("serving %s as %s (backend %s)", version, alias, model.backend)

@@ -111,7 +111,10 @@ class FeedbackStore:
     def remember_request(self, request_id: str, texts: list[str], labels: list[str], version: str | None,
                          alias: str) -> None:
         with self._lock:
-            self.recent[request_id] = {"texts": texts, "predicted": labels, "version": version, "alias": alias}
+            # Tuples of strings: once the collector has seen them it stops tracking them, so 100,000 remembered
+            # requests add nothing to the full collections' work (see serving/models.py, settle_heap).
+            self.recent[request_id] = {"texts": tuple(texts), "predicted": tuple(labels), "version": version,
+                                       "alias": alias}
             while len(self.recent) > self.remember:
                 self.recent.popitem(last=False)
 

@@ -85,12 +85,19 @@ def test_answers_match_the_models_own_output(service: Service, project: Project)
     assert infer["outputs"][0]["data"] == [a["label"] for a in answers[:3]]
 
 
-def test_concurrent_requests_are_batched(service: Service) -> None:
-    results = asyncio.run(fire(service.url, [{"texts": [t]} for t in texts(200)], concurrency=32))
-    assert all(r["status"] == 200 for r in results)
-    count = service.metric("gradus_batch_size_count", alias="champion")
-    total = service.metric("gradus_batch_size_sum", alias="champion")
-    assert total >= 200 and total / count > 1.5, (total, count)  # texts per forward pass, on average
+def test_concurrent_requests_are_batched(project: Project) -> None:
+    """Requests that arrive while the lanes are busy share the next forward pass. (The tiny model answers in
+    about a millisecond, so HTTP would be the bottleneck and little would ever queue: 20 ms per pass are
+    injected, as a real model takes.)"""
+    slow = start_service(project, env={"GRADUS_FAULT_DELAY_MS": "20"})
+    try:
+        results = asyncio.run(fire(slow.url, [{"texts": [t]} for t in texts(200)], concurrency=32))
+        assert all(r["status"] == 200 for r in results)
+        count = slow.metric("gradus_batch_size_count", alias="champion")
+        total = slow.metric("gradus_batch_size_sum", alias="champion")
+    finally:
+        stop_service(slow)
+    assert total == 200 and total / count > 4, (total, count)  # texts per forward pass, on average
 
 
 def test_two_champion_changes_under_load_fail_no_request(service: Service, project: Project) -> None:
@@ -176,6 +183,24 @@ def _statuses(service: Service) -> set[str]:
 
     return {s.labels["status"] for f in text_string_to_metric_families(service.client.get("/metrics").text)
             for s in f.samples if s.name == "gradus_requests_total"}
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_lanes_run_batches_side_by_side(project: Project, lanes: int) -> None:
+    """Four one-text batches that each take 500 ms (injected): one lane answers them one after another, two
+    lanes two at a time, so the last answer comes after ~2 s or ~1 s."""
+    project.set(serving__max_batch_size=1, serving__max_wait_ms=0, serving__lanes=lanes)
+    slow = start_service(project, env={"GRADUS_FAULT_DELAY_MS": "500"})
+    try:
+        started = time.time()
+        results = asyncio.run(fire(slow.url, [{"texts": [t]} for t in texts(4)], concurrency=4))
+        elapsed = time.time() - started
+        assert all(r["status"] == 200 for r in results), results
+        assert slow.metric("gradus_batch_size_count", alias="champion") == 4
+    finally:
+        stop_service(slow)
+    assert (1.9 <= elapsed < 2.9) if lanes == 1 else (0.9 <= elapsed < 1.9), (lanes, elapsed)
+    assert f"{lanes} lane(s) per served model" in slow.output()
 
 
 def test_a_full_queue_answers_503_at_once(project: Project) -> None:
@@ -288,11 +313,11 @@ def test_a_request_whose_client_left_is_not_computed(project: Project) -> None:
     import socket
     import threading
 
-    project.set(serving__max_batch_size=1, serving__max_wait_ms=0)
+    project.set(serving__max_batch_size=1, serving__max_wait_ms=0, serving__lanes=1)
     slow = start_service(project, env={"GRADUS_FAULT_DELAY_MS": "600"})
     try:
         busy = threading.Thread(target=lambda: slow.client.post("/v1/predict", json={"texts": ["first"]}))
-        busy.start()  # occupies the worker for 600 ms
+        busy.start()  # occupies the one lane for 600 ms
         time.sleep(0.1)
         body = json.dumps({"texts": ["nobody waits for this"]}).encode()
         with socket.create_connection(("127.0.0.1", slow.port)) as gone:

@@ -48,7 +48,7 @@ def test_the_stack_agrees_with_the_code() -> None:
     overrides = [arg.split("=", 1)[1] for arg in gradus["command"] if arg.startswith("--set=")]
     served = load_params(ROOT / "params.yaml", overrides)  # every override is a valid params.yaml key
     assert served.registry.uri.startswith("s3://") and served.serving.prediction_log.uri.startswith("s3://")
-    assert served.serving.threads == int(gradus["cpus"]) - 1
+    assert served.serving.lanes * served.serving.threads == int(gradus["cpus"])
     assert {"AWS_ENDPOINT_URL", params.serving.admin_token_env} <= set(gradus["environment"])
     assert gradus["read_only"] is True
     # Prometheus scrapes the service under the job name the alert rules use, and loads those rules.

@@ -75,7 +75,7 @@ def test_the_manifests_agree_with_the_code(tmp_path: Path) -> None:
     params = load_params(ROOT / "params.yaml", sets)
     assert params.registry.uri == config["GRADUS_REGISTRY_URI"] and params.serving.threads >= 1
     cpu_limit = int(container["resources"]["limits"]["cpu"])
-    assert params.serving.threads == cpu_limit - 1  # one core left to the event loop, as the service assumes
+    assert params.serving.lanes * params.serving.threads == cpu_limit  # the cores the container may use
     # The probe paths are routes of the real app.
     params = load_params(ROOT / "params.yaml", [f"registry.uri={tmp_path / 'registry'}",
                                                 f"serving.prediction_log.uri={tmp_path / 'log'}",
