@@ -102,14 +102,14 @@ class Slot:
         self.closed = False
         self.delays = fault_delays()
         self.error_file = os.environ.get(FAULT_ERROR_ENV) or None
-        self._gate = threading.Lock()  # orders submit against stop: nothing is queued behind the stop marker
         self._free = threading.BoundedSemaphore(lanes)  # lanes not running a batch
         self.spill = max(1, max_batch_size // 4)  # queued texts that start a batch beside a running one
-        self._changed = threading.Condition()  # guards the three counts below and the stopping flag
+        # Guards `closed` and the three counts below; orders submit against stop, so nothing is queued behind
+        # the stop marker.
+        self._changed = threading.Condition()
         self._queued_texts = 0     # texts waiting in the queue
         self._running_texts = 0    # texts in the lanes' batches
         self._running_batches = 0  # lanes running a batch
-        self._stopping = False
         self.lanes = ThreadPoolExecutor(lanes, thread_name_prefix=f"gradus-lane-{alias}")
         self.thread = threading.Thread(target=self._run, name=f"gradus-infer-{alias}", daemon=True)
         self.thread.start()
@@ -117,7 +117,7 @@ class Slot:
     def submit(self, job: Job) -> bool | None:
         """Queue a job; False at once when the queue is full (the caller answers 503), None when the slot
         was closed meanwhile (the caller routes again)."""
-        with self._gate:
+        with self._changed:
             if self.closed:
                 return None
             try:
@@ -125,18 +125,15 @@ class Slot:
             except queue.Full:
                 self.metrics.rejected.labels(self.alias).inc()
                 return False
-            with self._changed:
-                self._queued_texts += len(job.texts)
-                self._changed.notify()
+            self._queued_texts += len(job.texts)
+            self._changed.notify()
         self.metrics.queue_depth.labels(self.alias).set(self.queue.qsize())
         return True
 
     def stop(self, timeout: float = 30.0) -> None:
         """Take no more jobs, answer what is queued, then end the worker and its lanes."""
-        with self._gate:
-            self.closed = True
         with self._changed:
-            self._stopping = True  # from now on every lane drains the queue, whatever the spill threshold
+            self.closed = True  # from now on every lane drains the queue, whatever the spill threshold
             self._changed.notify()
         self.queue.put(self._STOP)  # blocks while the queue is full: the worker is draining it
         self.thread.join(timeout)
@@ -144,7 +141,7 @@ class Slot:
     def _has_work(self) -> bool:
         """Whether a free lane starts a batch now: when no lane is running, as soon as anything is queued;
         beside a running lane, only once `spill` texts wait (or the slot is stopping)."""
-        if self._stopping:
+        if self.closed:
             return True
         return self._queued_texts > 0 and (self._running_batches == 0 or self._queued_texts >= self.spill)
 
@@ -155,8 +152,9 @@ class Slot:
             outstanding, busy = self._queued_texts + self._running_texts, self._running_batches + 1
         return min(self.max_batch_size, max(1, -(-outstanding // busy)))
 
-    def _collect(self, first: Job) -> tuple[list[Job], bool]:
-        """The first job plus what arrives within max_wait, up to this lane's share of the work."""
+    def _collect(self, first: Job) -> tuple[list[Job], int, bool]:
+        """The first job plus what arrives within max_wait, up to this lane's share of the work; and how many
+        texts that makes."""
         batch, texts, stop = [first], len(first.texts), False
         deadline = time.perf_counter() + self.max_wait
         while texts < self._share():  # arrivals while it waits raise the share
@@ -170,7 +168,7 @@ class Slot:
                 break
             batch.append(job)
             texts += len(job.texts)
-        return batch, stop
+        return batch, texts, stop
 
     def _run(self) -> None:
         try:
@@ -181,8 +179,7 @@ class Slot:
                 first = self.queue.get()
                 if first is self._STOP:
                     return
-                batch, stop = self._collect(first)
-                size = sum(len(job.texts) for job in batch)
+                batch, size, stop = self._collect(first)
                 with self._changed:
                     self._queued_texts -= size
                     self._running_texts += size

@@ -44,8 +44,8 @@ def settle_heap() -> None:
     """Collect once, then move every object alive now (the libraries, the loaded models) out of the cyclic
     garbage collector's reach (gc.freeze). Without it each full collection walks the few million objects
     torch and transformers create, holding the GIL for 100-300 ms: at 270 req/s on 2 cores that was the whole
-    p99 (211 ms, against 84 ms with the collector off). Called at start and after every alias change, after
-    an unfreeze, so a swapped-out model's cycles are still collected."""
+    p99 (211 ms, against 84 ms with the collector off). Called at start and whenever the served versions
+    change, after an unfreeze, so a swapped-out model's cycles are still collected."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()
@@ -106,15 +106,19 @@ class ModelSet:
             wanted = {"champion": self._ensemble() if self.cfg.ensemble else state.champion,
                       "canary": canary.get("version") if canary.get("weight", 0) > 0 else None,
                       "shadow": state.shadow}
+            served = self._versions()
             for alias, version in wanted.items():
                 self._follow(alias, version)
             self.canary_weight = float(canary.get("weight", 0.0)) if "canary" in self.slots else 0.0
-            if state.generation != self.generation:
+            if self._versions() != served:  # models loaded or let go
                 settle_heap()
             self.generation = state.generation
             self.metrics.generation.set(state.generation)
             self._publish_info()
             return self.describe()
+
+    def _versions(self) -> set[str | None]:
+        return {slot.model.version for slot in self.slots.values()}
 
     def _follow(self, alias: str, version: str | None) -> None:
         current = self.slots.get(alias)
