@@ -170,6 +170,9 @@ def test_a_thousand_malformed_requests_get_4xx_and_the_service_stays_ready(servi
         statuses.setdefault(name, set()).add(response.status_code)
     assert all(all(400 <= s < 500 for s in codes) for codes in statuses.values()), statuses
     assert statuses["body too large"] == {413} and statuses["too many texts"] == {422}
+    chunked = service.client.post("/v1/predict", content=iter([b'{"texts": ["', b"a" * (1 << 20), b'"]}']),
+                                  headers={"content-type": "application/json"})  # no content-length
+    assert chunked.status_code == 413 and "serving.max_body_bytes" in chunked.json()["detail"]
     assert statuses["unknown model"] == {404}
     detail = service.client.post("/v1/predict", json={"texts": ["a"] * 65}).json()["detail"]
     assert "serving.max_texts=64" in detail
