@@ -77,9 +77,11 @@ class Job:
 
 @dataclass(frozen=True)
 class Answer:
-    """What the worker computed for one job: probabilities per text, and which model computed them."""
+    """What a lane computed for one job: probabilities per text, the label indices by falling probability
+    (sorted once per batch in the lane, not per request on the event loop), and which model computed them."""
 
     probabilities: np.ndarray
+    ranked: np.ndarray
     model: Classifier
 
 
@@ -223,10 +225,12 @@ class Slot:
                 job.loop.call_soon_threadsafe(_settle, job.future, exc, None)
             return
         self.metrics.batch_size.labels(self.alias, model.version or "-").observe(len(texts))
+        ranked = np.argsort(-probabilities, axis=1, kind="stable")
         start = 0
         for job in live:
-            answer = Answer(probabilities[start : start + len(job.texts)], model)
-            start += len(job.texts)
+            end = start + len(job.texts)
+            answer = Answer(probabilities[start:end], ranked[start:end], model)
+            start = end
             job.loop.call_soon_threadsafe(_settle, job.future, None, answer)
 
 
