@@ -279,8 +279,9 @@ def route_name(path: str) -> str:
 
 
 class Guard:
-    """Pure ASGI middleware: the body-size limit (413 before the app reads a byte more), then metrics and one
-    access-log line per request naming the alias and version that answered."""
+    """Pure ASGI middleware: the body-size limit (413 before the app reads a byte more), the fast path of
+    POST /v1/predict (`predict` below), then metrics and one access-log line per request naming the alias and
+    version that answered."""
 
     def __init__(self, app: Any, service: Service) -> None:
         self.app, self.service = app, service
