@@ -215,21 +215,22 @@ class Service:
                 raise HTTPException(422, f"texts[{index}] has {len(text)} characters > serving.max_chars="
                                          f"{self.cfg.max_chars}")
 
-    def log_answers(self, request_id: str, texts: list[str], answer: Answer, alias: str, started: float,
-                    top: np.ndarray | None = None) -> None:
-        """Log and count one request's answers (a served or a shadow one)."""
+    def log_answers(self, request_id: str, texts: list[str], answer: Answer, alias: str,
+                    started: float) -> list[str]:
+        """Log and count one request's answers (a served or a shadow one); returns the predicted labels."""
         model, probabilities = answer.model, answer.probabilities
-        top = answer.ranked[:, :1] if top is None else top
-        predicted = np.asarray(model.labels)[top[:, 0]].tolist()
+        best = answer.ranked[:, 0]
+        predicted = np.asarray(model.labels)[best].tolist()
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         now = datetime.now(UTC).isoformat()
         version = model.version or "-"
         self.predictions.record([{"time": now, "request_id": request_id, "text": text, "version": version,
                                   "alias": alias, "predicted_label": label,
-                                  "confidence": float(probabilities[i, top[i, 0]]), "latency_ms": latency_ms}
+                                  "confidence": float(probabilities[i, best[i]]), "latency_ms": latency_ms}
                                  for i, (text, label) in enumerate(zip(texts, predicted, strict=True))])
         for label in predicted:
             self.metrics.predictions.labels(label, alias, version).inc()
+        return predicted
 
     def answered(self, request_id: str, texts: list[str], answer: Answer, route: Route,
                  started: float) -> list[dict[str, Any]]:
@@ -242,13 +243,12 @@ class Service:
         predictions = [{"label": labels[top[i, 0]], "confidence": float(probabilities[i, top[i, 0]]),
                         "top_k": [{"label": labels[j], "score": float(probabilities[i, j])} for j in top[i]]}
                        for i in range(len(texts))]
-        asyncio.get_running_loop().call_soon(self._after_answer, request_id, texts, answer, route, started, top,
-                                             [p["label"] for p in predictions])
+        asyncio.get_running_loop().call_soon(self._after_answer, request_id, texts, answer, route, started)
         return predictions
 
-    def _after_answer(self, request_id: str, texts: list[str], answer: Answer, route: Route, started: float,
-                      top: np.ndarray, predicted: list[str]) -> None:
-        self.log_answers(request_id, texts, answer, route.alias, started, top)
+    def _after_answer(self, request_id: str, texts: list[str], answer: Answer, route: Route,
+                      started: float) -> None:
+        predicted = self.log_answers(request_id, texts, answer, route.alias, started)
         self.feedback.remember_request(request_id, texts, predicted, answer.model.version, route.alias)
         self.copy_to_shadow(request_id, texts, answer.model.version)
 
