@@ -436,14 +436,22 @@ def run(params: Params) -> dict[str, Any]:
     if train.empty:
         raise DataError(f"{files[0]}: no training rows; check the validate and split stages")
     model_dir = Path(params.paths.model)
-    summary = fine_tune(params, train, val, model_dir, files)
     from accelerate import PartialState
 
-    if PartialState().is_main_process:
-        # The full summary (base model name and revision included) travels with the model; the DVC metric
-        # file keeps the numbers only, so `dvc metrics show` / `dvc exp show` stay readable.
-        write_json(summary, model_dir / TRAINING_SUMMARY)
-        numbers = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        write_json(numbers, Path(params.paths.train_summary))
-        print(json.dumps(summary, indent=2))
+    state = PartialState()
+    try:
+        summary = fine_tune(params, train, val, model_dir, files)
+        if state.is_main_process:
+            # The full summary (base model name and revision included) travels with the model; the DVC metric
+            # file keeps the numbers only, so `dvc metrics show` / `dvc exp show` stay readable.
+            write_json(summary, model_dir / TRAINING_SUMMARY)
+            numbers = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+            write_json(numbers, Path(params.paths.train_summary))
+            print(json.dumps(summary, indent=2))
+        # Under torchrun the other ranks reach here while rank 0 still writes the model: wait for it, then close
+        # the process group, or a rank exits with gloo's threads alive and aborts ("terminate called without an
+        # active exception", exit -6), failing the stage after a finished training.
+        state.wait_for_everyone()
+    finally:
+        state.destroy_process_group()  # a no-op without a process group (one process)
     return {k: summary[k] for k in ("device", "steps", "samples_per_s", "val_macro_f1")}
