@@ -449,7 +449,7 @@ def run(params: Params) -> dict[str, Any]:
             write_json(numbers, Path(params.paths.train_summary))
             print(json.dumps(summary, indent=2))
         # Under torchrun the other ranks reach here while rank 0 still writes the model: wait for it, then close
-        # the process group, or a rank exits with gloo's threads alive and aborts ("terminate called without an
+        # the process group, or a rank exits with gloo's threads alive and can abort ("terminate called without an
         # active exception", exit -6), failing the stage after a finished training.
         state.wait_for_everyone()
     finally:
