@@ -80,10 +80,11 @@ def run_lifecycle(root: Path, rate: float, say: Callable[[str], None]) -> None:
         say(summary_lines(replay_file(url, traffic_file(root, 1200, 1001), rate, 40)))
         time.sleep(2)  # the last feedback lines and log rows reach their files
         feedback = params.serving.feedback_files()
-        say(f"\n== 3/5 retrain with the feedback ({feedback}) added to the data sources")
+        say(f"\n== 3/5 retrain with the feedback ({feedback}) added to this run's data sources")
         say(f"         demo gate: gate.margin={DEMO_GATE_MARGIN} (params.yaml: 0.01). With ~600 test rows the paired "
             "bootstrap interval is about ±1.4 points wide, so a retrain on the same kind of data rarely proves "
-            "non-inferiority within 0.01; the override is kept in the run's lineage")
+            "non-inferiority within 0.01; both overrides live in this run's workspace and lineage only, params.yaml is "
+            "untouched")
         result = training_pipeline(TrainingOverrides(add_sources=[feedback], reason="demo: retrain on feedback",
                                                      extra=[f"gate.margin={DEMO_GATE_MARGIN}"]), str(root), push=True)
         say(format_result(result))

@@ -29,15 +29,22 @@ def run(
     set_: SetOption = None,
     project_dir: Annotated[Path, typer.Option(help="Project root holding dvc.yaml and params.yaml.")] = Path("."),
     push: Annotated[bool, typer.Option(help="Push outputs to the DVC remote after the run.")] = True,
+    add_source: Annotated[list[str] | None, typer.Option(
+        "--add-source", help="A labeled file, glob or s3:// prefix this run also trains on (repeatable).")] = None,
+    keep: Annotated[bool, typer.Option(
+        help="Keep the --add-source data in the data catalogue (paths.catalogue) for later runs too.")] = False,
 ) -> None:
     """Run the whole training pipeline as a Prefect flow on a local, ephemeral Prefect (no server needed).
 
-    Overrides are written into params.yaml first (as `dvc exp run -S` does) so DVC tracks them.
+    The run works in a workspace of its own (.gradus/runs/ws-N): --set overrides and --add-source data are
+    written into that copy's params.yaml only, so DVC records them in the run's dvc.lock and the registered
+    version's lineage, and the project's params.yaml never changes.
     """
     from flows.training import TrainingOverrides, format_result, training_pipeline
 
     def action() -> None:
-        typer.echo(format_result(training_pipeline(TrainingOverrides(extra=set_ or []), str(project_dir), push)))
+        overrides = TrainingOverrides(extra=set_ or [], add_sources=add_source or [], keep_sources=keep)
+        typer.echo(format_result(training_pipeline(overrides, str(project_dir), push)))
 
     guarded(action)
 

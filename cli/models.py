@@ -166,12 +166,14 @@ def models_ensemble(members: Annotated[list[str], typer.Argument(
                         help="Two or more members as REF[=WEIGHT]: a version id, prefix or alias (weight 1).")],
                     params: ParamsOption = DEFAULT_PARAMS, as_json: JsonOption = False) -> None:
     """Gate a soft-voting ensemble of registered versions like a trained model: scored on the project's test
-    split against the champion, registered as a version, and made `candidate` on a pass (then release it)."""
+    split against the champion, registered as a version, and made `candidate` on a pass (then release it).
+    The test split is the newest run's (a flow run's workspace, or the project's own `dvc repro`)."""
     def action() -> None:
+        from gradus.workspace import newest_outputs
         from tasks.ensemble import gate_ensemble
 
-        root = params.resolve().parent
-        result = gate_ensemble(root, load_params(params), members, _cli_run())
+        root, loaded = params.resolve().parent, load_params(params)
+        result = gate_ensemble(root, loaded, members, _cli_run(), newest_outputs(root, loaded))
         if as_json:
             typer.echo(json.dumps(result, indent=2))
             return

@@ -84,7 +84,9 @@ def start_retrain(root: Path, summary: dict[str, Any]) -> str | None:
         return None
     overrides: dict[str, Any] = {"reason": reason}
     if summary["labeled"]:
-        overrides["add_sources"] = [summary["current"]]  # the new data goes into that retrain
+        # The new data goes into that retrain; into the data catalogue for later runs too unless the setting says no.
+        overrides["add_sources"] = [summary["current"]]
+        overrides["keep_sources"] = params.drift.keep_labeled_batches
     try:
         run = run_deployment(params.drift.training_deployment, parameters={"overrides": overrides}, timeout=0)
     except Exception:

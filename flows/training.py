@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from gradus.config import (
-    PARAMS_FILE,
-    Params,
-    TrainConfig,
-    append_sources,
-    load_params,
-    optional_override,
-    write_overrides,
-)
+from gradus.catalogue import add_to_catalogue, read_catalogue
+from gradus.config import PARAMS_FILE, Params, TrainConfig, load_params, optional_override
 from gradus.events import MODEL_CANDIDATE
 from gradus.io import read_json
 from gradus.registry import project_registry
+from gradus.workspace import Workspace, run_workspace
 from tasks.dvc import push_outputs, run_stage
 from tasks.register import move_aliases, register_model
 from tasks.runner import STAGES
@@ -51,7 +46,9 @@ class TrainingOverrides(BaseModel):
     extra: list[str] = Field(default_factory=list,
                              description="any other params.yaml key as KEY=VALUE, e.g. split.test_fraction=0.2")
     add_sources: list[str] = Field(default_factory=list,
-                                   description="labeled files, globs or s3:// prefixes to add to data.sources")
+                                   description="labeled files, globs or s3:// prefixes this run also trains on")
+    keep_sources: bool = Field(False, description="keep add_sources in the data catalogue (paths.catalogue), so "
+                                                  "later runs train on them too; else this run only")
     reason: str | None = Field(None, description="why this run was started (kept in the registry's audit log)")
 
     def dotted(self) -> list[str]:
@@ -87,39 +84,59 @@ def validation_markdown(report: dict[str, Any], docs_uri: str) -> str:
     ])
 
 
-def prepare_params(root: Path, overrides: TrainingOverrides) -> tuple[Params, dict[str, Any]]:
-    """Write the run's overrides (and added data sources) into params.yaml, as `dvc exp run -S` does, so DVC
-    sees them; return the validated params and what changed."""
-    logger = get_run_logger()
-    changes = write_overrides(root / PARAMS_FILE, overrides.dotted())
-    if overrides.add_sources:
-        drift = load_params(root / PARAMS_FILE).drift
-        added = append_sources(root / PARAMS_FILE, overrides.add_sources, drift.text_column,
-                               drift.label_column or "label")
-        if added:
-            changes["data.sources"] = {"old": "", "new": f"+ {', '.join(added)}"}
-    if overrides.reason:
-        logger.info("run started because: %s", overrides.reason)
-    if changes:
-        logger.info("params.yaml overrides for this run: %s", changes)
-    return load_params(root / PARAMS_FILE), changes
+def run_name() -> str:
+    """This flow run as a person finds it in the UI (the workspace pool names the runs it waits for)."""
+    from prefect.runtime import flow_run
+
+    return f"{flow_run.flow_name}/{flow_run.name} ({flow_run.id})" if flow_run.id else f"pid {os.getpid()}"
 
 
-def run_stages(root: Path, params: Params, push: bool) -> list[dict[str, Any]]:
-    """Every DVC stage as its own task run (DVC skips the up-to-date ones), then `dvc push`."""
-    # DVC cannot see S3 or hub sources change, so ingest always rereads them; an unchanged source gives a
-    # byte-identical snapshot, and DVC then skips everything downstream.
-    remote = params.data.has_remote_sources()
-    stages = [run_stage(stage, str(root), force=remote and stage == "ingest") for stage in STAGES]
+@task(name="keep-sources")
+def keep_sources(project_dir: str, locations: list[str], reason: str | None) -> list[str]:
+    """Add the run's new data to the data catalogue of the project (by design, one reviewable file per source),
+    before the run's workspace is made, so this run and every later one train on it."""
+    root = Path(project_dir)
+    params = load_params(root / PARAMS_FILE)
+    known = {str(getattr(s, "path", None) or getattr(s, "uri", "")) for s in params.data.sources}
+    written = add_to_catalogue(root / params.paths.catalogue, locations, params.drift.text_column,
+                               params.drift.label_column or "label", run_name(), reason or "kept by a training run",
+                               known)
+    for file in written:
+        get_run_logger().info("data catalogue: added %s", file.relative_to(root))
+    return [str(file.relative_to(root)) for file in written]
+
+
+def ingest_must_reread(params: Params, run_dir: Path) -> bool:
+    """DVC watches paths.inputs only: a source elsewhere (S3, a hub, a local path outside it) can change unseen,
+    so ingest rereads it; an unchanged source gives a byte-identical snapshot and DVC skips what follows."""
+    inputs = Path(params.paths.inputs)
+    sources = [*params.data.sources, *(entry.source for entry in read_catalogue(run_dir / params.paths.catalogue))]
+
+    def watched(source: object) -> bool:
+        location = getattr(source, "path", None) or getattr(source, "uri", None)
+        if getattr(source, "kind", "") == "demo":
+            return True
+        if not location or "://" in location or Path(location).is_absolute():
+            return False
+        return inputs in Path(location).parents or Path(location) == inputs
+
+    return not all(watched(source) for source in sources)
+
+
+def run_stages(run_dir: Path, params: Params, push: bool) -> list[dict[str, Any]]:
+    """Every DVC stage as its own task run in the run's workspace (DVC skips the up-to-date ones), then
+    `dvc push` to the project's DVC remote."""
+    reread = ingest_must_reread(params, run_dir)
+    stages = [run_stage(stage, str(run_dir), force=reread and stage == "ingest") for stage in STAGES]
     if push:
-        push_outputs(str(root))
+        push_outputs(str(run_dir))
     return stages
 
 
-def register_and_gate(root: Path, reason: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def register_and_gate(root: Path, run_dir: Path, reason: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Register the model with its lineage (idempotent), then move aliases only if the gate passed."""
-    registered = register_model(str(root), reason)
-    return registered, move_aliases(str(root), registered["version"])
+    registered = register_model(str(root), reason, str(run_dir))
+    return registered, move_aliases(str(root), registered["version"], str(run_dir))
 
 
 def announce_candidate(root: Path, params: Params, aliases: dict[str, Any]) -> bool:
@@ -136,9 +153,10 @@ def announce_candidate(root: Path, params: Params, aliases: dict[str, Any]) -> b
     return True
 
 
-def publish(root: Path, params: Params, stages: list[dict[str, Any]], changes: dict[str, Any],
-            registered: dict[str, Any], aliases: dict[str, Any]) -> dict[str, Any]:
+def publish(workspace: Workspace, params: Params, stages: list[dict[str, Any]], registered: dict[str, Any],
+            aliases: dict[str, Any], kept: list[str]) -> dict[str, Any]:
     """Prefect artifacts (gate verdict, metrics, validation) and the run's result."""
+    root, changes = workspace.path, workspace.changes
     gate = read_json(root / params.paths.gate_report)
     create_markdown_artifact(
         key="gate-report", description="Promotion gate verdict: every check, its numbers and reasons",
@@ -158,8 +176,11 @@ def publish(root: Path, params: Params, stages: list[dict[str, Any]], changes: d
     data = {k: validation[k] for k in ("rows_in", "rows_kept", "rows_quarantined")}
     verdict = {"passed": gate["passed"], "mode": gate["mode"], "champion": gate["champion"],
                "reasons": gate["reasons"]}
+    where = {"path": str(workspace.path), "slot": workspace.slot, "reused": workspace.reused,
+             "same_params": workspace.same_params}
     return {"metrics": metrics, "data": data, "stages": stages, "param_changes": changes, "outputs": outputs,
-            "gate": verdict, "registry": {**registered, **aliases}, "compression": compression}
+            "gate": verdict, "registry": {**registered, **aliases}, "compression": compression,
+            "workspace": where, "catalogue_added": kept}
 
 
 def compression_markdown(variants: dict[str, Any]) -> str:
@@ -180,11 +201,20 @@ def training_pipeline(overrides: TrainingOverrides | None = None, project_dir: s
     register the model with its lineage, and move the aliases only if the gate passed."""
     root = Path(project_dir).resolve()
     overrides = overrides or TrainingOverrides()
-    params, changes = prepare_params(root, overrides)
-    stages = run_stages(root, params, push)
-    registered, aliases = register_and_gate(root, overrides.reason)
-    announce_candidate(root, params, aliases)
-    return publish(root, params, stages, changes, registered, aliases)
+    logger = get_run_logger()
+    if overrides.reason:
+        logger.info("run started because: %s", overrides.reason)
+    kept = keep_sources(str(root), overrides.add_sources, overrides.reason) if overrides.keep_sources else []
+    # The run's own copy of the project: its overrides never reach params.yaml, another run or the user's tree.
+    run_only = [] if overrides.keep_sources else overrides.add_sources
+    with run_workspace(root, run_name(), overrides.dotted(), run_only, logger.info) as workspace:
+        params = workspace.params
+        if workspace.changes:
+            logger.info("overrides for this run (its workspace's params.yaml only): %s", workspace.changes)
+        stages = run_stages(workspace.path, params, push)
+        registered, aliases = register_and_gate(root, workspace.path, overrides.reason)
+        announce_candidate(root, params, aliases)
+        return publish(workspace, params, stages, registered, aliases, kept)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,7 +241,10 @@ def format_result(result: dict[str, Any]) -> str:
         f"  test accuracy  {metrics['accuracy']:.4f}   (TF-IDF baseline {baseline.get('accuracy', 0):.4f}, "
         f"majority class {metrics.get('majority_class_accuracy', 0):.4f})",
         f"  test macro-F1  {metrics['macro_f1']:.4f}   (TF-IDF baseline {baseline.get('macro_f1', 0):.4f})",
-        f"  stages run     {', '.join(s['stage'] for s in result['stages'] if s['ran']) or 'none (all up to date)'}",
+        f"  stages run     {', '.join(s['stage'] for s in result['stages'] if s['ran']) or 'none (all up to date)'}"
+        + (f"; reused: {', '.join(s['stage'] for s in result['stages'] if not s['ran'])}"
+           if any(s["ran"] for s in result["stages"]) and not all(s["ran"] for s in result["stages"]) else ""),
+        f"  workspace      {workspace_line(result['workspace'])}",
         f"  gate           {gate_line(result['gate'])}",
         f"  registry       version {result['registry']['version']}"
         f"{'' if result['registry']['created'] else ' (already registered)'}; "
@@ -225,6 +258,13 @@ def format_result(result: dict[str, Any]) -> str:
     ]
     lines += [f"    {name:<18} {path}" for name, path in result["outputs"].items()]
     return "\n".join(lines)
+
+
+def workspace_line(workspace: dict[str, Any]) -> str:
+    """Where the run worked, and whether it found an earlier run's outputs there."""
+    how = ("reused (its last run had the same params)" if workspace["same_params"] else
+           "reused (an earlier run's outputs, other params)" if workspace["reused"] else "new")
+    return f"{workspace['path']} ({how}); params.yaml untouched"
 
 
 def gate_line(gate: dict[str, Any]) -> str:

@@ -69,6 +69,9 @@ class PathsConfig(_Section):
     compression_report: str = "reports/compression.json"
     tune: str = "reports/tune"
     drift_reports: str = "reports/drift"
+    # The data catalogue: one YAML file per source that flows add by design (a kept drift batch), read by
+    # ingest after data.sources. A folder a person reviews and commits; never a rewrite of params.yaml.
+    catalogue: str = "data/sources.d"
 
 
 class DemoSource(_Section):
@@ -337,6 +340,9 @@ class DriftConfig(_Section):
     cooldown_hours: float = Field(24.0, ge=0)   # no retrain sooner than this after the last one
     seed: int = 0
     training_deployment: str = "training_pipeline/training-pipeline"
+    # A labeled batch that triggered a retrain joins the training data for good (a file in paths.catalogue),
+    # so later runs keep learning from it; false: only the retrain it triggered trains on it.
+    keep_labeled_batches: bool = True
 
 
 class RegistryConfig(_Section):
@@ -525,6 +531,14 @@ class TuneConfig(_Section):
         return self
 
 
+class RunsConfig(_Section):
+    """Where flow runs work: each in a workspace of its own, so no run's overrides reach another run."""
+
+    folder: str = ".gradus/runs"              # workspaces live here (ignored by git and DVC)
+    workspaces: int = Field(2, ge=1, le=16)   # runs side by side; one more waits for a free workspace
+    wait_timeout_s: float = Field(86400, gt=0)  # a run waiting longer than this for a workspace fails
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
@@ -542,6 +556,7 @@ class Params(_Section):
     serving: ServingConfig = ServingConfig()
     release: ReleaseConfig = ReleaseConfig()
     tune: TuneConfig = TuneConfig()
+    runs: RunsConfig = RunsConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=(),
                               allow_inf_nan=False)
@@ -733,17 +748,20 @@ def _field(model: Any, name: str) -> Any:
     return None
 
 
-def write_overrides(path: str | Path, overrides: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """Apply validated dotted overrides to params.yaml in place (comments kept), as `dvc exp run -S` does.
+def write_overrides(path: str | Path, overrides: list[str] | tuple[str, ...],
+                    add_sources: list[dict[str, Any]] | tuple[dict[str, Any], ...] = ()) -> dict[str, dict[str, Any]]:
+    """Apply validated dotted overrides (and data sources to append) to a params file in place, as `dvc exp run
+    -S` does; flows call it on a run workspace's copy only, never on the project's params.yaml.
 
-    Returns {key: {"old": ..., "new": ...}} for the keys that changed. Nothing is written if any
-    override is invalid.
+    Returns {key: {"old": ..., "new": ...}} for the keys that changed. Nothing is written if any override is
+    invalid; what is written keeps everything else byte for byte (comments, null, key order, indentation).
     """
-    from ruamel.yaml import YAML
-
     path = Path(path)
     before = read_params_file(path)
     after = apply_overrides(before, overrides)
+    if add_sources:
+        data = after.setdefault("data", {})
+        data["sources"] = [*data.get("sources", []), *add_sources]
     validate_params(after, str(path))
     changes = {}
     for text in overrides:
@@ -751,9 +769,8 @@ def write_overrides(path: str | Path, overrides: list[str] | tuple[str, ...]) ->
         old = _lookup(before, keys)
         if old != value:
             changes[".".join(keys)] = {"old": old, "new": value}
-    if changes:
-        yaml_rt = YAML()
-        yaml_rt.preserve_quotes = True
+    if changes or add_sources:
+        yaml_rt = round_trip_yaml()
         document = yaml_rt.load(path.read_text(encoding="utf-8"))
         for text in overrides:
             keys, value = parse_override(text)
@@ -761,9 +778,25 @@ def write_overrides(path: str | Path, overrides: list[str] | tuple[str, ...]) ->
             for key in keys[:-1]:
                 node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
             node[int(keys[-1]) if isinstance(node, list) else keys[-1]] = value
+        if add_sources:
+            document["data"]["sources"].extend(add_sources)
         with path.open("w", encoding="utf-8") as handle:
             yaml_rt.dump(document, handle)
     return changes
+
+
+def round_trip_yaml() -> Any:
+    """ruamel.yaml in round-trip mode, set to write params.yaml as the project writes it: mappings indented by 2,
+    list items by 4 with the dash at 2, and `null` spelled out (ruamel's default leaves the value empty)."""
+    from ruamel.yaml import YAML
+
+    yaml_rt = YAML()
+    yaml_rt.preserve_quotes = True
+    yaml_rt.width = 4096  # never re-wrap a long line a person wrote
+    yaml_rt.indent(mapping=2, sequence=4, offset=2)
+    yaml_rt.representer.add_representer(
+        type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null"))
+    return yaml_rt
 
 
 def _lookup(raw: Any, keys: list[str]) -> Any:
@@ -776,32 +809,3 @@ def _lookup(raw: Any, keys: list[str]) -> Any:
         else:
             return None
     return node
-
-
-def source_for(location: str, text_column: str, label_column: str) -> dict[str, Any]:
-    """A params.yaml data source for a file, glob or s3:// prefix of labeled rows."""
-    if location.startswith("s3://"):
-        return {"kind": "s3", "uri": location, "text_column": text_column, "label_column": label_column}
-    return {"kind": "file", "path": location, "text_column": text_column, "label_column": label_column}
-
-
-def append_sources(path: str | Path, locations: list[str], text_column: str, label_column: str) -> list[str]:
-    """Add data sources to params.yaml (comments kept) unless already there; returns the ones added."""
-    from ruamel.yaml import YAML
-
-    path = Path(path)
-    raw = read_params_file(path)
-    present = {s.get("path") or s.get("uri") for s in raw.get("data", {}).get("sources", [])}
-    added = [loc for loc in dict.fromkeys(locations) if loc not in present]
-    if not added:
-        return []
-    new = [source_for(loc, text_column, label_column) for loc in added]
-    candidate = {**raw, "data": {**raw.get("data", {}), "sources": [*raw.get("data", {}).get("sources", []), *new]}}
-    validate_params(candidate, str(path))
-    yaml_rt = YAML()
-    yaml_rt.preserve_quotes = True
-    document = yaml_rt.load(path.read_text(encoding="utf-8"))
-    document["data"]["sources"].extend(new)
-    with path.open("w", encoding="utf-8") as handle:
-        yaml_rt.dump(document, handle)
-    return added

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from gradus.catalogue import read_catalogue
 from gradus.config import Params
 from gradus.errors import RegistryError
 from gradus.io import read_json
@@ -40,7 +41,7 @@ def dataset_hashes(entries: dict[str, Any], params: Params) -> dict[str, str]:
 
 
 def git_state(root: Path) -> dict[str, Any]:
-    """The commit of the code that ran, and which tracked files differed from it (the flow edits params).
+    """The commit of the code that ran, and which tracked files differed from it (uncommitted edits).
 
     A model whose code cannot be named has no lineage: a failing git call is an error, never a silent None.
     """
@@ -61,28 +62,32 @@ def git_state(root: Path) -> dict[str, Any]:
             "modified": sorted(line[3:] for line in changed.splitlines() if line.strip())}
 
 
-def collect(root: Path, params: Params) -> dict[str, Any]:
-    """Everything a registered version records about where it came from."""
+def collect(root: Path, params: Params, code_root: Path | None = None) -> dict[str, Any]:
+    """Everything a registered version records about where it came from: root holds the run's dvc.lock and
+    outputs (a flow run's workspace), code_root the git checkout whose commit ran (the project)."""
     entries = dvc_lock_entries(root)
     summary = read_json(root / params.paths.model / TRAINING_SUMMARY)
     return {
+        "catalogue": [{**entry.summary(), "file": f"{params.paths.catalogue}/{Path(entry.file).name}"}
+                      for entry in read_catalogue(root / params.paths.catalogue)],
         "base_model": {"name": summary.get("base_model"), "revision": summary.get("base_model_revision")},
         "datasets": dataset_hashes(entries, params),
         "dvc_lock": {name: entries[name] for name in entries if name in DATA_STAGES},
         "params": params.as_dict(),
-        "code": git_state(root),
+        "code": git_state(code_root or root),
         "training": {k: summary.get(k) for k in ("device", "train_rows", "epochs", "steps", "best_step",
                                                  "samples_per_s", "wall_time_s", "val_macro_f1")},
     }
 
 
-def collect_ensemble(root: Path, params: Params, spec: dict[str, Any], base_model: dict[str, Any]) -> dict[str, Any]:
+def collect_ensemble(root: Path, params: Params, spec: dict[str, Any], base_model: dict[str, Any],
+                     code_root: Path | None = None) -> dict[str, Any]:
     """An ensemble's lineage: its members (whose own versions hold their training lineage), the data it was
     gated on, the params and code that judged it; base_model is the first member's."""
     entries = dvc_lock_entries(root)
     return {"ensemble": spec, "base_model": base_model, "datasets": dataset_hashes(entries, params),
             "dvc_lock": {name: entries[name] for name in entries if name in DATA_STAGES},
-            "params": params.as_dict(), "code": git_state(root), "training": None}
+            "params": params.as_dict(), "code": git_state(code_root or root), "training": None}
 
 
 def read_dvc_object(root: Path, md5: str) -> bytes:

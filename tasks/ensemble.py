@@ -34,9 +34,12 @@ def parse_members(specs: list[str]) -> list[tuple[str, float]]:
     return members
 
 
-def gate_ensemble(root: Path, params: Params, specs: list[str], run: str) -> dict[str, Any]:
-    """Score, gate, register and (on a pass) make candidate the soft-voting ensemble of `specs`."""
-    splits = root / params.paths.splits
+def gate_ensemble(root: Path, params: Params, specs: list[str], run: str,
+                  data_dir: Path | None = None) -> dict[str, Any]:
+    """Score, gate, register and (on a pass) make candidate the soft-voting ensemble of `specs`, on the splits
+    and dvc.lock in data_dir (the newest run's workspace, or the project)."""
+    data_dir = data_dir or root
+    splits = data_dir / params.paths.splits
     if not (splits / "test.parquet").is_file():
         raise DataError(f"{splits / 'test.parquet'}: no test split to score the ensemble on; run `gradus run` first")
     registry = project_registry(root, params)
@@ -51,7 +54,8 @@ def gate_ensemble(root: Path, params: Params, specs: list[str], run: str) -> dic
         write_json(spec, Path(folder) / ENSEMBLE_FILE)
         why = "gate passed" if report["passed"] else "gate failed: " + "; ".join(report["reasons"])
         base = registry.require(members[0][0])["lineage"]["base_model"]
-        manifest, _ = registry.register(folder, lineage.collect_ensemble(root, params, spec, base), result.metrics,
+        made = lineage.collect_ensemble(data_dir, params, spec, base, root)
+        manifest, _ = registry.register(folder, made, result.metrics,
                                         report, run, reason=f"ensemble of {len(members)} versions; {why}")
     moved = apply_gate(root, params, manifest["version"], run, gate=report)
     return {"version": manifest["version"], "passed": report["passed"], "reasons": report["reasons"],

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from gradus import demo, storage
+from gradus.catalogue import read_catalogue
 from gradus.config import DataConfig, DemoSource, FeedbackSource, FileSource, HFSource, Params, S3Source, Source
 from gradus.errors import DataError
 from gradus.io import SNAPSHOT_COLUMNS, TYPE_COLUMNS, write_json, write_parquet
@@ -142,27 +143,36 @@ def load_source(source: Source) -> Loaded:
     return [load_hf(source)] if isinstance(source, HFSource) else load_tables(source)
 
 
-def not_empty(source: Source, position: int, loaded: Loaded) -> Loaded:
+def not_empty(source: Source, where: str, loaded: Loaded) -> Loaded:
     """Refuse a source that yielded no rows, unless it allows that (an empty export is usually a fault)."""
     if getattr(source, "allow_empty", False):
         return loaded
     for frame, info in loaded:
         if frame.empty:
-            raise DataError(f"data.sources.{position} ({source.kind}): {info['uri']} has no data rows; fix the "
-                            f"export, remove the source, or set allow_empty: true on data.sources.{position}")
+            raise DataError(f"{where} ({source.kind}): {info['uri']} has no data rows; fix the "
+                            f"export, remove the source, or set allow_empty: true on {where}")
     return loaded
 
 
-def collect(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def declared_sources(params: Params) -> list[tuple[str, Source]]:
+    """params.yaml's data.sources, then the data catalogue's entries, each with where it is declared."""
+    entries = read_catalogue(Path(params.paths.catalogue))
+    return ([(f"data.sources.{position}", source) for position, source in enumerate(params.data.sources)]
+            + [(entry.file, entry.source) for entry in entries])
+
+
+def collect(cfg: DataConfig,
+            sources: list[tuple[str, Source]] | None = None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Read every source, in order, into one frame; normalise labels per params."""
+    sources = sources if sources is not None else [(f"data.sources.{i}", s) for i, s in enumerate(cfg.sources)]
     frames, manifest = [], []
-    for position, source in enumerate(cfg.sources):
-        for frame, info in not_empty(source, position, load_source(source)):
+    for where, source in sources:
+        for frame, info in not_empty(source, where, load_source(source)):
             frames.append(frame)
-            manifest.append({"kind": source.kind, **info})
+            manifest.append({"kind": source.kind, "declared_in": where, **info})
     raw = pd.concat(frames, ignore_index=True)
     raw["label"] = normalize_labels(raw["label"], cfg.label_case)
-    extras = sorted({c for source in cfg.sources for c in getattr(source, "metadata_columns", ())})
+    extras = sorted({c for _, source in sources for c in getattr(source, "metadata_columns", ())})
     if extras:  # a source without a metadata column gets None there, never the string 'nan'
         raw[extras] = raw[extras].astype(object).where(raw[extras].notna(), None)
     return raw[[*SNAPSHOT_COLUMNS, *TYPE_COLUMNS, *extras]], manifest
@@ -181,7 +191,7 @@ def normalize_labels(labels: pd.Series, case: str) -> pd.Series:
 
 def run(params: Params) -> dict[str, Any]:
     """Write the raw snapshot and its manifest."""
-    raw, manifest = collect(params.data)
+    raw, manifest = collect(params.data, declared_sources(params))
     write_parquet(raw, Path(params.paths.raw))
     write_json({"rows": len(raw), "sources": manifest}, Path(params.paths.raw_manifest))
     return {"rows": len(raw), "sources": len(manifest), "snapshot": params.paths.raw}

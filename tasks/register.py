@@ -14,30 +14,33 @@ from gradus.registry import AliasState, project_registry
 from tasks.compress import passed_variants
 
 
-def register_version(root: Path, params: Params, run: str, why: str | None = None) -> dict[str, Any]:
-    """Register paths.model (idempotent: the same model and lineage give back the same version)."""
+def register_version(root: Path, params: Params, run: str, why: str | None = None,
+                     run_dir: Path | None = None) -> dict[str, Any]:
+    """Register paths.model of the run in run_dir (the project itself unless a flow run's workspace) in the
+    project's registry; idempotent: the same model and lineage give back the same version."""
     registry = project_registry(root, params)
-    gate = read_json(root / params.paths.gate_report)
+    run_dir = run_dir or root
+    gate = read_json(run_dir / params.paths.gate_report)
     verdict = "gate passed" if gate["passed"] else "gate failed: " + "; ".join(gate["reasons"])
-    metrics, variants = read_json(root / params.paths.metrics), {}
-    report_file = root / params.paths.compression_report
+    metrics, variants = read_json(run_dir / params.paths.metrics), {}
+    report_file = run_dir / params.paths.compression_report
     if params.compress.enabled and report_file.is_file():  # only variants that passed parity become servable
         report = read_json(report_file)
         metrics["compression"] = report
-        variants = passed_variants(report, root / params.paths.compressed)
+        variants = passed_variants(report, run_dir / params.paths.compressed)
     manifest, created = registry.register(
-        root / params.paths.model, lineage.collect(root, params), metrics, gate, run,
+        run_dir / params.paths.model, lineage.collect(run_dir, params, code_root=root), metrics, gate, run,
         reason=f"{why}; {verdict}" if why else verdict, extra_files=variants)
     return {"version": manifest["version"], "created": created}
 
 
 def apply_gate(root: Path, params: Params, version: str, run: str,
-               gate: dict[str, Any] | None = None) -> dict[str, Any]:
+               gate: dict[str, Any] | None = None, run_dir: Path | None = None) -> dict[str, Any]:
     """On a pass: `candidate` → version (and `champion` if there is none), by compare-and-swap against
     the alias generation the gate judged with. On a fail: no alias moves; the audit log says why.
     The verdict is the gate stage's report unless given (an ensemble's)."""
     registry = project_registry(root, params)
-    gate = gate or read_json(root / params.paths.gate_report)
+    gate = gate or read_json((run_dir or root) / params.paths.gate_report)
     if not gate["passed"]:
         registry.audit("gate", version=version, run=run, reason="; ".join(gate["reasons"]), outcome="failed")
         return {"moved": False, "aliases": registry.aliases().mapping()}
@@ -58,16 +61,17 @@ def _flow_run_id() -> str:
 
 
 @task(name="register-model", retries=2, retry_delay_seconds=5)
-def register_model(project_dir: str, why: str | None = None) -> dict[str, Any]:
-    """Register the trained model; retried on I/O errors, which is safe because registering is idempotent."""
-    root = Path(project_dir)
-    result = register_version(root, load_params(root / PARAMS_FILE), _flow_run_id(), why)
+def register_model(project_dir: str, why: str | None = None, run_dir: str | None = None) -> dict[str, Any]:
+    """Register the trained model; retried on I/O errors, which is safe because registering is idempotent.
+    run_dir: the run's workspace, whose params.yaml (with the run's overrides) and outputs are the run's."""
+    root, outputs = Path(project_dir), Path(run_dir or project_dir)
+    result = register_version(root, load_params(outputs / PARAMS_FILE), _flow_run_id(), why, outputs)
     get_run_logger().info("model version %s (%s)", result["version"], "new" if result["created"] else "existing")
     return result
 
 
 @task(name="apply-gate")
-def move_aliases(project_dir: str, version: str) -> dict[str, Any]:
+def move_aliases(project_dir: str, version: str, run_dir: str | None = None) -> dict[str, Any]:
     """Alias changes are not retried: a compare-and-swap conflict needs a fresh gate verdict, not a retry."""
-    root = Path(project_dir)
-    return apply_gate(root, load_params(root / PARAMS_FILE), version, _flow_run_id())
+    root, outputs = Path(project_dir), Path(run_dir or project_dir)
+    return apply_gate(root, load_params(outputs / PARAMS_FILE), version, _flow_run_id(), run_dir=outputs)

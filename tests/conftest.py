@@ -16,7 +16,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 # Real data (CC BY 4.0, with its licence) carried in the repository; tests and benchmarks read it from here.
 BANKING77 = ROOT / "benchmarks" / "data" / "banking77"
-PROJECT_FILES = ("gradus", "tasks", "data_checks", "flows", "dvc.yaml", "params.yaml", "data/inputs", ".gitignore")
+PROJECT_FILES = ("gradus", "tasks", "data_checks", "flows", "dvc.yaml", "params.yaml", "data/inputs", "data/sources.d",
+                 ".gitignore", ".dvcignore")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")

@@ -47,27 +47,34 @@ async def _runs_and_artifact(flow_run_id):
 
 
 def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, project_repo: Path) -> None:
+    committed = (project_repo / "params.yaml").read_bytes()
     state = training_pipeline(TrainingOverrides(epochs=9, extra=["split.seed=7"]), str(project_repo),
                               push=True, return_state=True)
     assert state.is_completed(), state
     result = state.result()
+    # The run worked in a workspace of its own: the project's params.yaml and tree are as they were.
+    assert (project_repo / "params.yaml").read_bytes() == committed
+    assert sh(["git", "status", "--porcelain", "--untracked-files=no"], project_repo).stdout == ""
+    assert not (project_repo / "dvc.lock").exists() and not (project_repo / "reports").exists()
+    work = Path(result["workspace"]["path"])
+    assert work.parent == project_repo / ".gradus" / "runs" and not result["workspace"]["reused"]
     assert [s["stage"] for s in result["stages"]] == ["ingest", "validate", "split", "train", "evaluate", "compress",
                                                       "gate"]
     assert all(s["ran"] for s in result["stages"])
     assert result["param_changes"] == {"train.epochs": {"old": 12, "new": 9.0}, "split.seed": {"old": 42, "new": 7}}
 
     # The overrides reached the stages: DVC recorded them as the params the stages ran with.
-    lock = yaml.safe_load((project_repo / "dvc.lock").read_text())
+    lock = yaml.safe_load((work / "dvc.lock").read_text())
     assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["epochs"] == 9.0
     assert lock["stages"]["split"]["params"]["params.yaml"]["split"]["seed"] == 7
-    metrics = json.loads((project_repo / "reports" / "metrics.json").read_text())
+    metrics = json.loads((work / "reports" / "metrics.json").read_text())
     assert result["metrics"] == metrics
     data = result["data"]
     assert data["rows_in"] == 900 and data["rows_in"] == data["rows_kept"] + data["rows_quarantined"]
     summary = format_result(result)
     assert f"test accuracy  {metrics['accuracy']:.4f}" in summary
     assert f"{data['rows_quarantined']} quarantined" in summary
-    assert str(project_repo / "models" / "candidate") in summary
+    assert str(work / "models" / "candidate") in summary and f"{work} (new); params.yaml untouched" in summary
 
     flow_run, task_runs, artifacts = asyncio.run(_runs_and_artifact(state.state_details.flow_run_id))
     assert flow_run.name and flow_run.state.is_completed()
@@ -77,7 +84,7 @@ def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, pr
     assert all(run.state.is_completed() for run in task_runs)
     assert len(artifacts) == 1 and artifacts[0]["type"] == "markdown", artifacts
     assert f"{metrics['accuracy']:.4f}" in artifacts[0]["data"] and "| train | yes |" in artifacts[0]["data"]
-    docs = project_repo / "reports" / "data_docs" / "index.html"
+    docs = work / "reports" / "data_docs" / "index.html"
     assert f"]({docs.as_uri()})" in artifacts[0]["data"] and docs.is_file()
 
     # The first model passed the gate on absolute thresholds: registered, champion and candidate.
@@ -95,16 +102,18 @@ def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, pr
         outs = {o["path"]: o["md5"] for o in lock["stages"][stage]["outs"]}
         assert manifest["lineage"]["dvc_lock"][stage]["outs"] == outs, stage
     head = sh(["git", "rev-parse", "HEAD"], project_repo).stdout.strip()
-    assert manifest["lineage"]["code"]["commit"] == head and "params.yaml" in manifest["lineage"]["code"]["modified"]
+    assert manifest["lineage"]["code"] == {"commit": head, "branch": "main", "modified": []}
     assert manifest["lineage"]["params"]["train"]["epochs"] == 9.0
-    compression = json.loads((project_repo / "reports" / "compression.json").read_text())
+    compression = json.loads((work / "reports" / "compression.json").read_text())
     assert manifest["metrics"] == metrics | {"compression": compression}
     assert manifest["lineage"]["base_model"]["revision"].startswith("sha256:")
 
-    # A second run with nothing changed skips every stage but the gate, and registers nothing new.
-    again = training_pipeline(TrainingOverrides(epochs=9), str(project_repo), push=False)
+    # A second run with the same params and overrides takes the same workspace: every stage but the gate is up
+    # to date there (the run-scoped overrides are the same), and nothing new is registered.
+    again = training_pipeline(TrainingOverrides(epochs=9, extra=["split.seed=7"]), str(project_repo), push=False)
+    assert again["workspace"] == {**result["workspace"], "reused": True, "same_params": True}
     assert [s["ran"] for s in again["stages"]] == [False] * 6 + [True]
-    assert again["param_changes"] == {}
+    assert again["param_changes"] == result["param_changes"]
     assert again["registry"]["version"] == version and not again["registry"]["created"]
     assert again["gate"]["mode"] == "challenger" and again["gate"]["passed"]  # identical to the champion
     assert registry.aliases().generation == 1
@@ -121,6 +130,18 @@ def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, pr
     [failed_artifact] = _artifacts(worse_state.state_details.flow_run_id, "gate-report")
     assert "# Gate FAILED" in failed_artifact["data"] and "## Why it failed" in failed_artifact["data"]
     assert registry.audit_log()[-1]["outcome"] == "failed"
+    assert worse["workspace"]["path"] != str(work)  # the pool's second workspace: the first keeps its outputs
+    assert (project_repo / "params.yaml").read_bytes() == committed
+
+    # A run without overrides trains with the committed values: the earlier runs' overrides reached nothing.
+    plain = training_pipeline(TrainingOverrides(), str(project_repo), push=False)
+    plain_lock = yaml.safe_load((Path(plain["workspace"]["path"]) / "dvc.lock").read_text())
+    assert plain_lock["stages"]["train"]["params"]["params.yaml"]["train"]["epochs"] == 12
+    assert plain_lock["stages"]["split"]["params"]["params.yaml"]["split"]["seed"] == 42
+    assert plain["param_changes"] == {} and plain["stages"][3] == {**plain["stages"][3], "ran": True}
+    plain_params = registry.require(plain["registry"]["version"])["lineage"]["params"]
+    assert plain_params["train"]["epochs"] == 12 and plain_params["split"]["seed"] == 42
+    assert (project_repo / "params.yaml").read_bytes() == committed
 
     # The CLI over the real run's registry (params.yaml in the project names it).
     listing = sh(["gradus", "models", "list"], project_repo).stdout
@@ -129,7 +150,7 @@ def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, pr
     assert "train.epochs" in diff and "9.0" in diff and "0.2" in diff
     shown = sh(["gradus", "models", "show", version], project_repo).stdout
     assert head in shown and lock["stages"]["train"]["outs"][0]["md5"] in shown
-    assert sh(["gradus", "models", "verify"], project_repo).stdout.count("ok ") == 2
+    assert sh(["gradus", "models", "verify"], project_repo).stdout.count("ok ") == 3
 
     # The compress stage's variants that passed parity are files of the version, checksummed like its weights.
     variants = manifest["metrics"]["compression"]["variants"]
@@ -145,7 +166,7 @@ def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, pr
     assert list(ensemble["files"]) == ["ensemble.json"] and ensemble["gate"]["champion"] == version
     assert ensemble["lineage"]["ensemble"]["members"] == [{"version": version, "weight": 1.0},
                                                           {"version": other, "weight": 0.5}]
-    test = pd.read_parquet(project_repo / "data" / "splits" / "test.parquet")
+    test = pd.read_parquet(Path(plain["workspace"]["path"]) / "data" / "splits" / "test.parquet")
     texts = list(test["text"])
     first, second = (registry.load(v, bf16=False).predict(texts).probabilities for v in (version, other))
     voted = registry.load(made["version"], bf16=False).predict(texts)
@@ -160,7 +181,7 @@ def test_invalid_override_fails_before_anything_runs(prefect_server, project_rep
     with pytest.raises(ConfigError, match=r"train\.epoch"):
         training_pipeline(TrainingOverrides(extra=["train.epoch=2"]), str(project_repo), push=False)
     assert (project_repo / "params.yaml").read_text() == before
-    assert not (project_repo / "dvc.lock").exists()
+    assert not (project_repo / "dvc.lock").exists() and not (project_repo / ".gradus" / "runs").exists()
 
 
 def test_a_gated_candidate_starts_exactly_one_release(prefect_server, project_repo: Path) -> None:

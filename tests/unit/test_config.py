@@ -110,6 +110,26 @@ def test_write_overrides_keeps_comments_and_refuses_bad_values(tmp_path: Path) -
     assert path.read_text() == text
 
 
+def test_write_overrides_keeps_every_byte_outside_the_changed_keys(tmp_path: Path) -> None:
+    """A round trip keeps comments, `null`, key order and indentation: only the changed lines differ."""
+    path = tmp_path / "params.yaml"
+    original = (ROOT / "params.yaml").read_text()
+    path.write_text(original)
+    source = {"kind": "file", "path": "data/feedback/*.jsonl", "text_column": "text", "label_column": "label"}
+    write_overrides(path, ["gate.margin=0.03", "model.revision=abc123"], [source])
+    before, after = original.splitlines(), path.read_text().splitlines()
+    added = ["    - kind: file", "      path: data/feedback/*.jsonl", "      text_column: text",
+             "      label_column: label"]
+    rest = [line for line in after if line not in added]
+    changed = [new for old, new in zip(before, rest, strict=True) if old != new]
+    assert changed == [
+        "  revision: abc123           # hub revision to pin (hub ids only)",
+        "  margin: 0.03               # pass if the CI lower bound of (new - champion) macro-F1 >= -margin"]
+    assert after[after.index("    - kind: demo") + 3:][:4] == added
+    assert "  allowed_labels: null       # a list fixes the label set" in path.read_text()
+    assert len(after) == len(before) + 4
+
+
 def test_the_stage_list_is_dvc_yamls_in_order() -> None:
     from tasks.runner import STAGES
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradus.config import DriftConfig, append_sources, load_params
+from gradus.config import DriftConfig, load_params
 from gradus.demo import generate
 from gradus.errors import DataError
 from tasks.drift import decide, fingerprint, load_batch, oov_share, text_report, vocabulary
@@ -74,15 +74,36 @@ def test_evidently_text_report_flags_a_shift_and_not_a_resample() -> None:
                for s in moved.values())
 
 
-def test_append_sources_adds_each_location_once_and_validates(tmp_path: Path) -> None:
+def test_catalogue_adds_each_location_once_and_ingest_reads_it(tmp_path: Path, monkeypatch) -> None:
+    from gradus.catalogue import add_to_catalogue, read_catalogue
+    from tasks.ingest import declared_sources
+
+    monkeypatch.chdir(tmp_path)
     params = tmp_path / "params.yaml"
     params.write_text((ROOT / "params.yaml").read_text())
-    assert append_sources(params, ["data/incoming/new.jsonl", "s3://bucket/new/"], "text", "label") == [
-        "data/incoming/new.jsonl", "s3://bucket/new/"]
-    assert append_sources(params, ["data/incoming/new.jsonl"], "text", "label") == []
-    sources = load_params(params).data.sources
-    assert [s.kind for s in sources] == ["demo", "file", "s3"]
-    assert "# gradus parameters" in params.read_text()  # comments kept
+    before = params.read_bytes()
+    folder = tmp_path / "data" / "sources.d"
+    written = add_to_catalogue(folder, ["data/incoming/new.jsonl", "s3://bucket/new/"], "text", "label",
+                               "drift_monitor/run-1", "drift on batch new.jsonl")
+    assert len(written) == 2
+    assert add_to_catalogue(folder, ["data/incoming/new.jsonl"], "text", "label", "x", "again") == []
+    assert add_to_catalogue(folder, ["data/other.csv"], "text", "label", "x", "y", known={"data/other.csv"}) == []
+    entries = read_catalogue(folder)
+    assert [(e.source.kind, e.location(), e.added_by) for e in entries] == [
+        ("file", "data/incoming/new.jsonl", "drift_monitor/run-1"), ("s3", "s3://bucket/new/", "drift_monitor/run-1")]
+    assert "Review and commit it" in written[0].read_text()
+    declared = declared_sources(load_params(params))
+    assert [where for where, _ in declared] == ["data.sources.0", *[f"data/sources.d/{f.name}" for f in written]]
+    assert params.read_bytes() == before  # the catalogue never edits params.yaml
+
+
+def test_a_broken_catalogue_entry_is_named_with_the_fix(tmp_path: Path) -> None:
+    from gradus.catalogue import read_catalogue
+    from gradus.config import ConfigError
+
+    (tmp_path / "20261206-bad.yaml").write_text("source: {kind: file}\n")
+    with pytest.raises(ConfigError, match=r"20261206-bad.yaml: not a valid data catalogue entry .*path.*delete it"):
+        read_catalogue(tmp_path)
 
 
 def test_label_shift_permutation_test_is_calibrated_and_sees_removed_labels() -> None:
