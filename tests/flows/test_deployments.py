@@ -25,6 +25,7 @@ from flows.drift import drift_monitor
 from gradus.config import ConfigError, load_params
 from gradus.demo import generate
 from gradus.registry import project_registry
+from gradus.workspace import newest_outputs
 from infra.deploy import (
     DRIFT,
     DRIFT_CRON,
@@ -77,6 +78,18 @@ def _wait_final(flow_run_id, seconds: float) -> object:
     raise AssertionError(f"flow run {flow_run_id} not finished after {seconds} s")
 
 
+def _execute(flow_run_id, project: Path | None = None) -> Path:
+    """Run one scheduled flow run with a real process worker, as in production; returns the run's workspace."""
+    worker = subprocess.run(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process", "--run-once"],
+        cwd=ROOT, env=tool_env() | {"PREFECT_API_URL": PREFECT_API_URL.value()}, capture_output=True, text=True,
+        timeout=900)
+    finished = _wait_final(flow_run_id, 60)
+    assert finished.state.is_completed(), worker.stdout[-3000:] + worker.stderr[-3000:]
+    project = project or Path(finished.parameters["project_dir"])
+    return newest_outputs(project, load_params(project / "params.yaml"))
+
+
 def shifted_batch(path: Path, rows: int = 600) -> None:
     """Text from another domain (library documentation sentences), labeled with the demo's labels."""
     docs = []
@@ -86,7 +99,10 @@ def shifted_batch(path: Path, rows: int = 600) -> None:
             if doc and 30 <= len(first := doc.split("\n\n")[0].replace("\n", " ")) <= 300:
                 docs.append(first)
     labels = sorted({label for label in generate(300, 1)["label"] if isinstance(label, str) and label.strip()})
-    texts = (sorted(set(docs)) * (rows // max(len(set(docs)), 1) + 1))[:rows]
+    unique = sorted(set(docs))
+    # Distinct texts (a repeat gets a numbered note), so the batch passes validation when a retrain trains on it.
+    texts = [unique[i % len(unique)] + (f" (note {i // len(unique)})" if i >= len(unique) else "")
+             for i in range(rows)]
     pd.DataFrame({"text": texts, "label": [labels[i % len(labels)] for i in range(rows)]}).to_json(
         path, orient="records", lines=True)
 
@@ -108,20 +124,28 @@ def test_deployments_schedules_api_trigger_and_drift_retrains(prefect_server, pr
     assert {"trials", "timeout_minutes", "study", "overrides"} <= set(tune.parameter_openapi_schema["properties"])
 
     # What the UI's "Run" button does: a flow run of the deployment with parameter overrides ...
+    committed = (project_repo / "params.yaml").read_bytes()
     run = run_deployment(f"training_pipeline/{TRAINING}", timeout=0,
                          parameters={"overrides": {"epochs": 14, "extra": ["evaluate.batch_size=64"]}})
     # ... executed by a real process worker, as in production.
-    worker = subprocess.run(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process", "--run-once"],
-        cwd=ROOT, env=tool_env() | {"PREFECT_API_URL": PREFECT_API_URL.value()}, capture_output=True, text=True,
-        timeout=900)
-    finished = _wait_final(run.id, 60)
-    assert finished.state.is_completed(), worker.stdout[-3000:] + worker.stderr[-3000:]
-    lock = yaml.safe_load((project_repo / "dvc.lock").read_text())
+    ui = _execute(run.id)
+    lock = yaml.safe_load((ui / "dvc.lock").read_text())
     assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["epochs"] == 14
     assert lock["stages"]["evaluate"]["params"]["params.yaml"]["evaluate"]["batch_size"] == 64
-    gate = yaml.safe_load((project_repo / "reports" / "gate.json").read_text())
+    gate = yaml.safe_load((ui / "reports" / "gate.json").read_text())
     assert gate["passed"], gate["reasons"]  # it trained, passed the gate and became champion
+    assert (project_repo / "params.yaml").read_bytes() == committed  # the overrides stayed in the run's workspace
+    registry = project_registry(project_repo, load_params(project_repo / "params.yaml"))
+    assert registry.require(registry.aliases().champion)["lineage"]["params"]["train"]["epochs"] == 14
+
+    # The next scheduled run (the deployment's own parameters) trains with the committed values.
+    scheduled = _execute(run_deployment(f"training_pipeline/{TRAINING}", timeout=0).id)
+    lock = yaml.safe_load((scheduled / "dvc.lock").read_text())
+    assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["epochs"] == 12
+    assert lock["stages"]["evaluate"]["params"]["params.yaml"]["evaluate"]["batch_size"] == 128
+    assert scheduled != ui  # another workspace: the UI run's outputs stay for a run with its params
+    assert registry.versions()[-1]["lineage"]["params"]["train"]["epochs"] == 12
+    assert (project_repo / "params.yaml").read_bytes() == committed
 
     incoming = project_repo / "data" / "incoming"
     incoming.mkdir(parents=True)
@@ -159,6 +183,21 @@ def test_deployments_schedules_api_trigger_and_drift_retrains(prefect_server, pr
     assert cooling["decision"]["drifted_signals"] and not cooling["decision"]["checks"]["cooled_down"]["passed"]
     assert not cooling["decision"]["retrain"]
     assert len(asyncio.run(_runs_of(training.id))) == before + 1
+
+    # The retrain the drift started keeps its batch by design: a file in the data catalogue (params.yaml is
+    # untouched), named in the retrained version's lineage and read by every later run.
+    assert started.parameters["overrides"]["keep_sources"] is True  # drift.keep_labeled_batches' default
+    edited = (project_repo / "params.yaml").read_bytes()
+    retrained = _execute(started.id)
+    [entry] = (project_repo / "data" / "sources.d").glob("*.yaml")
+    kept = yaml.safe_load(entry.read_text())
+    assert kept["source"]["path"] == str(incoming / "shifted.jsonl") and "drift on batch" in kept["reason"]
+    assert (project_repo / "params.yaml").read_bytes() == edited
+    manifest = registry.versions()[-1]
+    assert [e["location"] for e in manifest["lineage"]["catalogue"]] == [str(incoming / "shifted.jsonl")]
+    assert len(manifest["lineage"]["params"]["data"]["sources"]) == 1  # in the catalogue, not in params
+    raw = yaml.safe_load((retrained / "data" / "raw" / "manifest.json").read_text())
+    assert raw["rows"] == 900 + 600 and raw["sources"][-1]["declared_in"] == f"data/sources.d/{entry.name}"
 
 
 def test_the_same_deployments_register_on_a_kubernetes_pool(prefect_server, project_repo: Path) -> None:
