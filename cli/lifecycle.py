@@ -31,7 +31,7 @@ DEMO_RELEASE = {"min_dwell_s": 6, "min_requests": 150, "min_samples": 150, "chec
 
 def start_service(root: Path, port: int, say: Callable[[str], None]) -> subprocess.Popen[bytes]:
     """`gradus serve` in its own process; returns once it is ready (model loaded and warmed)."""
-    log = root / "reports" / "demo-service.log"
+    log = root / ".gradus" / "demo-service.log"
     command = [str(Path(sys.executable).parent / "gradus"), "serve", "--port", str(port),
                "--params", str(root / PARAMS_FILE)] + [arg for o in SERVICE_OVERRIDES for arg in ("--set", o)]
     process = start_until_ready(command, f"http://127.0.0.1:{port}/v2/health/ready", log, timeout=180, cwd=root)

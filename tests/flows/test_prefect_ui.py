@@ -20,6 +20,8 @@ import pytest
 import yaml
 
 from cli.processes import free_port, start_until_ready
+from gradus.config import load_params
+from gradus.workspace import newest_outputs
 from infra.deploy import TRAINING, WORK_POOL, deploy_all
 from tests.conftest import ROOT, tool_env
 
@@ -147,8 +149,10 @@ def test_a_retrain_from_the_ui_custom_run_form(prefect_ui: str, project_repo: Pa
             time.sleep(2)
         assert run.state.is_completed(), worker.stdout[-3000:] + worker.stderr[-3000:]
         assert run.parameters["overrides"]["epochs"] == 2
-        lock = yaml.safe_load((project_repo / "dvc.lock").read_text())
+        work = newest_outputs(project_repo, load_params(project_repo / "params.yaml"))  # the run's workspace
+        lock = yaml.safe_load((work / "dvc.lock").read_text())
         assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["epochs"] == 2  # not tiny_params' 12
+        assert load_params(project_repo / "params.yaml").train.epochs == 12  # the form's value stayed in the run
         driver.get(f"{prefect_ui}/runs/flow-run/{run_id}")
         time.sleep(3)  # the page draws the run's graph and logs
         driver.save_screenshot(str(ARTIFACTS / "prefect-ui-flow-run.png"))
