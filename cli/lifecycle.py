@@ -52,6 +52,14 @@ def traffic_file(root: Path, rows: int, seed: int) -> Path:
     return path
 
 
+def feedback_files(root: Path, params: Any) -> list[str]:
+    """The service's local feedback files, relative to the project (none for an s3:// location): the demo
+    retrains on the ones its own replay wrote, so a second demo does not train on the first one's twice."""
+    if params.serving.feedback.startswith("s3://"):
+        return []
+    return sorted(str(path.relative_to(root)) for path in (root / params.serving.feedback).glob("*.jsonl"))
+
+
 def replay_file(url: str, path: Path, rate: float, seconds: float) -> dict[str, Any]:
     from cli.replay import load_rows, replay
 
@@ -73,19 +81,22 @@ def run_lifecycle(root: Path, rate: float, say: Callable[[str], None]) -> None:
         raise GradusError("no champion yet: run `gradus run` first (make demo does)")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    earlier = feedback_files(root, params)
     say(f"\n== 1/5 serve the champion {first}")
     service = start_service(root, port, say)
     try:
         say(f"\n== 2/5 replay demo traffic at {rate:g} requests/s for 40 s; labels come back 1 s later as feedback")
         say(summary_lines(replay_file(url, traffic_file(root, 1200, 1001), rate, 40)))
         time.sleep(2)  # the last feedback lines and log rows reach their files
-        feedback = params.serving.feedback_files()
-        say(f"\n== 3/5 retrain with the feedback ({feedback}) added to this run's data sources")
+        feedback = [path for path in feedback_files(root, params) if path not in earlier] or [
+            params.serving.feedback_files()]
+        say(f"\n== 3/5 retrain with this demo's feedback ({', '.join(feedback)}) added to this run's data sources"
+            + (f"; {len(earlier)} feedback file(s) of earlier demos left out" if earlier else ""))
         say(f"         demo gate: gate.margin={DEMO_GATE_MARGIN} (params.yaml: 0.01). With ~600 test rows the paired "
             "bootstrap interval is about ±1.4 points wide, so a retrain on the same kind of data rarely proves "
             "non-inferiority within 0.01; both overrides live in this run's workspace and lineage only, params.yaml is "
             "untouched")
-        result = training_pipeline(TrainingOverrides(add_sources=[feedback], reason="demo: retrain on feedback",
+        result = training_pipeline(TrainingOverrides(add_sources=feedback, reason="demo: retrain on feedback",
                                                      extra=[f"gate.margin={DEMO_GATE_MARGIN}"]), str(root), push=True)
         say(format_result(result))
         candidate = result["registry"]["aliases"].get("candidate")

@@ -12,11 +12,16 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from gradus.config import ValidateConfig
 from gradus.io import SNAPSHOT_COLUMNS
+from gradus.text import (
+    BLANK,
+    CONTROL_OR_INVALID,
+    REASONS,
+    TEXT_CONTROL_CHARS,
+    TEXT_LENGTH,
+    TEXT_NOT_BLANK,
+    length_reason,
+)
 
-BLANK = r"^\s*$"
-# C0/C1 control characters (tab, newline and carriage return allowed), the replacement character left
-# by a lossy decode, and lone surrogates (invalid Unicode that cannot be encoded as UTF-8).
-CONTROL_OR_INVALID = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd\ud800-\udfff]"
 SCHEMA = SNAPSHOT_COLUMNS
 
 
@@ -52,16 +57,16 @@ def row_checks(cfg: ValidateConfig, labels: list[str], labels_inferred: bool) ->
         RowCheck("label_type", e.ExpectColumnValuesToBeNull(column="label_type"),
                  "label is not a string in the source (its JSON type is in label_type)"),
         RowCheck("text_not_null", e.ExpectColumnValuesToNotBeNull(column="text"), "text is missing"),
-        RowCheck("text_not_blank", e.ExpectColumnValuesToNotMatchRegex(column="text", regex=BLANK),
-                 "text is empty or only whitespace"),
-        RowCheck("text_length", e.ExpectColumnValueLengthsToBeBetween(
+        RowCheck(TEXT_NOT_BLANK, e.ExpectColumnValuesToNotMatchRegex(column="text", regex=BLANK),
+                 REASONS[TEXT_NOT_BLANK]),
+        RowCheck(TEXT_LENGTH, e.ExpectColumnValueLengthsToBeBetween(
             column="text", min_value=cfg.min_text_chars, max_value=cfg.max_text_chars),
-            f"text length is outside {cfg.min_text_chars}..{cfg.max_text_chars} characters"),
+            length_reason(cfg.min_text_chars, cfg.max_text_chars)),
         RowCheck("text_tokens", e.ExpectColumnValuesToBeBetween(
             column="n_tokens", min_value=cfg.min_tokens, max_value=cfg.max_tokens),
             f"text is outside {cfg.min_tokens}..{cfg.max_tokens} tokens"),
-        RowCheck("text_control_chars", e.ExpectColumnValuesToNotMatchRegex(column="text", regex=CONTROL_OR_INVALID),
-                 "text has control characters or invalid Unicode"),
+        RowCheck(TEXT_CONTROL_CHARS, e.ExpectColumnValuesToNotMatchRegex(column="text", regex=CONTROL_OR_INVALID),
+                 REASONS[TEXT_CONTROL_CHARS]),
         RowCheck("label_not_null", e.ExpectColumnValuesToNotBeNull(column="label"), "label is missing"),
         RowCheck("label_not_blank", e.ExpectColumnValuesToNotMatchRegex(column="label", regex=BLANK),
                  "label is empty or only whitespace"),

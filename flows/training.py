@@ -172,7 +172,9 @@ def publish(workspace: Workspace, params: Params, stages: list[dict[str, Any]], 
                 + validation_markdown(validation, docs))
     create_markdown_artifact(key="training-metrics", markdown=markdown,
                              description="Test metrics of the trained model, stage by stage, and data validation")
-    outputs = {name: str(root / value) for name, value in params.paths.model_dump().items()}
+    # The run's own outputs (the inputs, catalogue, search and drift folders are not the pipeline's outputs).
+    outputs = {name: str(root / value) for name, value in params.paths.model_dump().items()
+               if name not in ("inputs", "catalogue", "tune", "drift_reports")}
     data = {k: validation[k] for k in ("rows_in", "rows_kept", "rows_quarantined")}
     verdict = {"passed": gate["passed"], "mode": gate["mode"], "champion": gate["champion"],
                "reasons": gate["reasons"]}

@@ -115,9 +115,12 @@ def sync_project(root: Path, workspace: Path, inputs: str) -> int:
     previous_file = workspace / ".gradus-workspace" / SYNCED
     previous = set(json.loads(previous_file.read_text())) if previous_file.is_file() else set()
     for name in previous - set(names):
-        (workspace / name).unlink(missing_ok=True)
+        if _inside(workspace, (workspace / name).parent):
+            (workspace / name).unlink(missing_ok=True)
     copied = 0
     for name in names:
+        if not _inside(workspace, (workspace / name).parent):
+            continue  # under a shared location's link (a tracked file in the registry folder): the project's own
         before = (workspace / name).stat().st_mtime_ns if (workspace / name).is_file() else None
         _copy_if_changed(root / name, workspace / name)
         copied += before != (workspace / name).stat().st_mtime_ns
@@ -157,6 +160,8 @@ def shared_locations(params: Params, root: Path, extra_sources: list[Any]) -> li
                   params.serving.prediction_log.uri]
     candidates += [str(s.path) for s in sources if getattr(s, "kind", "") in ("file", "feedback", "hf") and s.path]
     inputs = Path(params.paths.inputs)
+    # The run's own outputs: a link must never cover one (its writes would land in the project).
+    owned = [Path(path) for name, path in params.paths.model_dump().items() if name not in ("tune", "drift_reports")]
     bases = []
     for location in candidates:
         if "://" in location or Path(location).is_absolute():
@@ -167,26 +172,41 @@ def shared_locations(params: Params, root: Path, extra_sources: list[Any]) -> li
                 break
             parts.append(part)
         base = Path(*parts) if parts else Path()
-        if base == Path() or base == inputs or inputs in base.parents:
-            continue  # inside the mirrored inputs, or a glob at the top (its files are copied or must be given)
+        if base == inputs or inputs in base.parents:
+            continue  # inside the mirrored inputs
+        if base == Path() or any(base == path or base in path.parents for path in owned):
+            # A folder that also holds outputs (`data/*.csv`): link the matching files one by one.
+            bases += [str(path.relative_to(root)) for path in sorted(root.glob(location)) if path.is_file()]
+            continue
         bases.append(str(base))
     return list(dict.fromkeys(bases))
 
 
 def link_shared(root: Path, workspace: Path, locations: list[str], directories: set[str]) -> None:
     """Point each shared location of the workspace at the project's (a folder is created in the project first,
-    so writes through the link land there)."""
-    for location in locations:
-        target, link = root / location, workspace / location
+    so writes through the link land there). A location under one already linked is reached through that link;
+    nothing but a link of the workspace's own is ever replaced (a copied file stays a copy)."""
+    linked: list[Path] = []
+    for location in sorted(locations, key=lambda loc: len(Path(loc).parts)):
+        relative = Path(location)
+        if any(parent == relative or parent in relative.parents for parent in linked):
+            continue
+        target, link = root / relative, workspace / relative
         if location in directories:
             target.mkdir(parents=True, exist_ok=True)
+        linked.append(relative)
         if link.is_symlink() and os.readlink(link) == str(target):
             continue
-        if link.exists() and not link.is_symlink() and not target.exists():
+        if (link.exists() and not link.is_symlink()) or not _inside(workspace, link.parent):
             continue
         link.parent.mkdir(parents=True, exist_ok=True)
-        _remove(link)
+        link.unlink(missing_ok=True)  # a stale link of an earlier run: only a link, never what it points at
         link.symlink_to(target, target_is_directory=target.is_dir())
+
+
+def _inside(workspace: Path, path: Path) -> bool:
+    """True when `path`, links resolved, is in the workspace (a write there cannot reach the project)."""
+    return path.resolve().is_relative_to(workspace.resolve())
 
 
 def configure_dvc(root: Path, workspace: Path) -> None:

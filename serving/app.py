@@ -24,14 +24,17 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse, ORJSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, ORJSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gradus import __version__
 from gradus.config import Params
 from gradus.modeling import pick_device
 from gradus.registry import project_registry
+from gradus.text import CONTROL_CHARS, text_problem
 from serving.batching import Answer, Job, service_threads
 from serving.metrics import Metrics
 from serving.models import ModelSet, Route
@@ -94,7 +97,8 @@ class InferInput(_Strict):
     name: StrictStr
     shape: list[int]
     datatype: Literal["BYTES"]
-    data: list[StrictStr]
+    data: list[StrictStr] | None = Field(None, description="the texts; absent when sent as binary data "
+                                                            "(parameters.binary_data_size: binary tensor extension)")
     parameters: dict[str, Any] | None = None
 
 
@@ -103,6 +107,141 @@ class InferRequest(_Strict):
     inputs: list[InferInput] = Field(min_length=1, max_length=1)
     outputs: list[dict[str, Any]] | None = None
     parameters: dict[str, Any] | None = None
+
+
+class FeedbackStored(BaseModel):
+    stored: bool
+    label: str
+    request_id: str | None
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class InferOutput(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[str] | list[float]
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str | None
+    id: str
+    parameters: dict[str, Any]
+    outputs: list[InferOutput]
+
+
+# The binary tensor data extension, as Triton names it in its server metadata.
+V2_EXTENSIONS = ("binary_tensor_data",)
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its $defs put in place (the infer route reads its body itself, so FastAPI
+    does not list the request's models among the document's components)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return walk(dict(defs[node["$ref"].rsplit("/", 1)[-1]]))
+            return {key: walk(value) for key, value in node.items()}
+        return [walk(item) for item in node] if isinstance(node, list) else node
+
+    return walk(schema)
+
+
+def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
+    """An infer request from its raw body: JSON (any content type, or none), or a JSON header followed by
+    binary tensor data. Errors are 400 (the body cannot be read) or 422 (it reads but is invalid)."""
+    binary = b""
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise HTTPException(400, f"Inference-Header-Content-Length {header_length!r} is not a length within "
+                                     f"the {len(body)}-byte body (binary tensor data extension)")
+        body, binary = body[:int(header_length)], body[int(header_length):]
+    try:
+        request = InferRequest.model_validate_json(body)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise HTTPException(400, "the body is not JSON (send the inference request as JSON, or a JSON header "
+                                     "with Inference-Header-Content-Length for binary tensor data)") from None
+        raise HTTPException(422, validation_message(exc.errors())) from None
+    tensor = request.inputs[0]
+    size = (tensor.parameters or {}).get("binary_data_size")
+    if size is None:
+        if tensor.data is None:
+            raise HTTPException(422, f"input {tensor.name!r}: no data (give data, or binary_data_size with "
+                                     "Inference-Header-Content-Length)")
+        return request
+    if header_length is None or not isinstance(size, int) or size != len(binary):
+        raise HTTPException(400, f"input {tensor.name!r}: binary_data_size {size!r} does not match the "
+                                 f"{len(binary)} bytes after the Inference-Header-Content-Length header")
+    texts = _bytes_elements(binary, tensor.name)
+    return request.model_copy(update={"inputs": [tensor.model_copy(update={"data": texts})]})
+
+
+def _bytes_elements(data: bytes, name: str) -> list[str]:
+    """BYTES tensor elements in the binary extension: a 4-byte little-endian length, then that many bytes."""
+    texts, offset = [], 0
+    while offset < len(data):
+        if offset + 4 > len(data):
+            raise HTTPException(400, f"input {name!r}: binary data ends inside an element's 4-byte length")
+        length = int.from_bytes(data[offset:offset + 4], "little")
+        raw = data[offset + 4:offset + 4 + length]
+        if len(raw) != length:
+            raise HTTPException(400, f"input {name!r}: element {len(texts)} is cut short ({len(raw)} of "
+                                     f"{length} bytes)")
+        try:
+            texts.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise HTTPException(422, f"input {name!r} element {len(texts)} refused (text_control_chars): not "
+                                     "valid UTF-8") from None
+        offset += 4 + length
+    return texts
+
+
+class ErrorBody(BaseModel):
+    """Every error of a /v1, /metrics or /admin route: one line saying what is wrong and what to do."""
+
+    detail: str
+
+
+class V2ErrorBody(BaseModel):
+    """Every error of a /v2 route, as the Open Inference Protocol specifies it."""
+
+    error: str
+
+
+def _errors(*codes: int, v2: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error statuses a route can return, all with the one error model."""
+    words = {400: "malformed request", 401: "no bearer token", 403: "wrong token", 404: "not found or disabled",
+             413: "body over serving.max_body_bytes", 422: "invalid request: the message names the field, text "
+             "index and rule", 499: "client left (nothing is sent)", 500: "the model failed on this request",
+             503: "not ready, or the queue is full (Retry-After)", 504: "no answer within serving.request_timeout_s"}
+    model = V2ErrorBody if v2 else ErrorBody
+    return {code: {"model": model, "description": words[code]} for code in codes}
+
+
+PREDICT_ERRORS = (400, 413, 422, 500, 503, 504)
 
 
 # -------------------------------------------------------------------------------------------- state
@@ -174,7 +313,8 @@ class Service:
         """POST /v1/predict's answer (the route and the middleware's fast path both call this)."""
         started = time.perf_counter()
         request_id = request.state.request_id = self.request_id()
-        self.check_limits(body.texts)
+        self.check_texts(body.texts)
+        self.check_key(body.key)
         answer, route = await self.infer(body.texts, body.key, request)
         return {"request_id": request_id, "model": {"version": answer.model.version, "alias": route.alias},
                 "predictions": self.answered(request_id, body.texts, answer, route, started)}
@@ -206,14 +346,23 @@ class Service:
             self.metrics.shadow_dropped.inc()
             self.metrics.shadow_answers.labels(version, "dropped").inc()
 
-    def check_limits(self, texts: list[str]) -> None:
+    def check_texts(self, texts: list[str], where: str = "texts") -> None:
+        """Refuse, before any batching, what the validate stage would quarantine (the same rules from the same
+        code, gradus.text): a blank, over-long, control-character or invalid-Unicode text fails its own request
+        with a 422 naming the text's index and the rule, never a forward pass shared with other clients."""
         if len(texts) > self.cfg.max_texts:
             raise HTTPException(422, f"too many texts: {len(texts)} > serving.max_texts={self.cfg.max_texts}; "
                                      "split the request")
         for index, text in enumerate(texts):
-            if len(text) > self.cfg.max_chars:
-                raise HTTPException(422, f"texts[{index}] has {len(text)} characters > serving.max_chars="
-                                         f"{self.cfg.max_chars}")
+            if problem := text_problem(text, self.params.validation.min_text_chars, self.cfg.max_chars):
+                rule, reason = problem
+                raise HTTPException(422, f"{where}[{index}] refused ({rule}): {reason}; the service takes what "
+                                         "the validate stage keeps (serving.max_chars is the length limit)")
+
+    @staticmethod
+    def check_key(key: str | None) -> None:
+        if key is not None and not _encodable(key):
+            raise HTTPException(422, "key refused (text_control_chars): invalid Unicode (a lone surrogate)")
 
     def log_answers(self, request_id: str, texts: list[str], answer: Answer, alias: str,
                     started: float) -> list[str]:
@@ -251,6 +400,14 @@ class Service:
         predicted = self.log_answers(request_id, texts, answer, route.alias, started)
         self.feedback.remember_request(request_id, texts, predicted, answer.model.version, route.alias)
         self.copy_to_shadow(request_id, texts, answer.model.version)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def _until_disconnected(request: Request) -> None:
@@ -302,7 +459,7 @@ class Guard:
             await send(message)
 
         if length is not None and length.isdigit() and int(length) > limit:
-            await _too_large(send_status, limit)
+            await _too_large(send_status, limit, scope["path"])
         elif (scope["method"] == "POST" and scope["path"] == "/v1/predict"
               and headers.get(b"content-type", b"application/json").startswith(b"application/json")):
             await self.predict(scope, _limited(receive, limit), send_status)
@@ -394,8 +551,8 @@ def _replay(body: bytes, receive: Any) -> Any:
     return replayed
 
 
-async def _too_large(send: Any, limit: int) -> None:
-    body = json.dumps({"detail": _over_limit(limit)}).encode()
+async def _too_large(send: Any, limit: int, path: str = "/v1") -> None:
+    body = json.dumps(error_body(path, _over_limit(limit))).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
@@ -435,19 +592,83 @@ def create_app(params: Params, root: Path) -> FastAPI:
     app.add_middleware(Guard, service=service)
     _add_error_handlers(app)
     _add_routes(app, service)
+    _document_text_rules(app, service)
     return app
 
 
-def error_response(exc: HTTPException) -> Response:
+def _document_text_rules(app: FastAPI, service: Service) -> None:
+    """The OpenAPI document says what the service accepts, so a request the schema allows is one it answers:
+    the text rules and limits of this service's settings, the labels of the models it serves now (for
+    feedback), and the v2 input's shape matching its data. Built on each request for /openapi.json (the
+    labels follow hot swaps); the pydantic models stay the first check, these rules the service's own."""
+    generate = app.openapi
+
+    def document() -> dict[str, Any]:
+        app.openapi_schema = None
+        doc = generate()
+        text = text_schema(service.params.validation.min_text_chars, service.cfg.max_chars)
+        schemas = doc["components"]["schemas"]
+        predict = schemas["PredictRequest"]["properties"]["texts"]
+        predict.update(items=text, maxItems=service.cfg.max_texts)
+        feedback = schemas["FeedbackRequest"]
+        labels = sorted(service.models.labels())
+        if labels:
+            feedback["properties"]["label"] = {"type": "string", "enum": labels, "description": "the right label"}
+        feedback["oneOf"] = [
+            {"required": ["request_id"], "properties": {"request_id": {"type": "string"}, "text": {"type": "null"}}},
+            {"required": ["text"], "properties": {"text": text, "request_id": {"type": "null"}}}]
+        body = doc["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]["application/json"]
+        inputs = body["schema"]["properties"]["inputs"]
+        tensor = inputs["items"]
+        # One alternative per size: the shape [n] with exactly n texts (JSON Schema relates two fields no
+        # other way). Data sent as binary (the extension) is outside what a JSON body schema can say.
+        inputs["items"] = {"anyOf": [
+            {**tensor, "required": [*tensor["required"], "data"],
+             "properties": {**tensor["properties"], "shape": {"type": "array", "const": [n]},
+                            "data": {"type": "array", "items": text, "minItems": n, "maxItems": n}}}
+            for n in range(1, service.cfg.max_texts + 1)]}
+        return doc
+
+    app.openapi = document  # type: ignore[method-assign]
+
+
+def text_schema(min_chars: int, max_chars: int) -> dict[str, Any]:
+    """A text as the validate stage keeps it, in JSON Schema: not blank, within the length limits, no control
+    characters or invalid Unicode (gradus.text)."""
+    # Lone surrogates are left out of the documented class: JSON text cannot validly carry them (RFC 8259,
+    # 8.2), and regex engines of JSON Schema validators refuse the range; the service refuses them all the same.
+    return {"type": "string", "minLength": min_chars, "maxLength": max_chars, "pattern": r"\S",
+            "not": {"pattern": CONTROL_CHARS}}
+
+
+def error_body(path: str, message: str) -> dict[str, str]:
+    """One error shape per protocol: {"error": ...} on /v2 (the Open Inference Protocol), else {"detail": ...}."""
+    return {"error": message} if path.startswith("/v2") else {"detail": message}
+
+
+def error_response(exc: StarletteHTTPException, path: str = "/v1") -> Response:
     if exc.status_code == CLIENT_GONE:
         return Response(status_code=CLIENT_GONE)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(error_body(path, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+
+def validation_message(errors: list[Any]) -> str:
+    """pydantic's errors as one line: `body.texts.0: Input should be a valid string; ...`."""
+    parts = []
+    for error in errors:
+        where = ".".join(str(p) for p in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid")))
+    return "invalid request: " + "; ".join(parts)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> Response:
-        return error_response(exc)
+    @app.exception_handler(StarletteHTTPException)  # the routes' errors and the router's own 404 / 405
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return error_response(exc, request.url.path)
+
+    @app.exception_handler(RequestValidationError)  # one error shape: a line, not FastAPI's list of objects
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        return JSONResponse(error_body(request.url.path, validation_message(exc.errors())), status_code=422)
 
 
 def _add_routes(app: FastAPI, service: Service) -> None:
@@ -466,17 +687,22 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         if name != cfg.model_name:
             raise HTTPException(404, f"unknown model {name!r}; this service serves {cfg.model_name!r}")
 
-    @app.post("/v1/predict", response_model=PredictResponse, tags=["inference"])
+    @app.post("/v1/predict", response_model=PredictResponse, tags=["inference"], responses=_errors(*PREDICT_ERRORS))
     async def predict(body: PredictRequest, request: Request) -> Response:
-        """Classify texts; the answer names the version and alias that computed it."""
+        """Classify texts; the answer names the version and alias that computed it. A text the validate stage
+        would quarantine (blank, over-long, control characters, invalid Unicode) is refused with a 422 naming
+        its index and the rule."""
         # Not re-validated against response_model (which documents it): on the hot path the second validation
         # is a measurable share of a request's Python time. A valid body rarely reaches this route: the
         # middleware answers it (Guard.predict); invalid ones come here for FastAPI's error messages.
         return ORJSONResponse(await service.predict(body, request))
 
-    @app.post("/v1/feedback", status_code=201, tags=["inference"])
+    @app.post("/v1/feedback", status_code=201, tags=["inference"], response_model=FeedbackStored,
+              responses=_errors(400, 404, 413, 422))
     async def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
         """Store the right label for an answered text (by request id and index) or for a text."""
+        if body.text is not None:
+            service.check_texts([body.text], "text")
         known = service.models.labels()
         if body.label not in known:
             raise HTTPException(422, f"label {body.label!r} is not one the served models know ({len(known)} labels, "
@@ -487,10 +713,10 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         if body.request_id is not None:
             remembered = service.feedback.request(body.request_id)
             if remembered is None:
-                raise HTTPException(422, f"request_id {body.request_id!r} is not one of the last "
+                raise HTTPException(404, f"request_id {body.request_id!r} is not one of the last "
                                          f"{cfg.recent_requests} requests this service answered; send the text")
             if body.index >= len(remembered["texts"]):
-                raise HTTPException(422, f"index {body.index} is out of range: request {body.request_id} had "
+                raise HTTPException(404, f"index {body.index} is out of range: request {body.request_id} had "
                                          f"{len(remembered['texts'])} text(s)")
             record |= {"text": remembered["texts"][body.index], "version": remembered["version"],
                        "alias": remembered["alias"], "predicted_label": remembered["predicted"][body.index]}
@@ -499,19 +725,19 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         service.metrics.feedback.labels(record["alias"] or "-", record["version"] or "-").inc()
         return {"stored": True, "label": body.label, "request_id": body.request_id}
 
-    @app.get("/v2", tags=["v2"])
+    @app.get("/v2", tags=["v2"], response_model=ServerMetadata)
     async def server_metadata() -> dict[str, Any]:
-        return {"name": "gradus", "version": __version__, "extensions": []}
+        return {"name": "gradus", "version": __version__, "extensions": list(V2_EXTENSIONS)}
 
     @app.get("/v2/health/live", tags=["v2"])
     async def live() -> dict[str, bool]:
         return {"live": True}
 
-    @app.get("/v2/health/ready", tags=["v2"])
+    @app.get("/v2/health/ready", tags=["v2"], responses={503: {"description": "not ready"}})
     async def ready() -> JSONResponse:
         return JSONResponse({"ready": service.ready}, status_code=200 if service.ready else 503)
 
-    @app.get("/v2/models/{name}", tags=["v2"])
+    @app.get("/v2/models/{name}", tags=["v2"], response_model=ModelMetadata, responses=_errors(404, v2=True))
     async def model_metadata(name: str) -> dict[str, Any]:
         model_name(name)
         return {"name": name, "versions": [v for v in service.models.describe()["slots"].values() if v],
@@ -520,25 +746,36 @@ def _add_routes(app: FastAPI, service: Service) -> None:
                 "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]},
                             {"name": "confidence", "datatype": "FP32", "shape": [-1]}]}
 
-    @app.get("/v2/models/{name}/ready", tags=["v2"])
+    @app.get("/v2/models/{name}/ready", tags=["v2"],
+             responses={**_errors(404, v2=True), 503: {"description": "not ready"}})
     async def model_ready(name: str) -> JSONResponse:
         model_name(name)
         return JSONResponse({"name": name, "ready": service.ready}, status_code=200 if service.ready else 503)
 
-    @app.post("/v2/models/{name}/infer", tags=["v2"])
-    async def infer(name: str, body: InferRequest, request: Request) -> dict[str, Any]:
-        """Open Inference Protocol v2: one BYTES input of texts; outputs `label` (BYTES), `confidence` (FP32)."""
+    @app.post("/v2/models/{name}/infer", tags=["v2"], response_model=InferResponse,
+              responses=_errors(404, *PREDICT_ERRORS, v2=True),
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": _inlined(InferRequest.model_json_schema())}}}})
+    async def infer(name: str, request: Request) -> dict[str, Any]:
+        """Open Inference Protocol v2: one BYTES input of texts; outputs `label` (BYTES), `confidence` (FP32).
+        The body is JSON with or without a content type (clients such as tritonclient send none), or the
+        binary tensor data extension (Inference-Header-Content-Length: a JSON header, then each BYTES element
+        as a 4-byte little-endian length and its UTF-8 bytes). Answers are JSON."""
         model_name(name)
         started = time.perf_counter()
+        body = parse_infer(await request.body(), request.headers.get("inference-header-content-length"))
         tensor = body.inputs[0]
-        if int(np.prod(tensor.shape)) != len(tensor.data) or len(tensor.shape) != 1:
+        texts = tensor.data or []
+        if int(np.prod(tensor.shape)) != len(texts) or len(tensor.shape) != 1:
             raise HTTPException(422, f"input {tensor.name!r}: shape {tensor.shape} does not match "
-                                     f"{len(tensor.data)} texts (use [{len(tensor.data)}])")
-        service.check_limits(tensor.data)
+                                     f"{len(texts)} texts (use [{len(texts)}])")
+        service.check_texts(texts, f"input {tensor.name!r} element")
         key = (body.parameters or {}).get("key")
+        key = key if isinstance(key, str) else None
+        service.check_key(key)
         request_id = request.state.request_id = body.id or service.request_id()
-        answer, route = await service.infer(tensor.data, key if isinstance(key, str) else None, request)
-        predictions = service.answered(request_id, tensor.data, answer, route, started)
+        answer, route = await service.infer(texts, key, request)
+        predictions = service.answered(request_id, texts, answer, route, started)
         return {"model_name": name, "model_version": answer.model.version, "id": request_id,
                 "parameters": {"alias": route.alias},
                 "outputs": [{"name": "label", "datatype": "BYTES", "shape": [len(predictions)],
@@ -546,12 +783,15 @@ def _add_routes(app: FastAPI, service: Service) -> None:
                             {"name": "confidence", "datatype": "FP32", "shape": [len(predictions)],
                              "data": [p["confidence"] for p in predictions]}]}
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text exposition format"}})
     async def metrics() -> Response:
         service.metrics.ready.set(1 if service.ready else 0)
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/admin/reload", tags=["operations"], dependencies=[Depends(require_admin)])
+    @app.post("/admin/reload", tags=["operations"], dependencies=[Depends(require_admin)],
+              responses=_errors(401, 403, 404))
     async def reload() -> dict[str, Any]:
         """Check the registry's aliases now (refused versions are tried again)."""
         return await asyncio.to_thread(service.models.refresh, True)

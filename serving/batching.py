@@ -219,7 +219,16 @@ class Slot:
             if self.error_file and os.path.exists(self.error_file):
                 raise RuntimeError(f"injected fault ({FAULT_ERROR_ENV})")
             probabilities = model.predict(texts, batch_size=max(len(texts), 1)).probabilities
-        except Exception as exc:  # a model failure fails these requests (500), never the worker
+        except Exception as exc:  # a model failure fails its own requests (500), never the worker or the others
+            if len(live) > 1:
+                # One request's texts must not fail the others of its pass: each is run again alone, so only
+                # the one that fails alone is answered with the error (the edge checks make this rare).
+                log.warning("inference failed on %s %s for a batch of %d requests (%s: %s); answering each alone",
+                            self.alias, model.version, len(live), type(exc).__name__, exc)
+                self.metrics.batch_retries.labels(self.alias).inc()
+                for job in live:
+                    self._answer([job])
+                return
             log.exception("inference failed on %s %s", self.alias, model.version)
             for job in live:
                 job.loop.call_soon_threadsafe(_settle, job.future, exc, None)

@@ -27,6 +27,8 @@ class Metrics:
                                  registry=r)
         self.rejected = Counter("gradus_queue_rejections", "Requests refused with 503 because the queue was full",
                                 ["alias"], registry=r)
+        self.batch_retries = Counter("gradus_batch_retries", "Forward passes that failed for a batch of several "
+                                     "requests, each then run again alone", ["alias"], registry=r)
         self.abandoned = Counter("gradus_requests_abandoned", "Requests whose client left before they were computed",
                                  ["alias"], registry=r)
         self.shadow_dropped = Counter("gradus_shadow_dropped", "Shadow copies not computed (its queue was full, "
