@@ -286,12 +286,15 @@ def status(
     """One screen: served versions and weights, release, last training and gate verdict, last drift verdict,
     and the live service's req/s, error rate and p99."""
     from cli.status import collect, render
+    from gradus.catalogue import read_catalogue
     from gradus.registry import project_registry
 
     def action() -> None:
         loaded = load_params(params)
         target = loaded.serving.url() if url is None else url or None
-        report = collect(project_registry(params.resolve().parent, loaded), target, window)
+        root = params.resolve().parent
+        kept = [e.summary() for e in read_catalogue(root / loaded.paths.catalogue)]
+        report = collect(project_registry(root, loaded), target, window, kept)
         typer.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
 
     guarded(action)

@@ -104,6 +104,9 @@ def describe_version(m: dict[str, Any], aliases: list[str]) -> str:
              f"code        commit {code.get('commit')} ({code.get('branch')})"
              + (f", modified: {', '.join(code['modified'])}" if code.get("modified") else ""),
              "datasets    " + ", ".join(f"{k} md5 {v}" for k, v in lineage["datasets"].items()),
+             "sources     " + ", ".join(_source(s) for s in lineage["params"]["data"]["sources"]),
+             *[f"catalogue   {e['location']} ({e['file']}; added {e['added_at']} by {e['added_by']}: {e['reason']})"
+               for e in lineage.get("catalogue") or []],
              "metrics     " + ", ".join(f"{k} {fmt(m['metrics'].get(k))}" for k in
                                         ("accuracy", "macro_f1", "weighted_f1", "ece", "test_rows")),
              f"gate        {'passed' if gate.get('passed') else 'FAILED'} ({gate.get('mode')}"
@@ -116,6 +119,11 @@ def describe_version(m: dict[str, Any], aliases: list[str]) -> str:
     lines += ["", table(["FILE", "SIZE", "SHA256"], [[name, info["size"], info["sha256"]]
                                                        for name, info in m["files"].items()])]
     return "\n".join(lines)
+
+
+def _source(source: dict[str, Any]) -> str:
+    where = source.get("path") or source.get("uri") or source.get("name")
+    return f"{source.get('kind')} {where}" if where else str(source.get("kind"))
 
 
 def variant_lines(m: dict[str, Any]) -> list[str]:

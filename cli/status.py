@@ -64,8 +64,9 @@ def _quantile(bounds: list[float], cumulative: list[float], q: float) -> float |
     return None
 
 
-def collect(registry: Any, url: str | None, window_s: float) -> dict[str, Any]:
-    """Everything `gradus status` shows, as data (the --json output)."""
+def collect(registry: Any, url: str | None, window_s: float,
+            catalogue: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Everything `gradus status` shows, as data (the --json output); catalogue: the kept data sources."""
     state = registry.aliases()
     versions = registry.versions()
     last = versions[-1] if versions else None
@@ -80,6 +81,7 @@ def collect(registry: Any, url: str | None, window_s: float) -> dict[str, Any]:
             "version": last["version"], "at": last["created_at"], "accuracy": last["metrics"].get("accuracy"),
             "macro_f1": last["metrics"].get("macro_f1"), "gate": _verdict(registry, last["version"], events)},
         "last_drift": drift,
+        "catalogue": catalogue or [],
         "service": None,
     }
     if url:
@@ -133,6 +135,10 @@ def render(report: dict[str, Any]) -> str:
                      f"; retrain {'started' if drift.get('retrain') else 'not needed'}")
     else:
         lines.append("drift     the drift monitor has not run yet")
+    kept = report.get("catalogue") or []
+    lines.append(f"data      {len(kept)} kept source(s) in the data catalogue" + "".join(
+        f"\n            {e['location']} ({e['file']}; added {_ago(e['added_at'])} by {e['added_by']})" for e in kept)
+        if kept else "data      no kept sources in the data catalogue (params.yaml's data.sources only)")
     service = report["service"]
     if service is None:
         lines.append("service   not asked (--url)")

@@ -38,7 +38,7 @@ from infra.deploy import (
     WORK_POOL,
     deploy_all,
 )
-from tests.conftest import ROOT, set_params, tool_env
+from tests.conftest import ROOT, set_params, sh, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -198,6 +198,10 @@ def test_deployments_schedules_api_trigger_and_drift_retrains(prefect_server, pr
     assert len(manifest["lineage"]["params"]["data"]["sources"]) == 1  # in the catalogue, not in params
     raw = yaml.safe_load((retrained / "data" / "raw" / "manifest.json").read_text())
     assert raw["rows"] == 900 + 600 and raw["sources"][-1]["declared_in"] == f"data/sources.d/{entry.name}"
+    status = sh(["gradus", "status", "--url", ""], project_repo).stdout
+    assert "data      1 kept source(s) in the data catalogue" in status and str(incoming / "shifted.jsonl") in status
+    shown = sh(["gradus", "models", "show", manifest["version"]], project_repo).stdout
+    assert f"catalogue   {incoming / 'shifted.jsonl'} (data/sources.d/{entry.name}; added" in shown
 
 
 def test_the_same_deployments_register_on_a_kubernetes_pool(prefect_server, project_repo: Path) -> None:
