@@ -252,7 +252,7 @@ def test_feedback_is_written_and_read_back_by_the_feedback_source(service: Servi
     unknown = service.client.post("/v1/feedback", json={"text": "x", "label": "pizza"})
     assert unknown.status_code == 422 and "'pizza'" in unknown.json()["detail"]
     missing = service.client.post("/v1/feedback", json={"request_id": "0" * 32, "label": "refund"})
-    assert missing.status_code == 422 and "0" * 32 in missing.json()["detail"]
+    assert missing.status_code == 404 and "0" * 32 in missing.json()["detail"]  # not among the answered ones
     [(frame, _)] = load_source(FeedbackSource(path=str(project.root / "feedback" / "*.jsonl")))
     assert frame[["text", "label"]].values.tolist() == [["refund me", "refund"], ["what is my balance", "balance"]]
     records = [json.loads(line) for line in next((project.root / "feedback").glob("*.jsonl")).read_text().splitlines()]
