@@ -325,7 +325,8 @@ def run_workspace(root: Path, run: str, overrides: list[str] | None = None, add_
         new_sources = [source_for(loc, params.drift.text_column, label) for loc in add_sources]
         changes = _apply_run_params(path, overrides, new_sources)
         run_params = load_params(path / PARAMS_FILE)
-        (path / run_params.paths.catalogue).mkdir(parents=True, exist_ok=True)  # ingest's dependency, even empty
+        for dependency in (run_params.paths.catalogue, run_params.paths.inputs):  # ingest's, even when empty
+            (path / dependency).mkdir(parents=True, exist_ok=True)
         catalogue = [e.source for e in read_catalogue(path / run_params.paths.catalogue)]
         directories = {run_params.registry.uri, run_params.registry.cache, run_params.serving.feedback,
                        run_params.serving.prediction_log.uri}
