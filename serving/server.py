@@ -23,9 +23,16 @@ def run_service(params_file: Path, host: str | None = None, port: int | None = N
     cfg = params.serving
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(params, params_file.resolve().parent)
+    # Keep-alive longer than clients' and load balancers' idle timeouts (httpx 5 s, AWS ALB 60 s): the client
+    # closes an idle connection first, so it never sends a request on one the service is closing (uvicorn's
+    # default of 5 s equals httpx's, and that race showed as a rare ReadError under load).
     config = uvicorn.Config(app, host=host or cfg.host, port=port or cfg.port, access_log=False,
+                            timeout_keep_alive=KEEP_ALIVE_S,
                             timeout_graceful_shutdown=int(cfg.request_timeout_s) + 5, log_level="info")
     GracefulServer(config, app.state.service, cfg.shutdown_delay_s).run()
+
+
+KEEP_ALIVE_S = 75
 
 
 class GracefulServer:

@@ -124,6 +124,7 @@ def test_deployments_schedules_api_trigger_and_drift_retrains(prefect_server, pr
     assert {"trials", "timeout_minutes", "study", "overrides"} <= set(tune.parameter_openapi_schema["properties"])
 
     # What the UI's "Run" button does: a flow run of the deployment with parameter overrides ...
+    set_params(project_repo / "params.yaml", {"train.epochs": 5})  # the project's value: short scheduled runs
     committed = (project_repo / "params.yaml").read_bytes()
     run = run_deployment(f"training_pipeline/{TRAINING}", timeout=0,
                          parameters={"overrides": {"epochs": 14, "extra": ["evaluate.batch_size=64"]}})
@@ -141,10 +142,10 @@ def test_deployments_schedules_api_trigger_and_drift_retrains(prefect_server, pr
     # The next scheduled run (the deployment's own parameters) trains with the committed values.
     scheduled = _execute(run_deployment(f"training_pipeline/{TRAINING}", timeout=0).id)
     lock = yaml.safe_load((scheduled / "dvc.lock").read_text())
-    assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["epochs"] == 12
+    assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["epochs"] == 5
     assert lock["stages"]["evaluate"]["params"]["params.yaml"]["evaluate"]["batch_size"] == 128
     assert scheduled != ui  # another workspace: the UI run's outputs stay for a run with its params
-    assert registry.versions()[-1]["lineage"]["params"]["train"]["epochs"] == 12
+    assert registry.versions()[-1]["lineage"]["params"]["train"]["epochs"] == 5
     assert (project_repo / "params.yaml").read_bytes() == committed
 
     incoming = project_repo / "data" / "incoming"

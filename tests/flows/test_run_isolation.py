@@ -44,7 +44,8 @@ def _finish(process: subprocess.Popen, log: Path, timeout: float = 600) -> str:
 
 def test_runs_work_side_by_side_queue_for_a_workspace_and_a_search_runs_beside(prefect_server, project_repo: Path,
                                                                                tmp_path: Path) -> None:
-    set_params(project_repo / "params.yaml", {"train.epochs": 4, "tune.space": {"epochs": {"low": 2, "high": 3}}})
+    set_params(project_repo / "params.yaml", {"data.sources.0.rows": 400, "train.epochs": 2,
+                                              "tune.space": {"epochs": {"choices": [2]}}})
     sh(["git", "commit", "-qam", "short runs"], project_repo)
     committed = (project_repo / "params.yaml").read_bytes()
     log = {name: tmp_path / f"{name}.log" for name in ("a", "b", "c", "tune")}
