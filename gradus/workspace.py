@@ -231,11 +231,14 @@ def configure_dvc(root: Path, workspace: Path) -> None:
 def _apply_run_params(workspace: Path, overrides: list[str], add_sources: list[dict[str, Any]]) -> dict[str, Any]:
     """The run's overrides and added sources written into the workspace's params.yaml (never the project's)."""
     params_file = workspace / PARAMS_FILE
-    present = {source_location(s) for s in load_params(params_file).data.sources}
-    new = [s for s in add_sources if (s.get("path") or s.get("uri")) not in present]
+    params = load_params(params_file)
+    declared = [source_location(s) for s in params.data.sources]
+    kept = {entry.location() for entry in read_catalogue(workspace / params.paths.catalogue)}
+    # A source already declared or kept in the catalogue is read once, not twice.
+    new = [s for s in add_sources if (s.get("path") or s.get("uri")) not in {*declared, *kept}]
     changes = write_overrides(params_file, overrides, new)
     if new:
-        changes["data.sources"] = {"old": f"{len(present)} sources",
+        changes["data.sources"] = {"old": f"{len(declared)} sources",
                                    "new": "+ " + ", ".join(str(s.get("path") or s.get("uri")) for s in new)}
     return changes
 
