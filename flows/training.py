@@ -13,8 +13,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from gradus.catalogue import add_to_catalogue, read_catalogue
-from gradus.config import PARAMS_FILE, Params, TrainConfig, load_params, optional_override
+from gradus.catalogue import add_to_catalogue, read_catalogue, source_location
+from gradus.config import PARAMS_FILE, Params, Source, TrainConfig, load_params, optional_override
 from gradus.events import MODEL_CANDIDATE
 from gradus.io import read_json
 from gradus.registry import project_registry
@@ -97,7 +97,7 @@ def keep_sources(project_dir: str, locations: list[str], reason: str | None) -> 
     before the run's workspace is made, so this run and every later one train on it."""
     root = Path(project_dir)
     params = load_params(root / PARAMS_FILE)
-    known = {str(getattr(s, "path", None) or getattr(s, "uri", "")) for s in params.data.sources}
+    known = {source_location(s) for s in params.data.sources}
     written = add_to_catalogue(root / params.paths.catalogue, locations, params.drift.text_column,
                                params.drift.label_column or "label", run_name(), reason or "kept by a training run",
                                known)
@@ -112,11 +112,12 @@ def ingest_must_reread(params: Params, run_dir: Path) -> bool:
     inputs = Path(params.paths.inputs)
     sources = [*params.data.sources, *(entry.source for entry in read_catalogue(run_dir / params.paths.catalogue))]
 
-    def watched(source: object) -> bool:
-        location = getattr(source, "path", None) or getattr(source, "uri", None)
-        if getattr(source, "kind", "") == "demo":
+    def watched(source: Source) -> bool:
+        location = source_location(source)
+        if source.kind == "demo":
             return True
-        if not location or "://" in location or Path(location).is_absolute():
+        hub = source.kind == "hf" and source.name is not None  # a hub dataset: its name is no local path
+        if hub or not location or "://" in location or Path(location).is_absolute():
             return False
         return inputs in Path(location).parents or Path(location) == inputs
 

@@ -154,11 +154,6 @@ class DataConfig(_Section):
     sources: tuple[Source, ...] = Field(default=(DemoSource(),), min_length=1)
     label_case: Literal["keep", "lower"] = "keep"
 
-    def has_remote_sources(self) -> bool:
-        """True when a source lives where DVC cannot watch it for changes (S3, a dataset hub)."""
-        return any(isinstance(s, S3Source | HFSource) or (isinstance(s, FeedbackSource) and s.path.startswith("s3://"))
-                   for s in self.sources)
-
 
 class PiiConfig(_Section):
     """Personal data in texts: e-mail addresses, card numbers (Luhn-checked), phone numbers."""

@@ -247,7 +247,7 @@ class _Pool:
     """The workspaces of one project and their locks."""
 
     def __init__(self, root: Path, params: Params) -> None:
-        self.root, self.size = root, params.runs.workspaces
+        self.size = params.runs.workspaces
         self.folder = (root / params.runs.folder).resolve()
 
     def state(self, slot: int) -> dict[str, Any]:
@@ -350,6 +350,5 @@ def newest_outputs(root: Path, params: Params) -> Path:
     wrote its dvc.lock last; its splits and reports are the newest."""
     folder = (root / params.runs.folder).resolve()
     candidates = [root, *(folder / f"ws-{slot}" for slot in range(params.runs.workspaces))]
-    locks = [(path / "dvc.lock").stat().st_mtime_ns for path in candidates if (path / "dvc.lock").is_file()]
     found = [path for path in candidates if (path / "dvc.lock").is_file()]
-    return found[locks.index(max(locks))] if found else root
+    return max(found, key=lambda path: (path / "dvc.lock").stat().st_mtime_ns) if found else root
