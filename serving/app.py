@@ -756,7 +756,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
               responses=_errors(404, *PREDICT_ERRORS, v2=True),
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                   "schema": _inlined(InferRequest.model_json_schema())}}}})
-    async def infer(name: str, request: Request) -> dict[str, Any]:
+    async def infer(name: str, request: Request) -> Response:
         """Open Inference Protocol v2: one BYTES input of texts; outputs `label` (BYTES), `confidence` (FP32).
         The body is JSON with or without a content type (clients such as tritonclient send none), or the
         binary tensor data extension (Inference-Header-Content-Length: a JSON header, then each BYTES element
@@ -776,12 +776,13 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         request_id = request.state.request_id = body.id or service.request_id()
         answer, route = await service.infer(texts, key, request)
         predictions = service.answered(request_id, texts, answer, route, started)
-        return {"model_name": name, "model_version": answer.model.version, "id": request_id,
-                "parameters": {"alias": route.alias},
-                "outputs": [{"name": "label", "datatype": "BYTES", "shape": [len(predictions)],
-                             "data": [p["label"] for p in predictions]},
-                            {"name": "confidence", "datatype": "FP32", "shape": [len(predictions)],
-                             "data": [p["confidence"] for p in predictions]}]}
+        # response_model documents the answer; not validated again per request, as for /v1/predict.
+        return ORJSONResponse({"model_name": name, "model_version": answer.model.version, "id": request_id,
+                               "parameters": {"alias": route.alias},
+                               "outputs": [{"name": "label", "datatype": "BYTES", "shape": [len(predictions)],
+                                            "data": [p["label"] for p in predictions]},
+                                           {"name": "confidence", "datatype": "FP32", "shape": [len(predictions)],
+                                            "data": [p["confidence"] for p in predictions]}]})
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
