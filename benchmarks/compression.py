@@ -36,7 +36,7 @@ from gradus.compression import texts_per_second
 from gradus.config import CompressConfig, load_params
 from gradus.ensemble import build_ensemble
 from gradus.modeling import load_classifier
-from gradus.registry import open_registry
+from gradus.registry.versions import open_registry
 from tasks.compress import TIMED_TEXTS, compress
 from tasks.evaluate import score
 from tasks.train import fine_tune

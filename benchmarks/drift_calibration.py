@@ -33,7 +33,7 @@ from sklearn.model_selection import train_test_split
 
 from gradus.config import load_params
 from gradus.modeling import load_classifier
-from tasks.drift import analyse
+from gradus.monitoring.drift import analyse
 from tasks.train import fine_tune
 
 ROOT = Path(__file__).resolve().parents[1]

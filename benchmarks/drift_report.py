@@ -29,7 +29,7 @@ import pandas as pd
 
 from gradus.config import load_params
 from gradus.modeling import load_classifier, resolve_base, save_label_map
-from tasks.drift import analyse
+from gradus.monitoring.drift import analyse
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data" / "banking77"

@@ -34,7 +34,7 @@ from sklearn.model_selection import train_test_split
 from gradus.config import Params, load_params
 from gradus.lineage import git_state
 from gradus.modeling import TRAINING_SUMMARY, load_label_map
-from gradus.registry import open_registry
+from gradus.registry.versions import open_registry
 from tasks.evaluate import evaluate_model
 from tasks.gate import champion_predictions, verdict
 from tasks.train import fine_tune

@@ -104,7 +104,7 @@ def build_model(work: Path, labels: list[str]) -> Path:
 
 def gradus_project(work: Path, model: Path, overrides: dict[str, Any] | None = None) -> Path:
     """A project folder whose registry holds the model as champion, and its params.yaml."""
-    from gradus.registry import open_registry
+    from gradus.registry.versions import open_registry
 
     project = work / "project"
     project.mkdir()

@@ -72,7 +72,7 @@ def run_lifecycle(root: Path, rate: float, say: Callable[[str], None]) -> None:
     from flows.drift import drift_monitor
     from flows.release import ReleaseOverrides, release
     from flows.training import TrainingOverrides, format_result, training_pipeline
-    from gradus.registry import project_registry
+    from gradus.registry.versions import project_registry
 
     params = load_params(root / PARAMS_FILE)
     registry = project_registry(root, params)

@@ -256,7 +256,7 @@ def restore(
     def action() -> None:
         from gradus.backup import project_stores
         from gradus.backup import restore as run_restore
-        from gradus.registry import project_registry
+        from gradus.registry.versions import project_registry
 
         root, loaded = params.resolve().parent, load_params(params)
         result = run_restore(src, project_stores(root, loaded), endpoint_url)
@@ -287,7 +287,7 @@ def status(
     and the live service's req/s, error rate and p99."""
     from cli.status import collect, render
     from gradus.catalogue import read_catalogue
-    from gradus.registry import project_registry
+    from gradus.registry.versions import project_registry
 
     def action() -> None:
         loaded = load_params(params)

@@ -26,7 +26,7 @@ ExpectOption = Annotated[int | None, typer.Option(
 
 
 def _registry(uri: str | None, params: Path) -> Any:
-    from gradus.registry import open_registry, project_registry
+    from gradus.registry.versions import open_registry, project_registry
 
     if uri:
         if not uri.startswith("s3://") and not Path(uri).expanduser().is_dir():
@@ -43,7 +43,7 @@ def _alias_line(state: Any) -> str:
 
 
 def _cli_run() -> str:
-    from gradus.registry import actor
+    from gradus.registry.audit import actor
 
     return f"cli:{actor()}"
 

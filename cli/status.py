@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cli.common import table
+from gradus.monitoring.records import MonitorRecords
 
 PREDICT_ROUTES = ("/v1/predict", "/v2/models/{name}/infer")
 
@@ -70,7 +71,7 @@ def collect(registry: Any, url: str | None, window_s: float,
     state = registry.aliases()
     versions = registry.versions()
     last = versions[-1] if versions else None
-    drift = registry.latest_drift()
+    drift = MonitorRecords(registry.store).latest_drift()
     events = registry.audit_log()  # read once: the release history and the gate verdict both come from it
     report: dict[str, Any] = {
         "registry": registry.store.location,

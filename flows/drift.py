@@ -15,8 +15,9 @@ from prefect.events import emit_event
 
 from gradus.config import PARAMS_FILE, load_params
 from gradus.events import DRIFT_RETRAIN
-from gradus.registry import project_registry
-from tasks.drift import run_monitor
+from gradus.monitoring.drift import run_monitor
+from gradus.monitoring.records import MonitorRecords
+from gradus.registry.versions import project_registry
 
 
 @task(name="drift-report")
@@ -77,8 +78,9 @@ def start_retrain(root: Path, summary: dict[str, Any]) -> str | None:
     logger = get_run_logger()
     params = load_params(root / PARAMS_FILE)
     registry = project_registry(root, params)
+    records = MonitorRecords(registry.store)
     reason = f"drift on batch {summary['current']}: " + "; ".join(summary["decision"]["reasons"])
-    if not registry.claim_trigger(summary["batch"], {"current": summary["current"], "reason": reason}):
+    if not records.claim_trigger(summary["batch"], {"current": summary["current"], "reason": reason}):
         logger.info("batch %s already triggered a retrain; not starting another", summary["batch"][:12])
         summary["decision"]["retrain"] = False
         return None
@@ -90,7 +92,7 @@ def start_retrain(root: Path, summary: dict[str, Any]) -> str | None:
     try:
         run = run_deployment(params.drift.training_deployment, parameters={"overrides": overrides}, timeout=0)
     except Exception:
-        registry.release_trigger(summary["batch"])
+        records.release_trigger(summary["batch"])
         raise
     registry.audit("retrain-triggered", run=str(run.id), reason=reason, outcome="ok",
                    details={"batch": summary["batch"], "current": summary["current"]})

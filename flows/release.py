@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from gradus import release as analysis
 from gradus.config import PARAMS_FILE, Params, ReleaseConfig, load_params, optional_override
 from gradus.events import RELEASE_ROLLED_BACK
-from gradus.registry import AliasState, Registry, project_registry
+from gradus.registry.aliases import AliasState
+from gradus.registry.versions import Registry, project_registry
 
 # What a person may change for one release from the Prefect UI; unset fields keep params.yaml's value.
 ReleaseOverrides = create_model("ReleaseOverrides", __config__=ConfigDict(extra="forbid"),

@@ -17,7 +17,7 @@ from gradus.catalogue import add_to_catalogue, read_catalogue, source_location
 from gradus.config import PARAMS_FILE, Params, Source, TrainConfig, load_params, optional_override
 from gradus.events import MODEL_CANDIDATE
 from gradus.io import read_json
-from gradus.registry import project_registry
+from gradus.registry.versions import project_registry
 from gradus.workspace import Workspace, run_workspace
 from tasks.dvc import push_outputs, run_stage
 from tasks.register import move_aliases, register_model

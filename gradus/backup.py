@@ -27,7 +27,7 @@ from typing import Any
 
 from gradus.errors import IntegrityError, RegistryError
 from gradus.modeling import sha256_file
-from gradus.registry import Store, open_store
+from gradus.registry.store import Store, open_store
 
 BACKUP_MANIFEST = "backup.json"
 SECTIONS = ("registry", "dvc-remote")
@@ -61,7 +61,7 @@ def dvc_remote(root: Path) -> tuple[str, str | None] | None:
 
 def project_stores(root: Path, params: Any) -> dict[str, Store]:
     """What a backup of this project holds: its registry and, when one is configured, its DVC remote."""
-    from gradus.registry import project_registry
+    from gradus.registry.versions import project_registry
 
     stores = {"registry": project_registry(root, params).store}
     remote = dvc_remote(root) if (root / ".dvc").is_dir() else None

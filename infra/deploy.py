@@ -25,7 +25,7 @@ from typing import Any
 
 from gradus.config import PARAMS_FILE, ConfigError, load_params
 from gradus.events import MODEL_CANDIDATE
-from gradus.registry import project_registry
+from gradus.registry.versions import project_registry
 from infra.automations import ensure_automations
 
 WORK_POOL = "gradus-local"

@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gradus import __version__
 from gradus.config import Params
 from gradus.modeling import pick_device
-from gradus.registry import project_registry
+from gradus.registry.versions import project_registry
 from gradus.text import CONTROL_CHARS, text_problem
 from serving.batching import Answer, Job, service_threads
 from serving.metrics import Metrics

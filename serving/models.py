@@ -19,7 +19,8 @@ from gradus.config import ServingConfig
 from gradus.ensemble import build_ensemble, ensemble_id
 from gradus.errors import GradusError
 from gradus.modeling import Classifier
-from gradus.registry import Registry
+from gradus.monitoring.records import MonitorRecords
+from gradus.registry.versions import Registry
 from serving.batching import Slot, service_lanes
 
 log = logging.getLogger("gradus.serving")
@@ -161,7 +162,7 @@ class ModelSet:
         return key
 
     def _load_version(self, version: str) -> Any:
-        load = functools.partial(self.registry.load, device=self.device, backend=self.cfg.backend,
+        load = functools.partial(load_version, self.registry, device=self.device, backend=self.cfg.backend,
                                  batch_size=self.cfg.max_batch_size,
                                  bf16=False if self.cfg.precision == "fp32" else None)
         if version in self._ensembles:
@@ -199,7 +200,7 @@ class ModelSet:
     def publish_drift(self) -> None:
         """The drift monitor's latest verdict (kept in the registry) as gauges: Prometheus alerts on drift by
         scraping the service it already scrapes; no Pushgateway to run."""
-        verdict = self.registry.latest_drift()
+        verdict = MonitorRecords(self.registry.store).latest_drift()
         if verdict is None:
             return
         self.metrics.drift_detected.set(1 if verdict.get("drifted_signals") else 0)

@@ -16,7 +16,8 @@ from gradus.ensemble import ENSEMBLE_FILE, build_ensemble, ensemble_spec
 from gradus.errors import DataError
 from gradus.io import write_json
 from gradus.modeling import pick_device
-from gradus.registry import project_registry
+from gradus.registry.versions import project_registry
+from gradus.servable import load_version
 from tasks.evaluate import evaluate_loaded
 from tasks.gate import judge
 from tasks.register import apply_gate
@@ -45,7 +46,7 @@ def gate_ensemble(root: Path, params: Params, specs: list[str], run: str,
     registry = project_registry(root, params)
     members = [(registry.resolve(ref), weight) for ref, weight in parse_members(specs)]
     device = pick_device(params.train.device)
-    model = build_ensemble([registry.load(version, device) for version, _ in members], [w for _, w in members])
+    model = build_ensemble([load_version(registry, version, device) for version, _ in members], [w for _, w in members])
     train, test = (pd.read_parquet(splits / f"{name}.parquet") for name in ("train", "test"))
     result = evaluate_loaded(model, train, test, params, str(splits / "test.parquet"))
     report = judge(registry, test, result.metrics, result.behavioral, result.predicted, list(model.labels), params)

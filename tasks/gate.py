@@ -23,7 +23,8 @@ from gradus.errors import DataError
 from gradus.io import read_json, write_json
 from gradus.metrics import encode, mcnemar_exact, paired_bootstrap, recall_by_class, weighted_macro_f1
 from gradus.modeling import load_label_map, pick_device
-from gradus.registry import Registry, project_registry
+from gradus.registry.versions import Registry, project_registry
+from gradus.servable import load_version
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ def champion_predictions(registry: Registry, texts: list[str], device: str, batc
     state = registry.aliases()
     if state.champion is None:
         return None
-    champion = registry.load(state.champion, device)
+    champion = load_version(registry, state.champion, device)
     return Champion(state.champion, list(champion.labels), champion.predict(texts, batch_size).labels())
 
 

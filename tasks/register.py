@@ -10,7 +10,8 @@ from prefect import get_run_logger, task
 from gradus import lineage
 from gradus.config import PARAMS_FILE, Params, load_params
 from gradus.io import read_json
-from gradus.registry import AliasState, project_registry
+from gradus.registry.aliases import AliasState
+from gradus.registry.versions import project_registry
 from tasks.compress import passed_variants
 
 

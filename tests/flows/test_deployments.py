@@ -24,7 +24,7 @@ from prefect.utilities.templating import apply_values
 from flows.drift import drift_monitor
 from gradus.config import ConfigError, load_params
 from gradus.demo import generate
-from gradus.registry import project_registry
+from gradus.registry.versions import project_registry
 from gradus.workspace import newest_outputs
 from infra.deploy import (
     DRIFT,

@@ -19,7 +19,8 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.training import TrainingOverrides, format_result, training_pipeline
 from gradus.config import ConfigError
-from gradus.registry import open_registry
+from gradus.registry.versions import open_registry
+from gradus.servable import load_version
 from tests.conftest import sh
 
 pytestmark = pytest.mark.slow
@@ -168,10 +169,10 @@ def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, pr
                                                           {"version": other, "weight": 0.5}]
     test = pd.read_parquet(Path(plain["workspace"]["path"]) / "data" / "splits" / "test.parquet")
     texts = list(test["text"])
-    first, second = (registry.load(v, bf16=False).predict(texts).probabilities for v in (version, other))
-    voted = registry.load(made["version"], bf16=False).predict(texts)
+    first, second = (load_version(registry, v, bf16=False).predict(texts).probabilities for v in (version, other))
+    voted = load_version(registry, made["version"], bf16=False).predict(texts)
     np.testing.assert_allclose(voted.probabilities, (first + 0.5 * second) / 1.5, atol=1e-5)
-    as_gated = registry.load(made["version"]).predict(texts, 128).labels()  # the gate's device, precision, batch
+    as_gated = load_version(registry, made["version"]).predict(texts, 128).labels()  # as the gate ran it
     assert made["accuracy"] == pytest.approx(float(np.mean(np.array(as_gated) == test["label"])), abs=1e-6)
     assert (registry.aliases().candidate == made["version"]) == made["passed"]
 

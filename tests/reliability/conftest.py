@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gradus.registry import FAILPOINT_ENV, Registry, open_registry
+from gradus.registry.store import FAILPOINT_ENV
+from gradus.registry.versions import Registry, open_registry
 from tests.conftest import ROOT, tool_env
 from tests.reliability.registry_worker import lineage
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from gradus.registry import open_registry
+from gradus.registry.versions import open_registry
 
 
 def lineage(tag: str) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gradus.errors import ConflictError, IntegrityError, RegistryError
+from gradus.servable import load_version
 from tests.conftest import ROOT, sh, tool_env
 from tests.reliability.conftest import Backend, gradus, register, worker
 from tests.reliability.registry_worker import lineage
@@ -29,7 +30,7 @@ def test_register_is_idempotent_and_keeps_lineage(backend: Backend, tiny_classif
     other = register(backend, tiny_classifier_dir, "b")  # same files, other data: another version
     assert other != first["version"] and registry.resolve(other[:6]) == other
     assert registry.verify() == []
-    loaded = registry.load(first["version"])
+    loaded = load_version(registry, first["version"])
     assert loaded.labels == ("balance", "card_lost", "refund") and loaded.version == first["version"]
     assert loaded.manifest["version"] == first["version"] and loaded.model.config.num_labels == 3
     assert loaded.alias is None and loaded.max_length == first["lineage"]["params"]["train"]["max_length"]
@@ -86,10 +87,10 @@ def test_killed_after_the_manifest_the_version_is_whole_and_a_retry_returns_it(
     [problem] = registry.verify()
     assert problem.version == manifest["version"] and "no registration record" in problem.detail
     with pytest.raises(IntegrityError, match="no registration record"):
-        registry.load(manifest["version"])
+        load_version(registry, manifest["version"])
     retry = json.loads(worker(backend, tiny_classifier_dir, "x").stdout)
     assert retry == {"version": manifest["version"], "created": False}
-    assert registry.verify() == [] and registry.load(manifest["version"]).version == manifest["version"]
+    assert registry.verify() == [] and load_version(registry, manifest["version"]).version == manifest["version"]
 
 
 def test_killed_while_moving_aliases_changes_nothing(backend: Backend, tiny_classifier_dir: Path) -> None:
@@ -137,8 +138,8 @@ def test_tampered_weights_fail_verify_and_load_naming_the_file(backend: Backend,
     assert f"{key}: sha256" in checked.stderr
     assert gradus("verify", good, "--registry", backend.uri).returncode == 0
     with pytest.raises(IntegrityError, match=f"refusing to load: {bad}: {key}: sha256"):
-        backend.registry().load(bad)
-    assert backend.registry().load(good).labels == ("balance", "card_lost", "refund")
+        load_version(backend.registry(), bad)
+    assert load_version(backend.registry(), good).labels == ("balance", "card_lost", "refund")
 
 
 class Payload:
@@ -177,14 +178,33 @@ def test_pickle_weights_are_refused_and_never_executed(backend: Backend, tiny_cl
     manifest["files"]["model.safetensors"] = {"sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload)}
     backend.write(f"versions/{version}/manifest.json", json.dumps(manifest).encode())
     with pytest.raises(IntegrityError, match=f"{version}: .*manifest.json: does not match its version id"):
-        backend.registry().load(version)
+        load_version(backend.registry(), version)
     assert gradus("verify", version, "--registry", backend.uri).returncode == 4
 
     # 3. A pickle dropped next to good weights (transformers would prefer some such names) is refused.
     other = register(backend, tiny_classifier_dir, "drop")
     backend.write(f"versions/{other}/files/pytorch_model.bin", payload)
     with pytest.raises(IntegrityError, match=r"pytorch_model\.bin: not in the manifest"):
-        backend.registry().load(other)
+        load_version(backend.registry(), other)
     listed = gradus("verify", other, "--registry", backend.uri)
     assert listed.returncode == 4 and "pytorch_model.bin" in listed.stderr
     assert not marker.exists()
+
+
+def test_alias_changes_and_fetches_read_only_the_audit_events_new_since_the_last_read(
+        backend: Backend, tiny_classifier_dir: Path) -> None:
+    """The audit log grows with the registry's history; checking a version's registration record on every
+    alias change and fetch must not re-read all of it (one GET per event on S3)."""
+    versions = [register(backend, tiny_classifier_dir, f"h{n}") for n in range(4)]
+    registry = backend.registry()
+    history = registry.audit_log()
+    assert registry.events.reads == len(history) >= 8  # the first read fetches everything once
+    for version in versions:
+        before = len(registry.audit_log())
+        reads = registry.events.reads
+        registry.promote(version, run="history", reason="walk")
+        registry.fetch("champion")
+        grown = len(registry.audit_log()) - before
+        assert grown == 1 and registry.events.reads - reads == grown  # only the new promote event was fetched
+    fresh = backend.registry().audit_log()
+    assert fresh == registry.audit_log()  # the incremental reader sees what a fresh reader sees

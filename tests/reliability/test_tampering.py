@@ -11,7 +11,8 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from gradus.errors import IntegrityError
-from gradus.registry import KEY_ENV, sha256_bytes
+from gradus.registry.integrity import KEY_ENV, sha256_bytes
+from gradus.servable import load_version
 from tests.reliability.conftest import Backend, gradus, register
 
 GATE_FAILED = {"passed": False, "mode": "challenger", "reasons": ["macro-F1 CI below the margin"]}
@@ -53,8 +54,8 @@ def test_swapped_weights_with_an_edited_manifest_are_refused(backend: Backend, t
     assert checked.returncode == 4 and f"ok      {good}" in checked.stdout
     assert f"{bad}: versions/{bad}/manifest.json: does not match its version id" in checked.stderr
     with pytest.raises(IntegrityError, match=f"{bad}: .*does not match its version id"):
-        backend.registry().load(bad)
-    assert backend.registry().load(good).version == good
+        load_version(backend.registry(), bad)
+    assert load_version(backend.registry(), good).version == good
 
 
 def test_edited_metrics_or_gate_in_a_manifest_are_detected(backend: Backend, tiny_classifier_dir: Path) -> None:
@@ -63,7 +64,7 @@ def test_edited_metrics_or_gate_in_a_manifest_are_detected(backend: Backend, tin
     checked = gradus("verify", version, "--registry", backend.uri)
     assert checked.returncode == 4 and "changed since registration" in checked.stderr
     with pytest.raises(IntegrityError, match="changed since registration"):
-        backend.registry().load(version)
+        load_version(backend.registry(), version)
 
 
 def test_a_failed_verdict_flipped_to_passed_does_not_promote(backend: Backend, tiny_classifier_dir: Path) -> None:
@@ -158,7 +159,7 @@ def test_an_alias_pointing_outside_the_registry_is_refused(backend: Backend, tin
     record["aliases"]["champion"] = "../../outside"
     backend.write(key, json.dumps(record).encode())
     with pytest.raises(IntegrityError, match=r"alias champion = '\.\./\.\./outside' is not a version id"):
-        backend.registry().load("champion")
+        load_version(backend.registry(), "champion")
     checked = gradus("verify", "--registry", backend.uri)
     assert checked.returncode == 4 and "alias champion" in checked.stderr
 

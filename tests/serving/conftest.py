@@ -18,7 +18,7 @@ import yaml
 from transformers import AutoModelForSequenceClassification
 
 from cli.processes import free_port, start_until_ready
-from gradus.registry import Registry, open_registry
+from gradus.registry.versions import Registry, open_registry
 from tests.conftest import ROOT, tool_env
 from tests.reliability.registry_worker import lineage
 

@@ -17,6 +17,7 @@ from gradus.config import CompressConfig, ConfigError, load_params
 from gradus.ensemble import build_ensemble
 from gradus.errors import ModelError
 from gradus.modeling import load_classifier, save_label_map
+from gradus.servable import load_version
 from tasks.compress import compress, parity, passed_variants
 from tests.conftest import ROOT
 from tests.reliability.registry_worker import lineage
@@ -90,14 +91,14 @@ def test_the_service_answers_from_each_backend_alike(tmp_path: Path, project: Pr
     assert {"onnx/model.onnx", "onnx-int8/model.onnx"} <= set(manifest["files"])
     assert not registry.verify(version)
     registry.promote(version, run="test", reason="compressed champion")
-    torch_probs = registry.load(version, bf16=False).predict(TEXTS).probabilities
+    torch_probs = load_version(registry, version, bf16=False).predict(TEXTS).probabilities
     for backend in ("onnx", "onnx-int8"):
-        loaded = registry.load(version, backend=backend)
+        loaded = load_version(registry, version, backend=backend)
         assert loaded.backend == backend
         assert np.abs(loaded.predict(TEXTS).probabilities - torch_probs).max() < 0.1, backend
-    assert registry.load(version, backend="auto").backend in compression.BACKENDS
+    assert load_version(registry, version, backend="auto").backend in compression.BACKENDS
     with pytest.raises(ModelError, match="no onnx-int8 variant that passed parity"):
-        registry.load(project.versions[0], backend="onnx-int8")
+        load_version(registry, project.versions[0], backend="onnx-int8")
 
     project.set(serving__backend="onnx-int8")
     service = start_service(project)
@@ -105,7 +106,7 @@ def test_the_service_answers_from_each_backend_alike(tmp_path: Path, project: Pr
         assert service.metric("gradus_model_info", alias="champion", version=version, backend="onnx-int8") == 1
         answer = service.client.post("/v1/predict", json={"texts": TEXTS}).json()
         assert answer["model"]["version"] == version
-        expected_labels = registry.load(version, backend="onnx-int8").predict(TEXTS).labels()
+        expected_labels = load_version(registry, version, backend="onnx-int8").predict(TEXTS).labels()
         assert [p["label"] for p in answer["predictions"]] == expected_labels
         served = [p["confidence"] for p in answer["predictions"]]
         np.testing.assert_allclose(served, torch_probs.max(axis=1), atol=0.1)
@@ -117,7 +118,7 @@ def test_an_ensemble_answers_with_the_weighted_mean_of_its_members(project: Proj
     registry = project.registry()
     first, second = project.versions[1], project.versions[2]
     # Loaded as the service loads them (bf16 where it pays on this machine, as every batch is then run)
-    members = [registry.load(v).predict(TEXTS[:1]).probabilities[0] for v in (first, second)]
+    members = [load_version(registry, v).predict(TEXTS[:1]).probabilities[0] for v in (first, second)]
     assert members[0].argmax() != members[1].argmax() or not np.allclose(members[0], members[1])
     expected = (3 * members[0] + members[1]) / 4
     project.set(serving__ensemble=[{"model": "champion", "weight": 3}, {"model": second, "weight": 1}])
@@ -126,7 +127,7 @@ def test_an_ensemble_answers_with_the_weighted_mean_of_its_members(project: Proj
         answer = service.client.post("/v1/predict", json={"texts": TEXTS[:1]}).json()
         assert answer["model"]["version"].startswith("ens-")
         scores = {s["label"]: s["score"] for s in answer["predictions"][0]["top_k"]}
-        labels = registry.load(first).labels
+        labels = load_version(registry, first).labels
         np.testing.assert_allclose([scores[label] for label in labels], expected, atol=1e-4)
         assert service.metric("gradus_model_info", alias="champion", backend="ensemble(torch+torch)") == 1
     finally:

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from cli.processes import free_port, start_until_ready
+from gradus.monitoring.records import MonitorRecords
 from tests.conftest import ROOT, WebhookReceiver
 from tests.serving.conftest import Project, Service, start_service, stop_service
 
@@ -162,9 +163,10 @@ def test_status_and_drift_metrics_show_what_runs(service: Service, project: Proj
     import sys
 
     registry = project.registry()
-    registry.record_drift({"at": "2026-01-01T00:00:00+00:00", "batch": "b1", "champion": project.versions[1],
-                           "rows": 800, "drifted_signals": ["embeddings"],
-                           "signals": {"embeddings": True, "text_length": False}, "retrain": True})
+    MonitorRecords(registry.store).record_drift({
+        "at": "2026-01-01T00:00:00+00:00", "batch": "b1", "champion": project.versions[1],
+        "rows": 800, "drifted_signals": ["embeddings"],
+        "signals": {"embeddings": True, "text_length": False}, "retrain": True})
     wait_until_metric = time.monotonic() + 20
     while service.metric("gradus_drift_detected") != 1 and time.monotonic() < wait_until_metric:
         time.sleep(0.2)

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from gradus.config import DriftConfig, FeedbackSource
-from tasks.drift import load_batch
+from gradus.monitoring.drift import load_batch
+from gradus.servable import load_version
 from tasks.ingest import load_source
 from tests.conftest import BANKING77
 from tests.serving.conftest import ADMIN_TOKEN, Project, Service, start_service, stop_service
@@ -70,7 +71,7 @@ def test_answers_match_the_models_own_output(service: Service, project: Project)
         body = response.json()
         assert body["model"] == {"version": project.versions[1], "alias": "champion"} and len(body["request_id"]) == 32
         answers += body["predictions"]
-    own = project.registry().load(project.versions[1]).predict(sample)
+    own = load_version(project.registry(), project.versions[1]).predict(sample)
     expected = own.labels()
     probabilities = own.probabilities
     margin = np.sort(probabilities, axis=1)[:, -1] - np.sort(probabilities, axis=1)[:, -2]
@@ -356,7 +357,7 @@ def test_a_shadow_version_sees_live_traffic_but_never_answers(service: Service, 
     log = logged()
     mirrored = log[log["alias"] == "shadow"]
     assert set(mirrored["request_id"]) == set(ids) and set(mirrored["version"]) == {shadow}
-    own = dict(zip(sent, project.registry().load(shadow).predict(sent).labels(), strict=True))
+    own = dict(zip(sent, load_version(project.registry(), shadow).predict(sent).labels(), strict=True))
     margin_ok = sum(own[t] == label for t, label in zip(mirrored["text"], mirrored["predicted_label"], strict=True))
     assert margin_ok >= 36  # the shadow's own answers (bf16 may flip a near-tie)
     assert sorted(log[log["alias"] == "champion"]["request_id"].unique()) == sorted(ids)

@@ -13,7 +13,7 @@ import pytest
 from gradus.config import DriftConfig, load_params
 from gradus.demo import generate
 from gradus.errors import DataError
-from tasks.drift import decide, fingerprint, load_batch, oov_share, text_report, vocabulary
+from gradus.monitoring.drift import decide, fingerprint, load_batch, oov_share, text_report, vocabulary
 from tests.conftest import ROOT
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
@@ -107,7 +107,7 @@ def test_a_broken_catalogue_entry_is_named_with_the_fix(tmp_path: Path) -> None:
 
 
 def test_label_shift_permutation_test_is_calibrated_and_sees_removed_labels() -> None:
-    from tasks.drift import label_shift_p_value
+    from gradus.monitoring.drift import label_shift_p_value
 
     rng = np.random.default_rng(0)
     labels = [f"intent_{i}" for i in range(77)]

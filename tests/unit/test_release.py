@@ -10,7 +10,7 @@ import pytest
 from flows.release import Step, plan, resume_index
 from gradus import release
 from gradus.config import ConfigError, ReleaseConfig, load_params
-from gradus.registry import AliasState
+from gradus.registry.aliases import AliasState
 
 
 def test_wilson_interval_matches_the_textbook_values() -> None:

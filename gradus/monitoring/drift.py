@@ -25,7 +25,9 @@ from gradus.errors import DataError
 from gradus.io import write_json
 from gradus.lineage import training_split
 from gradus.modeling import LoadedModel, pick_device
-from gradus.registry import Registry, project_registry
+from gradus.monitoring.records import MonitorRecords
+from gradus.registry.versions import Registry, project_registry
+from gradus.servable import load_version
 
 TEXT_SIGNALS = ("text_length", "word_count", "non_letter_share", "oov_share")
 MODEL_SIGNALS = ("predicted_label", "confidence", "embeddings")
@@ -235,7 +237,8 @@ def decide(signals: dict[str, Any], current_rows: int, cfg: DriftConfig, last_re
 
 def last_retrain(registry: Registry) -> datetime | None:
     """The latest of: a registered version, a retrain the monitor started."""
-    times = [m["created_at"] for m in registry.versions()] + [t["at"] for t in registry.triggers()]
+    records = MonitorRecords(registry.store)
+    times = [m["created_at"] for m in registry.versions()] + [t["at"] for t in records.triggers()]
     return max((datetime.fromisoformat(t.replace("Z", "+00:00")) for t in times), default=None)
 
 
@@ -246,7 +249,7 @@ def champion_and_reference(registry: Registry, root: Path, params: Params) -> tu
     """The champion (verified) and its training split, found through its lineage."""
     if registry.aliases().champion is None:
         raise DataError("drift monitor: no champion in the registry yet; train and pass the gate first")
-    champion = registry.load("champion", pick_device(params.train.device))
+    champion = load_version(registry, "champion", pick_device(params.train.device))
     return champion, pd.read_parquet(io.BytesIO(training_split(root, champion.manifest or {})))
 
 
@@ -276,15 +279,16 @@ def run_monitor(root: Path, params: Params, current: str, now: datetime | None =
     out_dir = root / params.paths.drift_reports / f"{now:%Y%m%dT%H%M%SZ}-{batch_id[:12]}"
     analysis = analyse(reference, batch, champion, cfg, out_dir)
     decision = decide(analysis["signals"], len(batch), cfg, last_retrain(registry),
-                      registry.trigger(batch_id) is not None, now)
+                      MonitorRecords(registry.store).trigger(batch_id) is not None, now)
     summary = {"at": now.isoformat(), "current": current, "batch": batch_id, "rows": {"current": len(batch),
                "reference": len(reference)}, "labeled": "label" in batch.columns, "champion": manifest["version"],
                "reference": f"{manifest['version']}: train split {manifest['lineage']['datasets'].get('splits')}",
                **analysis, "decision": decision, "reports": sorted(str(p) for p in out_dir.glob("*.html"))}
     write_json(summary, out_dir / "summary.json")
-    registry.record_drift({"at": summary["at"], "batch": batch_id, "champion": manifest["version"],
-                           "rows": len(batch), "drifted_signals": decision["drifted_signals"],
-                           "signals": {name: bool(s["drifted"]) for name, s in analysis["signals"].items()},
-                           "retrain": decision["retrain"]})
+    MonitorRecords(registry.store).record_drift({
+        "at": summary["at"], "batch": batch_id, "champion": manifest["version"],
+        "rows": len(batch), "drifted_signals": decision["drifted_signals"],
+        "signals": {name: bool(s["drifted"]) for name, s in analysis["signals"].items()},
+        "retrain": decision["retrain"]})
     return summary | {"summary_file": str(out_dir / "summary.json")}
 
