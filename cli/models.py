@@ -178,7 +178,7 @@ def models_ensemble(members: Annotated[list[str], typer.Argument(
     The test split is the newest run's (a flow run's workspace, or the project's own `dvc repro`)."""
     def action() -> None:
         from gradus.workspace import newest_outputs
-        from tasks.ensemble import gate_ensemble
+        from tasks.gate import gate_ensemble
 
         root, loaded = params.resolve().parent, load_params(params)
         result = gate_ensemble(root, loaded, members, _cli_run(), newest_outputs(root, loaded))

@@ -13,14 +13,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.tasks import move_aliases, push_outputs, register_model, run_dvc_stage
 from gradus.catalogue import add_to_catalogue, read_catalogue, source_location
 from gradus.config import PARAMS_FILE, Params, Source, TrainConfig, load_params, optional_override
 from gradus.events import MODEL_CANDIDATE
 from gradus.io import read_json
 from gradus.registry.versions import project_registry
 from gradus.workspace import Workspace, run_workspace
-from tasks.dvc import push_outputs, run_stage
-from tasks.register import move_aliases, register_model
 from tasks.runner import STAGES
 
 # A number in the UI form (unset keeps params.yaml's value, `auto` by default: the budget from the data).
@@ -128,7 +127,7 @@ def run_stages(run_dir: Path, params: Params, push: bool) -> list[dict[str, Any]
     """Every DVC stage as its own task run in the run's workspace (DVC skips the up-to-date ones), then
     `dvc push` to the project's DVC remote."""
     reread = ingest_must_reread(params, run_dir)
-    stages = [run_stage(stage, str(run_dir), force=reread and stage == "ingest") for stage in STAGES]
+    stages = [run_dvc_stage(stage, str(run_dir), force=reread and stage == "ingest") for stage in STAGES]
     if push:
         push_outputs(str(run_dir))
     return stages

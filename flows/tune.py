@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
-from tasks.tune import search
+from gradus.tuning import search
 
 
 @task(name="search")

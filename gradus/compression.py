@@ -179,3 +179,8 @@ def fastest(models: list[Any], batch_size: int, seconds: float = 0.5) -> Any:
     figures = {name: round(value, 1) for name, value in speeds.items()}
     log.info("backend auto for %s: %s (texts/s at batch %d: %s)", best.version, best.backend, batch_size, figures)
     return best
+
+
+def passed_variants(report: dict[str, Any], out: Path) -> dict[str, Path]:
+    """Registered file name -> graph of every variant that passed parity (what the registry may serve)."""
+    return {item["file"]: out / item["file"] for item in report.get("variants", {}).values() if item["passed"]}

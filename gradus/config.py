@@ -315,7 +315,7 @@ DriftSignal = Literal["text_length", "word_count", "non_letter_share", "oov_shar
 
 
 class DriftConfig(_Section):
-    """The drift monitor (tasks/drift.py): which signals, how sure, and when a retrain may start."""
+    """The drift monitor (gradus/monitoring/drift.py): which signals, how sure, and when a retrain may start."""
 
     text_column: str = "text"
     label_column: str | None = "label"   # a labeled batch is added to the retrain's data; None: unlabeled
@@ -501,7 +501,7 @@ def _default_space() -> dict[str, SearchDimension]:
 
 
 class TuneConfig(_Section):
-    """gradus tune: a budgeted Optuna search in which every trial is a DVC experiment (tasks/tune.py)."""
+    """gradus tune: a budgeted Optuna search in which every trial is a DVC experiment (gradus/tuning.py)."""
 
     trials: int = Field(20, ge=1)
     timeout_minutes: float | None = Field(240.0, gt=0)  # no new trial starts after this

@@ -21,6 +21,7 @@ from gradus.errors import GradusError
 from gradus.modeling import Classifier
 from gradus.monitoring.records import MonitorRecords
 from gradus.registry.versions import Registry
+from gradus.servable import load_version
 from serving.batching import Slot, service_lanes
 
 log = logging.getLogger("gradus.serving")

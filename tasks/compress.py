@@ -80,11 +80,6 @@ def compress(model_dir: Path, test: pd.DataFrame, out: Path, cfg: CompressConfig
     return report
 
 
-def passed_variants(report: dict[str, Any], out: Path) -> dict[str, Path]:
-    """Registered file name -> graph of every variant that passed parity (what the registry may serve)."""
-    return {item["file"]: out / item["file"] for item in report.get("variants", {}).values() if item["passed"]}
-
-
 def run(params: Params) -> dict[str, Any]:
     """Write paths.compressed (the graphs) and paths.compression_report (speed and parity per variant)."""
     paths = params.paths

@@ -11,6 +11,7 @@ The champion lives outside DVC, so dvc.yaml marks this stage always_changed: eve
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gradus import lineage
 from gradus.config import GateConfig, Params
+from gradus.ensemble import ENSEMBLE_FILE, build_ensemble, ensemble_spec
 from gradus.errors import DataError
 from gradus.io import read_json, write_json
 from gradus.metrics import encode, mcnemar_exact, paired_bootstrap, recall_by_class, weighted_macro_f1
 from gradus.modeling import load_label_map, pick_device
+from gradus.registry.candidates import apply_gate
 from gradus.registry.versions import Registry, project_registry
 from gradus.servable import load_version
+from tasks.evaluate import evaluate_loaded
 
 
 @dataclass(frozen=True)
@@ -222,3 +227,50 @@ def run(params: Params) -> dict[str, Any]:
     Path(paths.gate_markdown).write_text(gate_markdown(report), encoding="utf-8")
     write_json(gate_numbers(report), Path(paths.gate_metrics))
     return {"passed": report["passed"], "mode": report["mode"], "reasons": report["reasons"]}
+
+
+# ---------------------------------------------------------------------------------------- ensembles
+# An ensemble of registered versions goes through the same gate as a trained model: scored on the project's
+# test split, judged against the champion, registered as a version of its own (its one file names the
+# members and weights) and, on a pass, made the `candidate` that the release flow takes.
+
+
+def parse_members(specs: list[str]) -> list[tuple[str, float]]:
+    """`REF[=WEIGHT]` strings (a version id, prefix or alias; weight 1 when not given)."""
+    members = []
+    for spec in specs:
+        ref, _, weight = spec.partition("=")
+        try:
+            members.append((ref.strip(), float(weight) if weight else 1.0))
+        except ValueError:
+            raise DataError(f"ensemble member {spec!r}: the weight after '=' must be a number") from None
+    return members
+
+
+def gate_ensemble(root: Path, params: Params, specs: list[str], run: str,
+                  data_dir: Path | None = None) -> dict[str, Any]:
+    """Score, gate, register and (on a pass) make candidate the soft-voting ensemble of `specs`, on the splits
+    and dvc.lock in data_dir (the newest run's workspace, or the project)."""
+    data_dir = data_dir or root
+    splits = data_dir / params.paths.splits
+    if not (splits / "test.parquet").is_file():
+        raise DataError(f"{splits / 'test.parquet'}: no test split to score the ensemble on; run `gradus run` first")
+    registry = project_registry(root, params)
+    members = [(registry.resolve(ref), weight) for ref, weight in parse_members(specs)]
+    device = pick_device(params.train.device)
+    model = build_ensemble([load_version(registry, version, device) for version, _ in members], [w for _, w in members])
+    train, test = (pd.read_parquet(splits / f"{name}.parquet") for name in ("train", "test"))
+    result = evaluate_loaded(model, train, test, params, str(splits / "test.parquet"))
+    report = judge(registry, test, result.metrics, result.behavioral, result.predicted, list(model.labels), params)
+    spec = ensemble_spec(members, list(model.labels))
+    with tempfile.TemporaryDirectory() as folder:
+        write_json(spec, Path(folder) / ENSEMBLE_FILE)
+        why = "gate passed" if report["passed"] else "gate failed: " + "; ".join(report["reasons"])
+        base = registry.require(members[0][0])["lineage"]["base_model"]
+        made = lineage.collect_ensemble(data_dir, params, spec, base, root)
+        manifest, _ = registry.register(folder, made, result.metrics,
+                                        report, run, reason=f"ensemble of {len(members)} versions; {why}")
+    moved = apply_gate(root, params, manifest["version"], run, gate=report)
+    return {"version": manifest["version"], "passed": report["passed"], "reasons": report["reasons"],
+            "accuracy": result.metrics["accuracy"], "macro_f1": result.metrics["macro_f1"],
+            "members": spec["members"], "champion": report["champion"], "aliases": moved["aliases"]}

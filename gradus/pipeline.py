@@ -1,4 +1,4 @@
-"""Running DVC stages from Python: the plain runner, and thin Prefect task wrappers around it."""
+"""Running the DVC pipeline from Python: `dvc repro` of one stage, any dvc command, with its output streamed."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-
-from prefect import get_run_logger, task
 
 from gradus.errors import GradusError
 
@@ -76,19 +74,3 @@ def repro_stage(stage: str, project_dir: Path, log: Callable[[str], None] = prin
     lines = run_dvc(["repro", "--single-item", *(["--force"] if force else []), stage], project_dir, log)
     ran = any(m.group(1) == stage for line in lines if (m := _RAN.search(line)))
     return StageOutcome(stage, ran, round(time.perf_counter() - started, 2))
-
-
-@task(name="dvc-stage", task_run_name="{stage}")
-def run_stage(stage: str, project_dir: str, force: bool = False) -> dict[str, object]:
-    """One pipeline stage as one Prefect task run; no retries: a stage failure is not transient."""
-    logger = get_run_logger()
-    outcome = repro_stage(stage, Path(project_dir), logger.info, force)
-    logger.info("stage %s %s in %.1fs", stage, "ran" if outcome.ran else "was up to date", outcome.seconds)
-    return asdict(outcome)
-
-
-@task(name="dvc-push", retries=2, retry_delay_seconds=5)
-def push_outputs(project_dir: str) -> None:
-    """Push every tracked output to the DVC remote (I/O, so retried)."""
-    logger = get_run_logger()
-    run_dvc(["push"], Path(project_dir), logger.info)

@@ -1,18 +1,16 @@
-"""After the gate: register the trained model with its lineage, then move aliases only if the gate passed."""
+"""A run's model enters the registry: registered with its lineage, then made `candidate` only if the gate passed."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
-
 from gradus import lineage
-from gradus.config import PARAMS_FILE, Params, load_params
+from gradus.compression import passed_variants
+from gradus.config import Params
 from gradus.io import read_json
 from gradus.registry.aliases import AliasState
 from gradus.registry.versions import project_registry
-from tasks.compress import passed_variants
 
 
 def register_version(root: Path, params: Params, run: str, why: str | None = None,
@@ -53,26 +51,3 @@ def apply_gate(root: Path, params: Params, version: str, run: str,
     after = registry.update_aliases(change, action="gate-pass", run=run, reason=f"gate passed ({gate['mode']})",
                                     expected_generation=gate["registry"]["alias_generation"])
     return {"moved": after.generation != before.generation, "aliases": after.mapping()}
-
-
-def _flow_run_id() -> str:
-    from prefect.runtime import flow_run
-
-    return f"prefect:{flow_run.id}" if flow_run.id else "manual"
-
-
-@task(name="register-model", retries=2, retry_delay_seconds=5)
-def register_model(project_dir: str, why: str | None = None, run_dir: str | None = None) -> dict[str, Any]:
-    """Register the trained model; retried on I/O errors, which is safe because registering is idempotent.
-    run_dir: the run's workspace, whose params.yaml (with the run's overrides) and outputs are the run's."""
-    root, outputs = Path(project_dir), Path(run_dir or project_dir)
-    result = register_version(root, load_params(outputs / PARAMS_FILE), _flow_run_id(), why, outputs)
-    get_run_logger().info("model version %s (%s)", result["version"], "new" if result["created"] else "existing")
-    return result
-
-
-@task(name="apply-gate")
-def move_aliases(project_dir: str, version: str, run_dir: str | None = None) -> dict[str, Any]:
-    """Alias changes are not retried: a compare-and-swap conflict needs a fresh gate verdict, not a retry."""
-    root, outputs = Path(project_dir), Path(run_dir or project_dir)
-    return apply_gate(root, load_params(outputs / PARAMS_FILE), version, _flow_run_id(), run_dir=outputs)
