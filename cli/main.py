@@ -183,8 +183,9 @@ def release(
     flow here (on PREFECT_API_URL's server when set: its UI shows the approval form); exit 1 when rolled back."""
     from pydantic import ValidationError
 
-    from flows.release import ReleaseOverrides, RolledBack
+    from flows.release import ReleaseOverrides
     from flows.release import release as release_flow
+    from gradus.release.controller import RolledBack
 
     def action() -> None:
         chosen = {}

@@ -114,7 +114,7 @@ def test_a_failing_request_in_a_batch_is_retried_alone_and_the_others_answered()
 
 
 def test_poison_during_a_canary_step_moves_neither_versions_error_rate(service: Service) -> None:
-    from gradus.release import CounterWindow, parse_counters
+    from gradus.release.analysis import CounterWindow, parse_counters
 
     def scrape() -> dict:
         return parse_counters(service.client.get("/metrics").text)

@@ -19,8 +19,9 @@ from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 
 from cli.replay import replay
-from flows.release import ReleaseOverrides, RolledBack, release
+from flows.release import ReleaseOverrides, release
 from gradus.modeling import save_label_map
+from gradus.release.controller import RolledBack
 from tests.conftest import BANKING77, sh
 from tests.flows.test_prefect_ui import CHROMEDRIVER, CHROMIUM, browser, prefect_with_ui, resume_in_ui
 from tests.flows.test_training_flow import _artifacts

@@ -125,8 +125,9 @@ def all_imports(path: Path) -> set[str]:
 def test_importing_core_modules_has_no_side_effects(tmp_path: Path) -> None:
     code = (
         "import sys, os\n"
-        "import cli.main, gradus.config, gradus.demo, gradus.io, gradus.modeling, gradus.registry.versions, gradus.text\n"
-        "import gradus.registry.candidates, gradus.servable, gradus.monitoring.drift, gradus.pipeline, gradus.tuning\n"
+        "import cli.main, gradus.config, gradus.demo, gradus.io, gradus.modeling, gradus.text, gradus.servable\n"
+        "import gradus.registry.versions, gradus.registry.candidates, gradus.monitoring.drift, gradus.pipeline\n"
+        "import gradus.tuning, gradus.release.controller\n"
         "import data_checks.suite, data_checks.quarantine\n"
         "import tasks.runner, tasks.ingest, tasks.validate, tasks.split, tasks.train, tasks.evaluate, tasks.gate\n"
         "import serving.app, serving.server\n"

@@ -7,26 +7,26 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from flows.release import Step, plan, resume_index
-from gradus import release
 from gradus.config import ConfigError, ReleaseConfig, load_params
 from gradus.registry.aliases import AliasState
+from gradus.release import analysis
+from gradus.release.controller import Step, plan, resume_index
 
 
 def test_wilson_interval_matches_the_textbook_values() -> None:
-    low, high = release.wilson(0, 100, 1.96)
+    low, high = analysis.wilson(0, 100, 1.96)
     assert low == 0 and high == pytest.approx(0.0370, abs=1e-4)  # "zero errors in n bounds the rate at ~3.7/n"
-    low, high = release.wilson(950, 1000, 1.96)
+    low, high = analysis.wilson(950, 1000, 1.96)
     assert (low, high) == (pytest.approx(0.9347, abs=1e-4), pytest.approx(0.9619, abs=1e-4))
 
 
 def test_js_divergence_is_zero_for_equal_and_one_for_disjoint_distributions() -> None:
-    assert release.js_divergence(Counter(a=5, b=5), Counter(a=50, b=50)) == pytest.approx(0)
-    assert release.js_divergence(Counter(a=5), Counter(b=5)) == pytest.approx(1)
+    assert analysis.js_divergence(Counter(a=5, b=5), Counter(a=50, b=50)) == pytest.approx(0)
+    assert analysis.js_divergence(Counter(a=5), Counter(b=5)) == pytest.approx(1)
 
 
 def test_counters_survive_a_service_restart() -> None:
-    window = release.CounterWindow()
+    window = analysis.CounterWindow()
     key = ("requests", "canary", "v1", "200")
     window.observe({key: 100})
     window.observe({key: 130, ("requests", "canary", "v1", "500"): 2})
@@ -46,14 +46,14 @@ def pairs_frame(champion: list[str], candidate: list[str]) -> pd.DataFrame:
 
 def test_agreement_divergence_and_confidence_are_judged_on_the_same_texts() -> None:
     cfg = ReleaseConfig(min_samples=50, min_agreement=0.9, max_confidence_drop=0.2)
-    same = release.analyze(pairs_frame(["x", "y"] * 50, ["x", "y"] * 50), pd.DataFrame(columns=["request_id",
-                           "text", "label"]), release.CounterWindow(), "vA", "vB", cfg)
+    same = analysis.analyze(pairs_frame(["x", "y"] * 50, ["x", "y"] * 50), pd.DataFrame(columns=["request_id",
+                           "text", "label"]), analysis.CounterWindow(), "vA", "vB", cfg)
     by_name = {c.name: c for c in same}
     assert by_name["agreement"].status == "pass" and by_name["agreement"].value == 1.0
     assert by_name["confidence drop"].status == "fail"  # 0.9 -> 0.6
     assert by_name["error rate"].status == "pending" and by_name["online accuracy"].status == "pending"
-    swapped = release.analyze(pairs_frame(["x", "y"] * 50, ["y", "x"] * 50), pd.DataFrame(
-        columns=["request_id", "text", "label"]), release.CounterWindow(), "vA", "vB", cfg)
+    swapped = analysis.analyze(pairs_frame(["x", "y"] * 50, ["y", "x"] * 50), pd.DataFrame(
+        columns=["request_id", "text", "label"]), analysis.CounterWindow(), "vA", "vB", cfg)
     assert {c.name: c.status for c in swapped}["agreement"] == "fail"
 
 
@@ -62,9 +62,9 @@ def test_online_accuracy_fails_only_with_evidence() -> None:
     log = pairs_frame(["x"] * 60, ["y"] * 60)
     feedback = pd.DataFrame({"request_id": [f"r{i}" for i in range(60)], "text": [f"t{i}" for i in range(60)],
                              "label": ["x"] * 60})
-    check = release.accuracy_check(release.pairs(log, "vA", "vB"), feedback, cfg, 1.96)
+    check = analysis.accuracy_check(analysis.pairs(log, "vA", "vB"), feedback, cfg, 1.96)
     assert check.status == "fail" and check.value == -1.0 and not check.required
-    few = release.accuracy_check(release.pairs(log, "vA", "vB"), feedback.head(20), cfg, 1.96)
+    few = analysis.accuracy_check(analysis.pairs(log, "vA", "vB"), feedback.head(20), cfg, 1.96)
     assert few.status == "pending"
 
 
