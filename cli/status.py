@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cli.common import table
+from gradus import telemetry as names
 from gradus.monitoring.records import MonitorRecords
+from gradus.telemetry import bucket, total
 
 PREDICT_ROUTES = ("/v1/predict", "/v2/models/{name}/infer")
 
@@ -41,17 +43,17 @@ def live_traffic(url: str, window_s: float) -> dict[str, Any]:
     def delta(name: str, **match: Any) -> float:
         return _total(second, name, **match) - _total(first, name, **match)
 
-    requests = delta("gradus_requests_total", route=PREDICT_ROUTES)
-    errors = sum(delta("gradus_request_errors_total", route=PREDICT_ROUTES, status=code)
-                 for code in {labels["status"] for labels, _ in second.get("gradus_request_errors_total", [])}
+    requests = delta(total(names.REQUESTS), route=PREDICT_ROUTES)
+    errors = sum(delta(total(names.REQUEST_ERRORS), route=PREDICT_ROUTES, status=code)
+                 for code in {labels["status"] for labels, _ in second.get(total(names.REQUEST_ERRORS), [])}
                  if code.startswith("5"))
-    bounds = sorted({labels["le"] for labels, _ in second.get("gradus_request_latency_seconds_bucket", [])
+    bounds = sorted({labels["le"] for labels, _ in second.get(bucket(names.REQUEST_LATENCY), [])
                      if labels.get("route") == "/v1/predict"}, key=float)
-    counts = [delta("gradus_request_latency_seconds_bucket", route="/v1/predict", le=le) for le in bounds]
+    counts = [delta(bucket(names.REQUEST_LATENCY), route="/v1/predict", le=le) for le in bounds]
     buckets = [float(le) for le in bounds]
     return {"url": url, "window_s": round(elapsed, 1), "req_per_s": round(requests / elapsed, 2),
             "error_rate": round(errors / requests, 4) if requests else None,
-            "p99_ms": _quantile(buckets, counts, 0.99), "ready": _total(second, "gradus_ready") == 1}
+            "p99_ms": _quantile(buckets, counts, 0.99), "ready": _total(second, names.READY) == 1}
 
 
 def _quantile(bounds: list[float], cumulative: list[float], q: float) -> float | None:

@@ -18,14 +18,14 @@ from sklearn.metrics import accuracy_score, classification_report, f1_score
 from gradus.config import EvaluateConfig, Params
 from gradus.errors import DataError
 from gradus.io import write_json, write_parquet
-from gradus.metrics import (
+from gradus.modeling import Classifier, load_classifier, pick_device
+from gradus.scoring import (
     change_case,
     expected_calibration_error,
     reliability_table,
     small_typo,
     toggle_trailing_punctuation,
 )
-from gradus.modeling import Classifier, load_classifier, pick_device
 
 LATENCY_BATCH = 32
 

@@ -24,10 +24,10 @@ from gradus.config import GateConfig, Params
 from gradus.ensemble import ENSEMBLE_FILE, build_ensemble, ensemble_spec
 from gradus.errors import DataError
 from gradus.io import read_json, write_json
-from gradus.metrics import encode, mcnemar_exact, paired_bootstrap, recall_by_class, weighted_macro_f1
 from gradus.modeling import load_label_map, pick_device
 from gradus.registry.candidates import apply_gate
 from gradus.registry.versions import Registry, project_registry
+from gradus.scoring import encode, mcnemar_exact, paired_bootstrap, recall_by_class, weighted_macro_f1
 from gradus.servable import load_version
 from tasks.evaluate import evaluate_loaded
 

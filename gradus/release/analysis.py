@@ -21,6 +21,7 @@ from scipy.stats import norm
 
 from gradus import storage
 from gradus.config import PREDICTION_LOG_COLUMNS, ReleaseConfig
+from gradus.telemetry import ALIAS_GENERATION, MODEL_INFO, REQUESTS, SHADOW_ANSWERS, total
 
 SHADOW = "shadow"  # the prediction log's alias for a copy that was computed but never returned
 INFERENCE_ROUTES = ("/v1/predict", "/v2/models/{name}/infer")
@@ -118,9 +119,9 @@ def parse_counters(text: str) -> dict[tuple[str, ...], float]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels
-            if sample.name == "gradus_requests_total" and labels.get("route") in INFERENCE_ROUTES:
+            if sample.name == total(REQUESTS) and labels.get("route") in INFERENCE_ROUTES:
                 key: tuple[str, ...] = ("requests", labels["alias"], labels["version"], labels["status"])
-            elif sample.name == "gradus_shadow_answers_total":
+            elif sample.name == total(SHADOW_ANSWERS):
                 key = ("shadow", labels["version"], labels["outcome"])
 
             else:
@@ -136,9 +137,9 @@ def served_versions(text: str) -> tuple[int, dict[str, str]]:
     generation, served = -1, {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "gradus_alias_generation":
+            if sample.name == ALIAS_GENERATION:
                 generation = int(sample.value)
-            elif sample.name == "gradus_model_info" and sample.value:
+            elif sample.name == MODEL_INFO and sample.value:
                 served[sample.labels["alias"]] = sample.labels["version"]
     return generation, served
 

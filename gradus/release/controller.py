@@ -18,6 +18,7 @@ from gradus.errors import GradusError
 from gradus.registry.aliases import AliasState
 from gradus.registry.versions import Registry, project_registry
 from gradus.release import analysis
+from gradus.telemetry import MODEL_LOAD_FAILURES
 
 
 class RolledBack(GradusError):
@@ -121,7 +122,7 @@ def wait_until_served(release: Release, step: Step, generation: int) -> str | No
                 if not missing:
                     return None
                 return (f"the service follows generation {followed} but does not serve {release.version} as "
-                        f"{', '.join(missing)}: it refused to load it (see gradus_model_load_failures and its log)")
+                        f"{', '.join(missing)}: it refused to load it (see {MODEL_LOAD_FAILURES} and its log)")
         time.sleep(0.5)
     return f"the service at {release.metrics_url} did not follow alias generation {generation} in time"
 

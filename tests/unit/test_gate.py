@@ -9,7 +9,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import f1_score
 
 from gradus.config import GateConfig
-from gradus.metrics import (
+from gradus.scoring import (
     change_case,
     encode,
     expected_calibration_error,
