@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from gradus.config import load_params
+from gradus.config.params import load_params
 from gradus.modeling import load_classifier
 from tasks.evaluate import score, tfidf_baseline
 from tasks.train import fine_tune

@@ -33,7 +33,8 @@ from benchmarks.accuracy import hold_out_val, read_split
 from benchmarks.serve_throughput import closed_loop, run, start, stop
 from cli.processes import free_port
 from gradus.compression import texts_per_second
-from gradus.config import CompressConfig, load_params
+from gradus.config.params import load_params
+from gradus.config.pipeline import CompressConfig
 from gradus.ensemble import build_ensemble
 from gradus.modeling import load_classifier
 from gradus.registry.versions import open_registry

@@ -31,7 +31,7 @@ import pandas as pd
 from scipy.stats import ks_2samp
 from sklearn.model_selection import train_test_split
 
-from gradus.config import load_params
+from gradus.config.params import load_params
 from gradus.modeling import load_classifier
 from gradus.monitoring.drift import analyse
 from tasks.train import fine_tune

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gradus.config import load_params
+from gradus.config.params import load_params
 from gradus.modeling import load_classifier, resolve_base, save_label_map
 from gradus.monitoring.drift import analyse
 

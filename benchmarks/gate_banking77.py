@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from gradus.config import Params, load_params
+from gradus.config.params import Params, load_params
 from gradus.lineage import git_state
 from gradus.modeling import TRAINING_SUMMARY, load_label_map
 from gradus.registry.versions import open_registry

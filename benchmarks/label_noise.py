@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from data_checks.label_noise import confident_disagreements, out_of_fold_probabilities
-from gradus.config import LabelNoiseConfig
+from gradus.config.pipeline import LabelNoiseConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 BANKING77 = ROOT / "benchmarks" / "data" / "banking77" / "train.csv"

@@ -29,7 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from gradus.config import load_params, write_overrides
+from gradus.config.editing import write_overrides
+from gradus.config.params import load_params
 from gradus.workspace import run_workspace
 
 ROOT = Path(__file__).resolve().parents[1]

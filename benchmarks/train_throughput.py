@@ -39,7 +39,7 @@ from transformers import (
     set_seed,
 )
 
-from gradus.config import load_params
+from gradus.config.params import load_params
 from gradus.modeling import matmul_flops_per_s, resolve_base
 from tasks.train import EncodedTexts, macro_f1_metric, mixed_precision, plan_training, training_arguments
 

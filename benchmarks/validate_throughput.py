@@ -66,7 +66,7 @@ def child(variant: str, rows: int) -> dict[str, object]:
     start = time.perf_counter()
     if variant == "baseline":
         from data_checks.suite import row_checks, run_suite
-        from gradus.config import ValidateConfig
+        from gradus.config.pipeline import ValidateConfig
 
         basic = [c for c in row_checks(ValidateConfig(), [], True) if c.name in {
             "text_not_null", "text_not_blank", "text_length", "label_not_null", "label_not_blank"}]
@@ -74,7 +74,7 @@ def child(variant: str, rows: int) -> dict[str, object]:
         kept = len(frame) - len({i for rows_ in result.failures.values() for i in rows_})
         quarantined = len(frame) - kept
     else:
-        from gradus.config import load_params
+        from gradus.config.params import load_params
         from tasks.validate import validate_frame
 
         # The label-noise check is a model fit, not validation: benchmarks/label_noise.py measures it.

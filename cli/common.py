@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from gradus.config import PARAMS_FILE, ConfigError
-from gradus.errors import ConflictError, GradusError, IntegrityError
+from gradus.config.pipeline import PARAMS_FILE
+from gradus.errors import ConfigError, ConflictError, GradusError, IntegrityError
 
 EXIT_BAD_REQUEST, EXIT_CONFLICT, EXIT_INTEGRITY = 2, 3, 4
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from cli.processes import free_port, start_until_ready
-from gradus.config import PARAMS_FILE, load_params
+from gradus.config.params import load_params
+from gradus.config.pipeline import PARAMS_FILE
 from gradus.errors import GradusError
 
 # Demo-only settings of the service process (params.yaml keeps its production values): a quick alias poll and

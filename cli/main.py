@@ -10,8 +10,9 @@ import typer
 
 from cli import models
 from cli.common import DEFAULT_PARAMS, ParamsOption, SetOption, fail, guarded, table
-from gradus.config import ConfigError, load_params, parse_override
-from gradus.errors import GradusError, IntegrityError
+from gradus.config.loading import parse_override
+from gradus.config.params import load_params
+from gradus.errors import ConfigError, GradusError, IntegrityError
 
 app = typer.Typer(
     help="gradus: fine-tune a pretrained language model on validated, versioned data, step by step.",

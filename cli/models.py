@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.common import DEFAULT_PARAMS, JsonOption, ParamsOption, fmt, guarded, table
-from gradus.config import load_params
+from gradus.config.params import load_params
 from gradus.errors import GradusError, IntegrityError
 
 app = typer.Typer(

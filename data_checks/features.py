@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from gradus.config import ValidateConfig
+from gradus.config.pipeline import ValidateConfig
 
 Tokenize = Callable[[list[str]], list[int]]
 

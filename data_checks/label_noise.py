@@ -23,7 +23,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-from gradus.config import LabelNoiseConfig
+from gradus.config.pipeline import LabelNoiseConfig
 
 CHAR_FEATURES = 20_000  # the most frequent character n-grams kept (benchmarks/label_noise.py)
 

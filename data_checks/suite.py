@@ -10,7 +10,7 @@ import great_expectations as gx
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
-from gradus.config import ValidateConfig
+from gradus.config.pipeline import ValidateConfig
 from gradus.io import SNAPSHOT_COLUMNS
 from gradus.text import (
     BLANK,

@@ -13,7 +13,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.deployments import run_deployment
 from prefect.events import emit_event
 
-from gradus.config import PARAMS_FILE, load_params
+from gradus.config.params import load_params
+from gradus.config.pipeline import PARAMS_FILE
 from gradus.events import DRIFT_RETRAIN
 from gradus.monitoring.drift import run_monitor
 from gradus.monitoring.records import MonitorRecords

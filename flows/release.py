@@ -20,7 +20,8 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import ConfigDict, Field, create_model
 
-from gradus.config import ReleaseConfig, optional_override
+from gradus.config.operations import ReleaseConfig
+from gradus.config.params import optional_override
 from gradus.events import RELEASE_ROLLED_BACK
 from gradus.release import analysis
 from gradus.release.controller import (

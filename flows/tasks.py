@@ -9,7 +9,8 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from gradus.config import PARAMS_FILE, load_params
+from gradus.config.params import load_params
+from gradus.config.pipeline import PARAMS_FILE
 from gradus.pipeline import repro_stage, run_dvc
 from gradus.registry.candidates import apply_gate, register_version
 

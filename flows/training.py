@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.tasks import move_aliases, push_outputs, register_model, run_dvc_stage
 from gradus.catalogue import add_to_catalogue, read_catalogue, source_location
-from gradus.config import PARAMS_FILE, Params, Source, TrainConfig, load_params, optional_override
+from gradus.config.params import Params, load_params, optional_override
+from gradus.config.pipeline import PARAMS_FILE, Source, TrainConfig
 from gradus.events import MODEL_CANDIDATE
 from gradus.io import read_json
 from gradus.registry.versions import project_registry

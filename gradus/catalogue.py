@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from gradus.config import ConfigError, Source
+from gradus.config.pipeline import Source
+from gradus.errors import ConfigError
 
 ENTRY_PATTERN = "*.yaml"
 _SOURCE = TypeAdapter(Source)

@@ -23,3 +23,7 @@ class ConflictError(RegistryError):
 
 class IntegrityError(RegistryError):
     """A stored file does not match its manifest, is missing, or is not in a safe format."""
+
+
+class ConfigError(GradusError, ValueError):
+    """params.yaml (or an override) is invalid; the message names the key and what is expected."""

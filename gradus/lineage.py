@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from gradus.catalogue import read_catalogue
-from gradus.config import Params
+from gradus.config.pipeline import StageParams
 from gradus.errors import RegistryError
 from gradus.io import read_json
 from gradus.modeling import TRAINING_SUMMARY
@@ -33,7 +33,7 @@ def dvc_lock_entries(root: Path) -> dict[str, Any]:
             for name, stage in stages.items()}
 
 
-def dataset_hashes(entries: dict[str, Any], params: Params) -> dict[str, str]:
+def dataset_hashes(entries: dict[str, Any], params: StageParams) -> dict[str, str]:
     """The md5 of each dataset the model was trained on: raw snapshot, validated rows, splits."""
     paths = {"raw": params.paths.raw, "validated": params.paths.validated, "splits": params.paths.splits}
     outs = {path: md5 for stage in entries.values() for path, md5 in stage["outs"].items()}
@@ -62,7 +62,7 @@ def git_state(root: Path) -> dict[str, Any]:
             "modified": sorted(line[3:] for line in changed.splitlines() if line.strip())}
 
 
-def collect(root: Path, params: Params, code_root: Path | None = None) -> dict[str, Any]:
+def collect(root: Path, params: StageParams, code_root: Path | None = None) -> dict[str, Any]:
     """Everything a registered version records about where it came from: root holds the run's dvc.lock and
     outputs (a flow run's workspace), code_root the git checkout whose commit ran (the project)."""
     entries = dvc_lock_entries(root)
@@ -80,7 +80,7 @@ def collect(root: Path, params: Params, code_root: Path | None = None) -> dict[s
     }
 
 
-def collect_ensemble(root: Path, params: Params, spec: dict[str, Any], base_model: dict[str, Any],
+def collect_ensemble(root: Path, params: StageParams, spec: dict[str, Any], base_model: dict[str, Any],
                      code_root: Path | None = None) -> dict[str, Any]:
     """An ensemble's lineage: its members (whose own versions hold their training lineage), the data it was
     gated on, the params and code that judged it; base_model is the first member's."""

@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from gradus.catalogue import read_catalogue, source_for, source_location
-from gradus.config import PARAMS_FILE, Params, load_params, write_overrides
+from gradus.config.editing import write_overrides
+from gradus.config.params import Params, load_params
+from gradus.config.pipeline import PARAMS_FILE
 from gradus.errors import GradusError
 
 SYNCED = "synced.json"       # inside a workspace: the files last copied from the project

@@ -23,7 +23,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gradus.config import PARAMS_FILE, ConfigError, load_params
+from gradus.config.params import load_params
+from gradus.config.pipeline import PARAMS_FILE
+from gradus.errors import ConfigError
 from gradus.events import MODEL_CANDIDATE
 from gradus.registry.versions import project_registry
 from infra.automations import ensure_automations

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, m
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gradus import __version__
-from gradus.config import Params
+from gradus.config.params import Params
 from gradus.modeling import pick_device
 from gradus.registry.versions import project_registry
 from gradus.text import CONTROL_CHARS, text_problem

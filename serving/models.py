@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gradus.config import ServingConfig
+from gradus.config.operations import ServingConfig
 from gradus.ensemble import build_ensemble, ensemble_id
 from gradus.errors import GradusError
 from gradus.modeling import Classifier

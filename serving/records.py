@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from gradus import pii, storage
-from gradus.config import PREDICTION_LOG_COLUMNS, PredictionLogConfig
+from gradus.config.operations import PREDICTION_LOG_COLUMNS, PredictionLogConfig
 
 log = logging.getLogger("gradus.serving")
 

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from gradus.config import load_params
+from gradus.config.params import load_params
 from serving.app import create_app
 
 

@@ -1,2 +1,2 @@
-"""Pipeline stages: one module each, plain functions taking Params; dvc.yaml runs `python -m tasks STAGE`
+"""Pipeline stages: one module each, plain functions taking StageParams; dvc.yaml runs `python -m tasks STAGE`
 (tasks/runner.py holds the stage list and the one runner)."""

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from gradus.config import PARAMS_FILE, ConfigError
-from gradus.errors import GradusError
+from gradus.config.pipeline import PARAMS_FILE
+from gradus.errors import ConfigError, GradusError
 from tasks.runner import STAGES, run_stage
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from gradus import compression
-from gradus.config import CompressConfig, Params
+from gradus.config.pipeline import CompressConfig, StageParams
 from gradus.io import write_json
 from gradus.modeling import bf16_pays, load_classifier
 from tasks.evaluate import score
@@ -80,7 +80,7 @@ def compress(model_dir: Path, test: pd.DataFrame, out: Path, cfg: CompressConfig
     return report
 
 
-def run(params: Params) -> dict[str, Any]:
+def run(params: StageParams) -> dict[str, Any]:
     """Write paths.compressed (the graphs) and paths.compression_report (speed and parity per variant)."""
     paths = params.paths
     test = pd.read_parquet(Path(paths.splits) / "test.parquet")

@@ -15,7 +15,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, classification_report, f1_score
 
-from gradus.config import EvaluateConfig, Params
+from gradus.config.pipeline import EvaluateConfig, StageParams
 from gradus.errors import DataError
 from gradus.io import write_json, write_parquet
 from gradus.modeling import Classifier, load_classifier, pick_device
@@ -149,14 +149,14 @@ class Evaluation:
     confidence: np.ndarray
 
 
-def evaluate_model(model_dir: Path, train: pd.DataFrame, test: pd.DataFrame, params: Params,
+def evaluate_model(model_dir: Path, train: pd.DataFrame, test: pd.DataFrame, params: StageParams,
                    test_file: str = "test split") -> Evaluation:
     """Score the model in model_dir on `test` (train only feeds the TF-IDF baseline)."""
     model = load_classifier(model_dir, pick_device(params.train.device), max_length=params.train.max_length)
     return evaluate_loaded(model, train, test, params, test_file)
 
 
-def evaluate_loaded(model: Classifier, train: pd.DataFrame, test: pd.DataFrame, params: Params,
+def evaluate_loaded(model: Classifier, train: pd.DataFrame, test: pd.DataFrame, params: StageParams,
                     test_file: str = "test split") -> Evaluation:
     """Score a loaded classifier (a single model or an ensemble) on `test`."""
     cfg = params.evaluate
@@ -187,7 +187,7 @@ def evaluate_loaded(model: Classifier, train: pd.DataFrame, test: pd.DataFrame, 
                       reliability, predicted, confidence)
 
 
-def run(params: Params) -> dict[str, Any]:
+def run(params: StageParams) -> dict[str, Any]:
     """Write metrics.json (DVC metric), per-class report, confusion and reliability rows (DVC plots),
     the slice and behavioral reports, and per-row predictions for the gate."""
     paths = params.paths

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from gradus import lineage
-from gradus.config import GateConfig, Params
+from gradus.config.pipeline import GateConfig, StageParams
 from gradus.ensemble import ENSEMBLE_FILE, build_ensemble, ensemble_spec
 from gradus.errors import DataError
 from gradus.io import read_json, write_json
@@ -201,7 +201,7 @@ def champion_predictions(registry: Registry, texts: list[str], device: str, batc
 
 
 def judge(registry: Registry, test: pd.DataFrame, metrics: dict[str, Any], behavioral: dict[str, Any],
-          predicted: list[str], labels: list[str], params: Params) -> dict[str, Any]:
+          predicted: list[str], labels: list[str], params: StageParams) -> dict[str, Any]:
     """The verdict on a challenger's test predictions against the registry's champion (scored now, on the
     same texts), with the alias generation it was made against: the aliases move only if nobody changed them
     since."""
@@ -213,7 +213,7 @@ def judge(registry: Registry, test: pd.DataFrame, metrics: dict[str, Any], behav
     return report
 
 
-def run(params: Params) -> dict[str, Any]:
+def run(params: StageParams) -> dict[str, Any]:
     """Judge the model in paths.model; write reports/gate.json, gate.md and the numeric DVC metric."""
     paths = params.paths
     test_file = Path(paths.splits) / "test.parquet"
@@ -247,7 +247,7 @@ def parse_members(specs: list[str]) -> list[tuple[str, float]]:
     return members
 
 
-def gate_ensemble(root: Path, params: Params, specs: list[str], run: str,
+def gate_ensemble(root: Path, params: StageParams, specs: list[str], run: str,
                   data_dir: Path | None = None) -> dict[str, Any]:
     """Score, gate, register and (on a pass) make candidate the soft-voting ensemble of `specs`, on the splits
     and dvc.lock in data_dir (the newest run's workspace, or the project)."""

@@ -13,7 +13,16 @@ import pandas as pd
 
 from gradus import demo, storage
 from gradus.catalogue import read_catalogue
-from gradus.config import DataConfig, DemoSource, FeedbackSource, FileSource, HFSource, Params, S3Source, Source
+from gradus.config.pipeline import (
+    DataConfig,
+    DemoSource,
+    FeedbackSource,
+    FileSource,
+    HFSource,
+    S3Source,
+    Source,
+    StageParams,
+)
 from gradus.errors import DataError
 from gradus.io import SNAPSHOT_COLUMNS, TYPE_COLUMNS, write_json, write_parquet
 
@@ -154,7 +163,7 @@ def not_empty(source: Source, where: str, loaded: Loaded) -> Loaded:
     return loaded
 
 
-def declared_sources(params: Params) -> list[tuple[str, Source]]:
+def declared_sources(params: StageParams) -> list[tuple[str, Source]]:
     """params.yaml's data.sources, then the data catalogue's entries, each with where it is declared."""
     entries = read_catalogue(Path(params.paths.catalogue))
     return ([(f"data.sources.{position}", source) for position, source in enumerate(params.data.sources)]
@@ -189,7 +198,7 @@ def normalize_labels(labels: pd.Series, case: str) -> pd.Series:
     return labels.map(fix).astype(object)
 
 
-def run(params: Params) -> dict[str, Any]:
+def run(params: StageParams) -> dict[str, Any]:
     """Write the raw snapshot and its manifest."""
     raw, manifest = collect(params.data, declared_sources(params))
     write_parquet(raw, Path(params.paths.raw))

@@ -6,7 +6,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from gradus.config import ConfigError, load_params
+from gradus.config.loading import load_stage_params
+from gradus.errors import ConfigError
 
 # The pipeline's stages in DAG order; dvc.yaml has one stage of each name, running `python -m tasks NAME`.
 STAGES = ("ingest", "validate", "split", "train", "evaluate", "compress", "gate")
@@ -20,5 +21,5 @@ def run_stage(name: str, params_file: str | Path, overrides: list[str] | tuple[s
     """
     if name not in STAGES:
         raise ConfigError(f"unknown stage {name!r}; choose one of {', '.join(STAGES)}")
-    params = load_params(params_file, overrides)
+    params = load_stage_params(params_file, overrides)
     return importlib.import_module(f"tasks.{name}").run(params)

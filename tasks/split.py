@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from gradus.config import Params, SplitConfig
+from gradus.config.pipeline import SplitConfig, StageParams
 from gradus.text import normalized
 
 SPLITS = ("train", "val", "test")
@@ -52,7 +52,7 @@ def _counts(n: int, cfg: SplitConfig) -> tuple[int, int]:
     return n_test, n_val
 
 
-def run(params: Params) -> dict[str, Any]:
+def run(params: StageParams) -> dict[str, Any]:
     """Write train/val/test Parquet files into paths.splits."""
     frame = pd.read_parquet(params.paths.validated)
     split = assign_splits(frame, params.split)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradus.config import Params, TrainConfig
+from gradus.config.pipeline import StageParams, TrainConfig
 from gradus.errors import DataError
 from gradus.io import write_json
 from gradus.modeling import (
@@ -33,7 +33,7 @@ from gradus.modeling import (
     save_label_map,
     sha256_file,
 )
-from gradus.tuning import TRIAL_ENV, search_trial_report
+from gradus.trial import TRIAL_ENV, search_trial_report
 
 FINGERPRINT = "fingerprint.json"
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
@@ -246,7 +246,7 @@ def training_arguments(cfg: TrainConfig, device: str, output_dir: str, plan: Tra
     )
 
 
-def run_fingerprint(params: Params, split_files: list[Path]) -> str:
+def run_fingerprint(params: StageParams, split_files: list[Path]) -> str:
     """What makes two training runs the same run: training and model params, and the exact split files."""
     settings = params.train.model_dump(exclude={"resume"}) | params.model.model_dump()
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
@@ -281,7 +281,7 @@ def peak_memory_mib(device: str) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def build_trainer(params: Params, train: pd.DataFrame, val: pd.DataFrame, base: BaseModel, device: str,
+def build_trainer(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, base: BaseModel, device: str,
                   labels: list[str], resuming: bool, plan: TrainingPlan) -> tuple[Any, Any, EncodedTexts]:
     """Model, tokenizer, datasets, callbacks (early stopping, DVCLive) wired into a Trainer."""
     from dvclive import Live
@@ -315,7 +315,7 @@ def build_trainer(params: Params, train: pd.DataFrame, val: pd.DataFrame, base: 
     return trainer, tokenizer, train_set
 
 
-def fine_tune(params: Params, train: pd.DataFrame, val: pd.DataFrame, out: Path,
+def fine_tune(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, out: Path,
               split_files: list[Path] | None = None) -> dict[str, Any]:
     """Fine-tune (resuming this run's last checkpoint if any); save weights (safetensors), tokenizer and
     label map into `out` on the main process; return a training summary."""
@@ -396,7 +396,7 @@ def _summary(base: BaseModel, device: str, labels: list[str], train_set: Encoded
     }
 
 
-def run(params: Params) -> dict[str, Any]:
+def run(params: StageParams) -> dict[str, Any]:
     """Fine-tune on the train split, select on val, write the model folder and a training summary."""
     splits = Path(params.paths.splits)
     files = [splits / f"{name}.parquet" for name in ("train", "val")]

@@ -14,7 +14,7 @@ from data_checks.label_noise import flag_label_noise
 from data_checks.quarantine import quarantine_rows
 from data_checks.suite import row_checks, run_suite
 from gradus import pii
-from gradus.config import Params, ValidateConfig
+from gradus.config.pipeline import StageParams, ValidateConfig
 from gradus.errors import DataError
 from gradus.io import SNAPSHOT_COLUMNS as COLUMNS
 from gradus.io import TYPE_COLUMNS, write_json, write_parquet
@@ -24,7 +24,7 @@ CONTEXT_COLUMNS = ["n_tokens", "duplicate_of", "conflicting_labels", "pii", "noi
                    "label_probability"]
 
 
-def tokenizer_counts(params: Params) -> features.Tokenize:
+def tokenizer_counts(params: StageParams) -> features.Tokenize:
     """Token counts with the base model's own tokenizer (special tokens included), loaded lazily."""
     def count(texts: list[str]) -> list[int]:
         from transformers import AutoTokenizer
@@ -85,7 +85,7 @@ def dataset_failures(kept: pd.DataFrame, cfg: ValidateConfig, share: float, sche
     return failures
 
 
-def validate_frame(raw: pd.DataFrame, params: Params, docs_dir: Path | None = None,
+def validate_frame(raw: pd.DataFrame, params: StageParams, docs_dir: Path | None = None,
                    tokenize: features.Tokenize | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Run the suite; return (kept rows, quarantined rows with reasons and context, report)."""
     cfg = params.validation
@@ -127,7 +127,7 @@ def write_rows(frame: pd.DataFrame, path: Path) -> None:
                     encoding="utf-8")
 
 
-def run(params: Params) -> dict[str, Any]:
+def run(params: StageParams) -> dict[str, Any]:
     """Write kept rows, quarantine and flag files, the report and Data Docs; fail on a bad batch."""
     paths = params.paths
     docs = Path(paths.data_docs)

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
+
+from gradus.config.editing import set_values
 
 ROOT = Path(__file__).resolve().parents[1]
 # Real data (CC BY 4.0, with its licence) carried in the repository; tests and benchmarks read it from here.
@@ -85,14 +86,7 @@ def tiny_params(model_dir: Path, rows: int = 900) -> dict[str, object]:
 
 def set_params(path: Path, values: dict[str, object]) -> None:
     """Write dotted values into a params.yaml (tests start from the project's real one)."""
-    raw = yaml.safe_load(path.read_text())
-    for dotted, value in values.items():
-        node = raw
-        keys = dotted.split(".")
-        for key in keys[:-1]:
-            node = node[int(key)] if isinstance(node, list) else node[key]
-        node[keys[-1]] = value
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    set_values(path, values)
 
 
 @pytest.fixture()

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from gradus import storage
-from gradus.config import DriftConfig, Params
+from gradus.config.operations import DriftConfig
+from gradus.config.params import Params
 from gradus.errors import DataError
 from gradus.io import write_json
 from gradus.lineage import training_split

@@ -7,13 +7,13 @@ from typing import Any
 
 from gradus import lineage
 from gradus.compression import passed_variants
-from gradus.config import Params
+from gradus.config.pipeline import StageParams
 from gradus.io import read_json
 from gradus.registry.aliases import AliasState
 from gradus.registry.versions import project_registry
 
 
-def register_version(root: Path, params: Params, run: str, why: str | None = None,
+def register_version(root: Path, params: StageParams, run: str, why: str | None = None,
                      run_dir: Path | None = None) -> dict[str, Any]:
     """Register paths.model of the run in run_dir (the project itself unless a flow run's workspace) in the
     project's registry; idempotent: the same model and lineage give back the same version."""
@@ -33,7 +33,7 @@ def register_version(root: Path, params: Params, run: str, why: str | None = Non
     return {"version": manifest["version"], "created": created}
 
 
-def apply_gate(root: Path, params: Params, version: str, run: str,
+def apply_gate(root: Path, params: StageParams, version: str, run: str,
                gate: dict[str, Any] | None = None, run_dir: Path | None = None) -> dict[str, Any]:
     """On a pass: `candidate` → version (and `champion` if there is none), by compare-and-swap against
     the alias generation the gate judged with. On a fail: no alias moves; the audit log says why.

@@ -20,7 +20,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from gradus import storage
-from gradus.config import PREDICTION_LOG_COLUMNS, ReleaseConfig
+from gradus.config.operations import PREDICTION_LOG_COLUMNS, ReleaseConfig
 from gradus.telemetry import ALIAS_GENERATION, MODEL_INFO, REQUESTS, SHADOW_ANSWERS, total
 
 SHADOW = "shadow"  # the prediction log's alias for a copy that was computed but never returned

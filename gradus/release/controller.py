@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gradus.config import PARAMS_FILE, Params, ReleaseConfig, load_params
+from gradus.config.operations import ReleaseConfig
+from gradus.config.params import Params, load_params
+from gradus.config.pipeline import PARAMS_FILE
 from gradus.errors import GradusError
 from gradus.registry.aliases import AliasState
 from gradus.registry.versions import Registry, project_registry

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gradus.config import Params, apply_overrides, read_params_file, validate_params
+from gradus.config.loading import apply_overrides, read_params_file
+from gradus.config.params import Params, validate_params
 from tests.conftest import ROOT
 
 OUTPUTS = {"raw": "raw.parquet", "raw_manifest": "manifest.json", "validated": "rows.parquet",

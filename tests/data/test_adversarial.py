@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from gradus.config import ConfigError, load_params
-from gradus.errors import DataError
+from gradus.config.params import load_params
+from gradus.errors import ConfigError, DataError
 from tasks import ingest, validate
 from tests.conftest import BANKING77
 from tests.data.helpers import params_for

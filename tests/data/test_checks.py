@@ -11,7 +11,7 @@ import pytest
 from benchmarks.label_noise import flip_labels
 from data_checks.label_noise import flag_label_noise
 from gradus import pii
-from gradus.config import LabelNoiseConfig
+from gradus.config.pipeline import LabelNoiseConfig
 from gradus.errors import DataError
 from tasks import ingest, validate
 from tests.conftest import BANKING77
@@ -152,7 +152,7 @@ def test_data_docs_and_summary_metric_are_written(tmp_path: Path) -> None:
 
 def test_schema_types_are_checked() -> None:
     from data_checks.suite import row_checks, run_suite
-    from gradus.config import ValidateConfig
+    from gradus.config.pipeline import ValidateConfig
 
     frame = pd.DataFrame({"text": ["fine", "42", None], "label": ["a", "a", "7"], "source": "s",
                           "source_row": [0.0, 1.0, 2.0], "text_type": [None, "number", None],

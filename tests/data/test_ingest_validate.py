@@ -115,7 +115,7 @@ def test_missing_source_file_is_named(tmp_path: Path) -> None:
 
 
 def test_metadata_columns_ride_along_to_the_splits_and_slice_the_metrics(tmp_path: Path) -> None:
-    from gradus.config import EvaluateConfig
+    from gradus.config.pipeline import EvaluateConfig
     from tasks.evaluate import slice_report
     from tasks.split import assign_splits
 

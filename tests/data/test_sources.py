@@ -109,7 +109,7 @@ def test_hf_dataset_from_disk_with_class_labels(tmp_path: Path) -> None:
 
 
 def test_hf_source_needs_exactly_one_location(tmp_path: Path) -> None:
-    from gradus.config import ConfigError
+    from gradus.errors import ConfigError
 
     with pytest.raises(ConfigError, match="give exactly one of path"):
         params_for(tmp_path, [{"kind": "hf", "split": "train"}])

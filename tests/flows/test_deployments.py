@@ -22,8 +22,9 @@ from prefect.testing.utilities import prefect_test_harness
 from prefect.utilities.templating import apply_values
 
 from flows.drift import drift_monitor
-from gradus.config import ConfigError, load_params
+from gradus.config.params import load_params
 from gradus.demo import generate
+from gradus.errors import ConfigError
 from gradus.registry.versions import project_registry
 from gradus.workspace import newest_outputs
 from infra.deploy import (

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from cli.processes import free_port, start_until_ready
-from gradus.config import load_params
+from gradus.config.params import load_params
 from gradus.workspace import newest_outputs
 from infra.deploy import TRAINING, WORK_POOL, deploy_all
 from tests.conftest import ROOT, tool_env

@@ -18,7 +18,7 @@ from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.training import TrainingOverrides, format_result, training_pipeline
-from gradus.config import ConfigError
+from gradus.errors import ConfigError
 from gradus.registry.versions import open_registry
 from gradus.servable import load_version
 from tests.conftest import sh

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from gradus.config import load_params
+from gradus.config.params import load_params
 from gradus.modeling import load_classifier
 from tasks.split import assign_splits
 from tests.conftest import BANKING77, ROOT, set_params, tiny_params, tool_env

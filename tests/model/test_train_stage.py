@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradus.config import load_params
+from gradus.config.params import load_params
 from gradus.errors import ModelError
 from gradus.modeling import DEFAULT_MAX_LENGTH, load_classifier, resolve_base
 from tasks.split import assign_splits

@@ -13,9 +13,10 @@ import pytest
 from onnx import numpy_helper
 
 from gradus import compression
-from gradus.config import CompressConfig, ConfigError, load_params
+from gradus.config.params import load_params
+from gradus.config.pipeline import CompressConfig
 from gradus.ensemble import build_ensemble
-from gradus.errors import ModelError
+from gradus.errors import ConfigError, ModelError
 from gradus.modeling import load_classifier, save_label_map
 from gradus.servable import load_version
 from tasks.compress import compress, parity, passed_variants

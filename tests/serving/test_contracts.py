@@ -69,7 +69,7 @@ def test_poison_texts_fail_only_their_own_requests_under_load(service: Service) 
 def test_what_the_validate_stage_quarantines_the_service_refuses_by_the_same_rule(service: Service, text: str,
                                                                                  rule: str) -> None:
     from data_checks.suite import row_checks
-    from gradus.config import ValidateConfig
+    from gradus.config.pipeline import ValidateConfig
 
     assert rule in {check.name for check in row_checks(ValidateConfig(), ["a"], True)}  # the stage's own names
     answer = service.client.post("/v1/predict", json={"texts": ["a fine text", text]})

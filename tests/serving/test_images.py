@@ -14,7 +14,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from cli.processes import free_port, start_until_ready
-from gradus.config import load_params
+from gradus.config.params import load_params
 from infra.deploy import IMAGE_PROJECT_DIR, POOLS
 from tests.conftest import ROOT, tool_env
 from tests.serving.conftest import Project, Service, stop_service

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradus.config import DriftConfig, FeedbackSource
+from gradus.config.operations import DriftConfig
+from gradus.config.pipeline import FeedbackSource
 from gradus.monitoring.drift import load_batch
 from gradus.servable import load_version
 from tasks.ingest import load_source

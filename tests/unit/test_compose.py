@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from gradus.config import load_params
+from gradus.config.params import load_params
 from tests.conftest import ROOT
 
 INFRA = ROOT / "infra"

@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gradus.config import ConfigError, Params, apply_overrides, load_params, write_overrides
+from gradus.config.editing import write_overrides
+from gradus.config.loading import apply_overrides
+from gradus.config.params import Params, load_params
+from gradus.errors import ConfigError
 from tests.conftest import ROOT
 
 
@@ -147,7 +150,7 @@ def test_ui_overrides_accept_exactly_what_params_accept(field: str, value: float
     from pydantic import ValidationError
 
     from flows.training import TrainingOverrides
-    from gradus.config import TrainConfig
+    from gradus.config.pipeline import TrainConfig
 
     def accepted(model: type) -> bool:
         try:

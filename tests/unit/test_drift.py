@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradus.config import DriftConfig, load_params
+from gradus.config.operations import DriftConfig
+from gradus.config.params import load_params
 from gradus.demo import generate
 from gradus.errors import DataError
 from gradus.monitoring.drift import decide, fingerprint, load_batch, oov_share, text_report, vocabulary
@@ -99,7 +100,7 @@ def test_catalogue_adds_each_location_once_and_ingest_reads_it(tmp_path: Path, m
 
 def test_a_broken_catalogue_entry_is_named_with_the_fix(tmp_path: Path) -> None:
     from gradus.catalogue import read_catalogue
-    from gradus.config import ConfigError
+    from gradus.errors import ConfigError
 
     (tmp_path / "20261206-bad.yaml").write_text("source: {kind: file}\n")
     with pytest.raises(ConfigError, match=r"20261206-bad.yaml: not a valid data catalogue entry .*path.*delete it"):

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import f1_score
 
-from gradus.config import GateConfig
+from gradus.config.pipeline import GateConfig
 from gradus.scoring import (
     change_case,
     encode,

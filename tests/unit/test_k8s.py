@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gradus.config import load_params
+from gradus.config.params import load_params
 from infra.deploy import POOLS
 from tests.conftest import ROOT
 

@@ -62,6 +62,16 @@ def test_every_stage_depends_on_all_the_code_it_runs() -> None:
                 f"dvc.yaml stage {name} runs {relative} but does not list it in deps")
 
 
+def test_no_stage_depends_on_the_operations_settings_code() -> None:
+    """Editing how the service, release, drift or search settings are modelled reruns no stage: the stages read
+    their own sections (StageParams) and never import the rest of the config code."""
+    for name in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]:
+        code = {p.relative_to(ROOT).as_posix() for p in closure(["tasks.__main__", f"tasks.{name}"])}
+        assert "gradus/config/pipeline.py" in code
+        assert not code & {"gradus/config/operations.py", "gradus/config/params.py", "gradus/config/editing.py"}, (
+            f"stage {name} imports the operations' settings code")
+
+
 def test_package_markers_hold_no_logic() -> None:
     for package in PACKAGES:
         tree = ast.parse((ROOT / package / "__init__.py").read_text())

@@ -7,7 +7,9 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from gradus.config import ConfigError, ReleaseConfig, load_params
+from gradus.config.operations import ReleaseConfig
+from gradus.config.params import load_params
+from gradus.errors import ConfigError
 from gradus.registry.aliases import AliasState
 from gradus.release import analysis
 from gradus.release.controller import Step, plan, resume_index

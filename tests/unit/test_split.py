@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from gradus.config import SplitConfig
+from gradus.config.pipeline import SplitConfig
 from gradus.demo import generate
 from gradus.text import normalize_text, normalized
 from tasks.split import assign_splits

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gradus.config import load_params
+from gradus.config.params import load_params
 from tasks.train import MAX_EVAL_INTERVAL, EarlyStopRule, plan_training
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gradus.config import load_params
+from gradus.config.params import load_params
 from gradus.workspace import WorkspaceBusy, run_workspace
 from tests.conftest import ROOT, set_params, sh
 
