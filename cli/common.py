@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from gradus.config.pipeline import PARAMS_FILE
-from gradus.errors import ConfigError, ConflictError, GradusError, IntegrityError
+from gradus.errors import ConflictError, GradusError, IntegrityError
 
 EXIT_BAD_REQUEST, EXIT_CONFLICT, EXIT_INTEGRITY = 2, 3, 4
 
@@ -34,7 +34,7 @@ def guarded(action: Callable[[], None]) -> None:
         raise fail(exc, EXIT_CONFLICT, "conflict") from None
     except IntegrityError as exc:
         raise fail(exc, EXIT_INTEGRITY, "integrity") from None
-    except (ConfigError, GradusError) as exc:
+    except GradusError as exc:
         raise fail(exc) from None
 
 

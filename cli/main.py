@@ -151,7 +151,7 @@ def drift(
 
     try:
         summary = drift_monitor(current, str(project_dir), trigger)
-    except (ConfigError, GradusError) as exc:
+    except GradusError as exc:
         raise fail(exc) from None
     rows = [[name, f"{s['score']:.4f}", s["method"], f"{s['threshold']:g}", "yes" if s["drifted"] else "no"]
             for name, s in summary["signals"].items()]

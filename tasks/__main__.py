@@ -7,7 +7,7 @@ import json
 import sys
 
 from gradus.config.pipeline import PARAMS_FILE
-from gradus.errors import ConfigError, GradusError
+from gradus.errors import GradusError
 from tasks.runner import STAGES, run_stage
 
 
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         summary = run_stage(args.stage, args.params, args.overrides)
-    except (ConfigError, GradusError) as exc:
+    except GradusError as exc:
         print(f"gradus {args.stage}: error: {exc}", file=sys.stderr)
         return 2
     print(f"gradus {args.stage}: " + json.dumps(summary, sort_keys=True, default=str))
