@@ -72,8 +72,9 @@ def run_lifecycle(root: Path, rate: float, say: Callable[[str], None]) -> None:
     from cli.replay import summary_lines
     from flows.drift import drift_monitor
     from flows.release import ReleaseOverrides, release
-    from flows.training import TrainingOverrides, format_result, training_pipeline
+    from flows.training import TrainingOverrides, training_pipeline
     from gradus.registry.versions import project_registry
+    from gradus.reports import format_result
 
     params = load_params(root / PARAMS_FILE)
     registry = project_registry(root, params)

@@ -41,7 +41,8 @@ def run(
     written into that copy's params.yaml only, so DVC records them in the run's dvc.lock and the registered
     version's lineage, and the project's params.yaml never changes.
     """
-    from flows.training import TrainingOverrides, format_result, training_pipeline
+    from flows.training import TrainingOverrides, training_pipeline
+    from gradus.reports import format_result
 
     def action() -> None:
         overrides = TrainingOverrides(extra=set_ or [], add_sources=add_source or [], keep_sources=keep)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ from gradus.events import DRIFT_RETRAIN
 from gradus.monitoring.drift import run_monitor
 from gradus.monitoring.records import MonitorRecords
 from gradus.registry.versions import project_registry
+from gradus.reports import drift_markdown
 
 
 @task(name="drift-report")
@@ -26,29 +24,6 @@ def check_drift(project_dir: str, current: str) -> dict[str, Any]:
     """Load the batch and the champion's training data, run the Evidently reports, decide."""
     root = Path(project_dir).resolve()
     return run_monitor(root, load_params(root / PARAMS_FILE), current)
-
-
-def drift_markdown(summary: dict[str, Any], triggered: str | None) -> str:
-    """Signal by signal, the decision and its reasons, with links to the HTML reports."""
-    decision = summary["decision"]
-    lines = [f"# Drift monitor: {'retrain' if decision['retrain'] else 'no retrain'}", "",
-             f"Batch `{summary['current']}` ({summary['rows']['current']} rows) vs the training split of champion "
-             f"{summary['champion']} ({summary['rows']['reference']} rows).", "",
-             "| signal | score | method | threshold | drifted |", "|---|---|---|---|---|"]
-    for name, signal in summary["signals"].items():
-        drifted = "**yes**" if signal["drifted"] else "no"
-        lines.append(f"| {name} | {signal['score']:.4f} | {signal['method']} | {signal['threshold']:g} | {drifted} |")
-    sample = summary["model_sample"]
-    if sample.get("sampled"):
-        lines += ["", f"Model signals computed on seeded samples: {sample['rows']} rows "
-                      "(drift.max_model_rows, drift.reference_model_rows)."]
-    lines += ["", "| check | passed | detail |", "|---|---|---|"]
-    lines += [f"| {name} | {'yes' if check['passed'] else 'no'} | {check['detail']} |"
-              for name, check in decision["checks"].items()]
-    if triggered:
-        lines += ["", f"Started training flow run `{triggered}`."]
-    lines += ["", *[f"[{Path(path).name}]({Path(path).as_uri()})" for path in summary["reports"]]]
-    return "\n".join(lines)
 
 
 @flow(name="drift_monitor", log_prints=True)
@@ -101,19 +76,3 @@ def start_retrain(root: Path, summary: dict[str, Any]) -> str | None:
                payload={"reason": reason, "flow_run": str(run.id), "current": summary["current"]})
     logger.info("started %s: flow run %s", params.drift.training_deployment, run.id)
     return str(run.id)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m flows.drift CURRENT [--no-trigger]`: one monitor run on a local, ephemeral Prefect."""
-    parser = argparse.ArgumentParser(prog="python -m flows.drift")
-    parser.add_argument("current", help="a CSV/JSONL/Parquet file, a glob or an s3:// prefix of new text")
-    parser.add_argument("--project-dir", default=".")
-    parser.add_argument("--no-trigger", action="store_true", help="report only; never start a retrain")
-    args = parser.parse_args(argv)
-    summary = drift_monitor(args.current, args.project_dir, not args.no_trigger)
-    print(json.dumps({k: summary[k] for k in ("signals", "decision", "reports")}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

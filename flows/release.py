@@ -31,12 +31,12 @@ from gradus.release.controller import (
     StepWatch,
     plan,
     promote,
-    render_summary,
     resume_index,
     start,
     wait_until_served,
     withdraw,
 )
+from gradus.reports import release_markdown
 
 __all__ = ["ReleaseOverrides", "RolledBack", "release"]
 
@@ -85,7 +85,7 @@ def roll_back(release: Release, step: str, reasons: str) -> None:
 
 
 def summary(release: Release, outcome: str, detail: str) -> str:
-    markdown = render_summary(release, outcome, detail)
+    markdown = release_markdown(release.version, release.champion, release.history, outcome, detail)
     create_markdown_artifact(key=f"release-{release.version}-summary", markdown=markdown,
                              description=f"Release of {release.version}: outcome and every step")
     return markdown

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +18,7 @@ from gradus.config.pipeline import PARAMS_FILE, Source, TrainConfig
 from gradus.events import MODEL_CANDIDATE
 from gradus.io import read_json
 from gradus.registry.versions import project_registry
+from gradus.reports import compression_markdown, metrics_markdown, validation_markdown
 from gradus.workspace import Workspace, run_workspace
 from tasks.runner import STAGES
 
@@ -56,32 +55,6 @@ class TrainingOverrides(BaseModel):
         named = {name: f"train.{name}" for name in TRAIN_FIELDS} | {"base_model": "model.base"}
         values = [f"{key}={getattr(self, field)}" for field, key in named.items() if getattr(self, field) is not None]
         return values + list(self.extra)
-
-
-def metrics_markdown(metrics: dict[str, Any], stages: list[dict[str, Any]], changes: dict[str, Any]) -> str:
-    """The run's metrics, stage outcomes and parameter changes as a markdown artifact."""
-    baseline = metrics.get("baseline_tfidf", {})
-    lines = ["# Training pipeline", "", "| metric | model | TF-IDF baseline |", "|---|---|---|"]
-    for key in ("accuracy", "macro_f1"):
-        lines.append(f"| {key} | {metrics.get(key, float('nan')):.4f} | {baseline.get(key, float('nan')):.4f} |")
-    lines += ["", f"Test rows: {metrics.get('test_rows')}", "", "| stage | ran | seconds |", "|---|---|---|"]
-    lines += [f"| {s['stage']} | {'yes' if s['ran'] else 'up to date'} | {s['seconds']} |" for s in stages]
-    if changes:
-        lines += ["", "| parameter | was | now |", "|---|---|---|"]
-        lines += [f"| {key} | {c['old']} | {c['new']} |" for key, c in changes.items()]
-    return "\n".join(lines)
-
-
-def validation_markdown(report: dict[str, Any], docs_uri: str) -> str:
-    """The validation summary, with a link to the Great Expectations Data Docs."""
-    failed = ", ".join(f"{k}={v}" for k, v in report.get("failed_rows", {}).items() if v) or "none"
-    flagged = ", ".join(f"{k}={v}" for k, v in report.get("flagged_rows", {}).items()) or "none"
-    return "\n".join([
-        "", "## Data validation", "",
-        f"{report['rows_in']} rows in, {report['rows_kept']} kept, {report['rows_quarantined']} quarantined "
-        f"(failed checks: {failed}); flagged but kept: {flagged}.", "",
-        f"[Great Expectations Data Docs]({docs_uri})",
-    ])
 
 
 def run_name() -> str:
@@ -186,17 +159,6 @@ def publish(workspace: Workspace, params: Params, stages: list[dict[str, Any]], 
             "workspace": where, "catalogue_added": kept}
 
 
-def compression_markdown(variants: dict[str, Any]) -> str:
-    """The compress stage's variants: parity, speed, and whether they were registered as servable."""
-    if not variants:
-        return ""
-    lines = ["", "## Compressed variants", "", "| variant | servable | agreement | accuracy drop | speed vs torch |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {name} | {'yes' if v['passed'] else '**no**: ' + '; '.join(v['reasons'])} | {v['agreement']:.4f} "
-              f"| {v['accuracy_drop']:+.4f} | {v['speedup']:.2f}x |" for name, v in variants.items()]
-    return "\n".join(lines) + "\n"
-
-
 @flow(name="training_pipeline", log_prints=True)
 def training_pipeline(overrides: TrainingOverrides | None = None, project_dir: str = ".",
                       push: bool = True) -> dict[str, Any]:
@@ -218,65 +180,3 @@ def training_pipeline(overrides: TrainingOverrides | None = None, project_dir: s
         registered, aliases = register_and_gate(root, workspace.path, overrides.reason)
         announce_candidate(root, params, aliases)
         return publish(workspace, params, stages, registered, aliases, kept)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m flows.training [--set KEY=VALUE ...]`: run the flow on a local, ephemeral Prefect."""
-    parser = argparse.ArgumentParser(prog="python -m flows.training")
-    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--project-dir", default=".")
-    parser.add_argument("--no-push", action="store_true", help="skip `dvc push` to the DVC remote")
-    args = parser.parse_args(argv)
-    result = training_pipeline(TrainingOverrides(extra=args.extra), args.project_dir, not args.no_push)
-    print(format_result(result))
-    return 0
-
-
-def format_result(result: dict[str, Any]) -> str:
-    """The closing summary a person reads: key metrics, then where every output is."""
-    metrics, data = result["metrics"], result["data"]
-    baseline = metrics.get("baseline_tfidf", {})
-    lines = [
-        "",
-        "gradus training pipeline finished",
-        f"  data           {data['rows_in']} rows in, {data['rows_kept']} kept, "
-        f"{data['rows_quarantined']} quarantined with reasons (see quarantine below)",
-        f"  test accuracy  {metrics['accuracy']:.4f}   (TF-IDF baseline {baseline.get('accuracy', 0):.4f}, "
-        f"majority class {metrics.get('majority_class_accuracy', 0):.4f})",
-        f"  test macro-F1  {metrics['macro_f1']:.4f}   (TF-IDF baseline {baseline.get('macro_f1', 0):.4f})",
-        f"  stages run     {', '.join(s['stage'] for s in result['stages'] if s['ran']) or 'none (all up to date)'}"
-        + (f"; reused: {', '.join(s['stage'] for s in result['stages'] if not s['ran'])}"
-           if any(s["ran"] for s in result["stages"]) and not all(s["ran"] for s in result["stages"]) else ""),
-        f"  workspace      {workspace_line(result['workspace'])}",
-        f"  gate           {gate_line(result['gate'])}",
-        f"  registry       version {result['registry']['version']}"
-        f"{'' if result['registry']['created'] else ' (already registered)'}; "
-        + (", ".join(f"{k}={v}" for k, v in result["registry"]["aliases"].items() if v) or "no aliases set"),
-        *[f"                 - {reason}" for reason in result["gate"]["reasons"]],
-        "  compressed     " + (", ".join(
-            f"{name} {v['speedup']:.2f}x torch, agreement {v['agreement']:.4f}, "
-            + ("servable" if v["passed"] else "NOT servable (parity)")
-            for name, v in result.get("compression", {}).items()) or "no variants (compress.enabled: false)"),
-        "  outputs:",
-    ]
-    lines += [f"    {name:<18} {path}" for name, path in result["outputs"].items()]
-    return "\n".join(lines)
-
-
-def workspace_line(workspace: dict[str, Any]) -> str:
-    """Where the run worked, and whether it found an earlier run's outputs there."""
-    how = ("reused (its last run had the same params)" if workspace["same_params"] else
-           "reused (an earlier run's outputs, other params)" if workspace["reused"] else "new")
-    return f"{workspace['path']} ({how}); params.yaml untouched"
-
-
-def gate_line(gate: dict[str, Any]) -> str:
-    """One line: the verdict and what it was judged against."""
-    against = f"champion {gate['champion']}" if gate["champion"] else "absolute thresholds (first model)"
-    if gate["passed"]:
-        return f"PASSED against {against}"
-    return f"FAILED against {against}; aliases unchanged. Reasons:"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,7 +16,6 @@ release:           started by the event `gradus.model.candidate` (a training run
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import copy
 import json
@@ -156,21 +155,3 @@ def deploy_all(project_dir: str | Path = ".", work_pool: str | None = None, inco
     # Notifications to people (infra/automations.py): only where a notification block is given or saved.
     automations = asyncio.run(ensure_automations(list(deployed.values()), notify_url))
     return deployed | {f"automation {name}": automation_id for name, automation_id in automations.items()}
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m infra.deploy", description=__doc__.splitlines()[0])
-    parser.add_argument("--project-dir", default=".")
-    parser.add_argument("--pool-type", default="process", choices=sorted(POOLS))
-    parser.add_argument("--work-pool", default=None, help="default: gradus-local (process), gradus-kubernetes")
-    parser.add_argument("--image", default=None, help="the worker image (kubernetes pools)")
-    parser.add_argument("--incoming", default=None, help="default: the service's prediction log")
-    parser.add_argument("--notify-url", default=None, help="webhook for notifications (or GRADUS_NOTIFY_WEBHOOK)")
-    args = parser.parse_args(argv)
-    deployed = deploy_all(args.project_dir, args.work_pool, args.incoming, args.notify_url, args.pool_type, args.image)
-    for name, deployment in deployed.items():
-        print(f"deployed {name}: {deployment}")
-
-
-if __name__ == "__main__":
-    main()

@@ -27,6 +27,7 @@ from gradus.io import read_json, write_json
 from gradus.modeling import load_label_map, pick_device
 from gradus.registry.candidates import apply_gate
 from gradus.registry.versions import Registry, project_registry
+from gradus.reports import gate_markdown
 from gradus.scoring import encode, mcnemar_exact, paired_bootstrap, recall_by_class, weighted_macro_f1
 from gradus.servable import load_version
 from tasks.evaluate import evaluate_loaded
@@ -154,29 +155,6 @@ def verdict(metrics: dict[str, Any], behavioral: dict[str, Any], actual: list[st
     }
 
 
-def gate_markdown(report: dict[str, Any]) -> str:
-    """The verdict as a page a person reads (Prefect artifact, reports/gate.md)."""
-    title = "PASSED" if report["passed"] else "FAILED"
-    against = f"champion {report['champion']}" if report["champion"] else "absolute thresholds (no champion yet)"
-    lines = [f"# Gate {title}", "", f"Challenger judged against {against}.", ""]
-    if report["reasons"]:
-        lines += ["## Why it failed", "", *[f"- {reason}" for reason in report["reasons"]], ""]
-    lines += ["| check | result | detail |", "|---|---|---|"]
-    lines += [f"| {c['name']} | {'pass' if c['passed'] else '**FAIL**'} | {c['detail']} |" for c in report["checks"]]
-    if "mcnemar" in report:
-        m = report["mcnemar"]
-        lines += ["", f"McNemar exact test: p = {m['p_value']:.4g} (only champion right on "
-                      f"{m['only_champion_correct']} rows, only challenger right on {m['only_challenger_correct']})."]
-        labels = report["labels"]
-        lines += [f"Labels: {labels['shared']} shared, added {labels['added'] or 'none'}, removed "
-                  f"{labels['removed'] or 'none'}; {labels['rows_compared']} test rows compared, "
-                  f"{labels['rows_excluded']} excluded (label unknown to one model)."]
-        worst = report["per_class"][:5]
-        if worst:
-            lines += ["", "| class | support | recall champion | recall challenger | drop |", "|---|---|---|---|---|"]
-            lines += [f"| {r['label']} | {r['support']} | {r['recall_champion']:.3f} | {r['recall_challenger']:.3f} "
-                      f"| {r['drop']:+.3f} |" for r in worst]
-    return "\n".join(lines) + "\n"
 
 
 def gate_numbers(report: dict[str, Any]) -> dict[str, float]:

@@ -209,13 +209,3 @@ def promote(release: Release, why: str) -> AliasState:
     return state
 
 
-def render_summary(release: Release, outcome: str, detail: str) -> str:
-    """The release so far as markdown: outcome, and each step's last analysis."""
-    lines = [f"# Release of {release.version}: {outcome}", "", f"Champion before: {release.champion}.", "",
-             detail, "", "| step | passed | checks | last analysis |", "|---|---|---|---|"]
-    for step in release.history:
-        checks = max((row["check"] for row in step["checks"]), default=0)
-        last = [row for row in step["checks"] if row["check"] == checks]
-        shown = ", ".join(f"{r['name']} {r['status']} ({r['value']})" for r in last) or "-"
-        lines.append(f"| {step['step']} | {'yes' if step['passed'] else 'no'} | {checks} | {shown} |")
-    return "\n".join(lines)

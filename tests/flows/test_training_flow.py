@@ -17,9 +17,10 @@ from prefect.client.schemas.sorting import TaskRunSort
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.training import TrainingOverrides, format_result, training_pipeline
+from flows.training import TrainingOverrides, training_pipeline
 from gradus.errors import ConfigError
 from gradus.registry.versions import open_registry
+from gradus.reports import format_result
 from gradus.servable import load_version
 from tests.conftest import sh
 

@@ -80,7 +80,7 @@ def test_the_manifests_agree_with_the_code(tmp_path: Path) -> None:
     params = load_params(ROOT / "params.yaml", [f"registry.uri={tmp_path / 'registry'}",
                                                 f"serving.prediction_log.uri={tmp_path / 'log'}",
                                                 f"serving.feedback={tmp_path / 'feedback'}"])
-    routes = {route.path for route in create_app(params, tmp_path).routes}
+    routes = set(create_app(params, tmp_path).openapi()["paths"])
     probes = [container[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")]
     assert set(probes) == {"/v2/health/ready", "/v2/health/live"} and set(probes) <= routes
     assert serving["securityContext"]["runAsNonRoot"] and container["securityContext"]["readOnlyRootFilesystem"]
