@@ -31,8 +31,8 @@ demo: $(STAMP)  ## the whole lifecycle on the embedded demo data: train, gate, s
 test: $(STAMP)  ## the whole test suite
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
-test-fast: $(STAMP)  ## everything but the slow (training / pipeline) tests
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
+test-fast: $(STAMP)  ## everything but the slow tests (training, the pipeline) and those that start a server
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow and not server"
 
 prefect: $(STAMP)  ## local Prefect server + UI (http://127.0.0.1:4200), the deployments, and a worker
 	PATH="$(CURDIR)/$(BIN):$$PATH" infra/local_prefect.sh

@@ -13,6 +13,7 @@ from cli.common import DEFAULT_PARAMS, ParamsOption, SetOption, fail, guarded, t
 from gradus.config.loading import parse_override
 from gradus.config.params import load_params
 from gradus.errors import ConfigError, GradusError, IntegrityError
+from tasks.runner import STAGES
 
 app = typer.Typer(
     help="gradus: fine-tune a pretrained language model on validated, versioned data, step by step.",
@@ -71,7 +72,7 @@ def tune(
 
 @app.command()
 def stage(
-    name: Annotated[str, typer.Argument(help="ingest, validate, split, train, evaluate or gate.")],
+    name: Annotated[str, typer.Argument(help="One of: " + ", ".join(STAGES) + ".")],
     set_: SetOption = None,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:

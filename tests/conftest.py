@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -189,3 +191,31 @@ class WebhookReceiver:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+# What starts a server process (a Prefect server, `gradus serve`, moto's S3 server, Prometheus, ...): a test
+# that calls one of these, or uses a fixture that does, is marked `server` (`make test-fast` leaves it out).
+STARTS_A_SERVER = re.compile(r"\b(prefect_test_harness|start_until_ready|start_service|ThreadedMotoServer|prefect_with_ui)\(|"
+                             r"getfixturevalue\(\"s3\"\)")
+SERVER_FIXTURES = {"s3", "s3_endpoint", "service", "prefect_ui"}
+
+
+def _starts_a_server(item: pytest.Item) -> bool:
+    if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    functions = [getattr(item, "function", None)]
+    functions += [d.func for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs]
+    for function in functions:
+        try:
+            source = inspect.getsource(function) if function else ""
+        except (OSError, TypeError):
+            continue
+        if STARTS_A_SERVER.search(source):
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _starts_a_server(item):
+            item.add_marker(pytest.mark.server)

@@ -13,7 +13,7 @@ from gradus.config.params import load_params
 from gradus.errors import ConfigError, DataError
 from tasks import ingest, validate
 from tests.conftest import BANKING77
-from tests.data.helpers import params_for
+from tests.helpers.data import params_for
 
 MAPPING = {"text_column": "text", "label_column": "category"}
 

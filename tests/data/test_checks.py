@@ -15,7 +15,7 @@ from gradus.config.pipeline import LabelNoiseConfig
 from gradus.errors import DataError
 from tasks import ingest, validate
 from tests.conftest import BANKING77
-from tests.data.helpers import params_for
+from tests.helpers.data import params_for
 
 LABELS = ["card_arrival", "exchange_rate", "top_up_failed"]
 

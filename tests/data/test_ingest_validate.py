@@ -11,7 +11,7 @@ import pytest
 from gradus.errors import DataError
 from tasks import ingest, validate
 from tests.conftest import BANKING77
-from tests.data.helpers import params_for
+from tests.helpers.data import params_for
 
 
 def fault_injected(path: Path) -> int:

@@ -13,7 +13,7 @@ from gradus import storage
 from gradus.errors import DataError
 from tasks import ingest
 from tests.conftest import BANKING77
-from tests.data.helpers import params_for
+from tests.helpers.data import params_for
 
 
 def banking(n: int, offset: int = 0) -> pd.DataFrame:

@@ -14,8 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-from prefect.client.schemas.sorting import DeploymentSort, FlowRunSort
+from prefect.client.schemas.sorting import DeploymentSort
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
@@ -40,6 +39,7 @@ from infra.deploy import (
     deploy_all,
 )
 from tests.conftest import ROOT, set_params, sh, tool_env
+from tests.helpers.prefect import runs_of
 
 pytestmark = pytest.mark.slow
 
@@ -56,13 +56,6 @@ async def _deployments() -> dict:
         found = await client.read_deployments(limit=50, sort=DeploymentSort.NAME_ASC)
         pool = await client.read_work_pool(WORK_POOL)
     return {d.name: d for d in found} | {"_pool": pool}
-
-
-async def _runs_of(deployment_id) -> list:
-    async with get_client() as client:
-        return await client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-            sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=100)
 
 
 def _wait_final(flow_run_id, seconds: float) -> object:
@@ -155,18 +148,18 @@ def test_deployments_schedules_api_trigger_and_drift_retrains(prefect_server, pr
     shifted_batch(incoming / "shifted.jsonl")
     shifted_batch(incoming / "shifted_again.jsonl", rows=700)
     set_params(project_repo / "params.yaml", {"drift.cooldown_hours": 0})
-    before = len(asyncio.run(_runs_of(training.id)))
+    before = len(asyncio.run(runs_of(training.id)))
 
     # Same distribution: no retrain.
     same = drift_monitor(str(incoming / "same.jsonl"), str(project_repo))
     assert not same["decision"]["retrain"], same["signals"]
-    assert len(asyncio.run(_runs_of(training.id))) == before
+    assert len(asyncio.run(runs_of(training.id))) == before
 
     # Another domain: exactly one retrain, with the reason and the new data as parameters.
     shifted = drift_monitor(str(incoming / "shifted.jsonl"), str(project_repo))
     assert shifted["decision"]["retrain"], shifted["signals"]
     assert len(shifted["decision"]["drifted_signals"]) >= 2
-    runs = asyncio.run(_runs_of(training.id))
+    runs = asyncio.run(runs_of(training.id))
     assert len(runs) == before + 1
     started = next(r for r in runs if str(r.id) == shifted["decision"]["triggered_flow_run"])
     assert started.parameters["overrides"]["add_sources"] == [str(incoming / "shifted.jsonl")]
@@ -184,7 +177,7 @@ def test_deployments_schedules_api_trigger_and_drift_retrains(prefect_server, pr
     cooling = drift_monitor(str(incoming / "shifted_again.jsonl"), str(project_repo))
     assert cooling["decision"]["drifted_signals"] and not cooling["decision"]["checks"]["cooled_down"]["passed"]
     assert not cooling["decision"]["retrain"]
-    assert len(asyncio.run(_runs_of(training.id))) == before + 1
+    assert len(asyncio.run(runs_of(training.id))) == before + 1
 
     # The retrain the drift started keeps its batch by design: a file in the data catalogue (params.yaml is
     # untouched), named in the retrained version's lineage and read by every later run.

@@ -6,7 +6,6 @@ import asyncio
 import json
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +13,6 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import TaskRunSort
-from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.training import TrainingOverrides, training_pipeline
@@ -23,6 +21,7 @@ from gradus.registry.versions import open_registry
 from gradus.reports import format_result
 from gradus.servable import load_version
 from tests.conftest import sh
+from tests.helpers.prefect import artifacts, runs_of
 
 pytestmark = pytest.mark.slow
 
@@ -33,19 +32,13 @@ def prefect_server():
         yield
 
 
-def _artifacts(flow_run_id, key: str) -> list[dict]:
-    # The REST call the UI makes (prefect 3.8.8's client sends nulls this server version rejects here).
-    body = {"artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [str(flow_run_id)]}}}
-    return httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body, timeout=30).json()
-
-
 async def _runs_and_artifact(flow_run_id):
     async with get_client() as client:
         flow_run = await client.read_flow_run(flow_run_id)
         task_runs = await client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
             sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=50)
-    return flow_run, task_runs, _artifacts(flow_run_id, "training-metrics")
+    return flow_run, task_runs, artifacts(flow_run_id, "training-metrics")
 
 
 def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, project_repo: Path) -> None:
@@ -78,23 +71,23 @@ def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, pr
     assert f"{data['rows_quarantined']} quarantined" in summary
     assert str(work / "models" / "candidate") in summary and f"{work} (new); params.yaml untouched" in summary
 
-    flow_run, task_runs, artifacts = asyncio.run(_runs_and_artifact(state.state_details.flow_run_id))
+    flow_run, task_runs, published = asyncio.run(_runs_and_artifact(state.state_details.flow_run_id))
     assert flow_run.name and flow_run.state.is_completed()
     names = [run.name for run in task_runs]
     assert names[:7] == ["ingest", "validate", "split", "train", "evaluate", "compress", "gate"], names
     assert [n.rsplit("-", 1)[0] for n in names[7:]] == ["dvc-push", "register-model", "apply-gate"], names
     assert all(run.state.is_completed() for run in task_runs)
-    assert len(artifacts) == 1 and artifacts[0]["type"] == "markdown", artifacts
-    assert f"{metrics['accuracy']:.4f}" in artifacts[0]["data"] and "| train | yes |" in artifacts[0]["data"]
+    assert len(published) == 1 and published[0]["type"] == "markdown", published
+    assert f"{metrics['accuracy']:.4f}" in published[0]["data"] and "| train | yes |" in published[0]["data"]
     docs = work / "reports" / "data_docs" / "index.html"
-    assert f"]({docs.as_uri()})" in artifacts[0]["data"] and docs.is_file()
+    assert f"]({docs.as_uri()})" in published[0]["data"] and docs.is_file()
 
     # The first model passed the gate on absolute thresholds: registered, champion and candidate.
     assert result["gate"]["passed"] and result["gate"]["mode"] == "first_model", result["gate"]
     version = result["registry"]["version"]
     assert result["registry"]["created"] and result["registry"]["moved"]
     assert result["registry"]["aliases"]["champion"] == result["registry"]["aliases"]["candidate"] == version
-    [gate_artifact] = _artifacts(state.state_details.flow_run_id, "gate-report")
+    [gate_artifact] = artifacts(state.state_details.flow_run_id, "gate-report")
     assert "# Gate PASSED" in gate_artifact["data"] and version in gate_artifact["data"]
 
     # Lineage: the version's manifest holds the dvc.lock entries and the commit that made it.
@@ -129,7 +122,7 @@ def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, pr
     assert worse["registry"]["aliases"]["champion"] == version and not worse["registry"]["moved"]
     assert registry.aliases().generation == 1
     assert "FAILED against champion" in format_result(worse)
-    [failed_artifact] = _artifacts(worse_state.state_details.flow_run_id, "gate-report")
+    [failed_artifact] = artifacts(worse_state.state_details.flow_run_id, "gate-report")
     assert "# Gate FAILED" in failed_artifact["data"] and "## Why it failed" in failed_artifact["data"]
     assert registry.audit_log()[-1]["outcome"] == "failed"
     assert worse["workspace"]["path"] != str(work)  # the pool's second workspace: the first keeps its outputs
@@ -192,7 +185,6 @@ def test_a_gated_candidate_starts_exactly_one_release(prefect_server, project_re
     import time
 
     from infra.deploy import RELEASE, deploy_all
-    from tests.flows.test_deployments import _runs_of
 
     release_id = deploy_all(project_repo)[RELEASE]
     first = training_pipeline(TrainingOverrides(), str(project_repo), push=False)
@@ -206,10 +198,10 @@ def test_a_gated_candidate_starts_exactly_one_release(prefect_server, project_re
     assert second["gate"]["passed"] and candidate != champion, second["gate"]
     assert second["registry"]["aliases"]["candidate"] == candidate
     deadline = time.monotonic() + 60
-    while not (runs := asyncio.run(_runs_of(release_id))) and time.monotonic() < deadline:
+    while not (runs := asyncio.run(runs_of(release_id))) and time.monotonic() < deadline:
         time.sleep(1)
     time.sleep(5)  # a second run, had the event been seen twice or the first model announced, would be here by now
-    runs = asyncio.run(_runs_of(release_id))
+    runs = asyncio.run(runs_of(release_id))
     assert len(runs) == 1, [r.parameters for r in runs]
     assert runs[0].parameters["version"] == candidate
     assert runs[0].parameters["project_dir"] == str(project_repo)

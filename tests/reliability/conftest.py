@@ -13,7 +13,7 @@ import pytest
 from gradus.registry.store import FAILPOINT_ENV
 from gradus.registry.versions import Registry, open_registry
 from tests.conftest import ROOT, tool_env
-from tests.reliability.registry_worker import lineage
+from tests.helpers.registry import lineage
 
 
 class Backend:

@@ -9,13 +9,7 @@ import json
 import sys
 
 from gradus.registry.versions import open_registry
-
-
-def lineage(tag: str) -> dict:
-    """A lineage record; a different tag makes a different version of the same files."""
-    return {"tag": tag, "params": {"train": {"max_length": 32}}, "base_model": {"name": "tiny", "revision": "r1"},
-            "datasets": {"raw": f"md5-{tag}"}, "code": {"commit": "0" * 40, "branch": "main", "modified": []},
-            "dvc_lock": {}}
+from tests.helpers.registry import lineage
 
 
 def main(uri: str, model_dir: str, tag: str) -> None:

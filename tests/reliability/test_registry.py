@@ -15,8 +15,8 @@ import pytest
 from gradus.errors import ConflictError, IntegrityError, RegistryError
 from gradus.servable import load_version
 from tests.conftest import ROOT, sh, tool_env
+from tests.helpers.registry import lineage
 from tests.reliability.conftest import Backend, gradus, register, worker
-from tests.reliability.registry_worker import lineage
 
 
 def test_register_is_idempotent_and_keeps_lineage(backend: Backend, tiny_classifier_dir: Path) -> None:

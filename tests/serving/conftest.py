@@ -20,7 +20,7 @@ from transformers import AutoModelForSequenceClassification
 from cli.processes import free_port, start_until_ready
 from gradus.registry.versions import Registry, open_registry
 from tests.conftest import ROOT, tool_env
-from tests.reliability.registry_worker import lineage
+from tests.helpers.registry import lineage
 
 ADMIN_TOKEN = "test-admin-token"
 

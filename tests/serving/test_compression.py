@@ -13,15 +13,16 @@ import pytest
 from onnx import numpy_helper
 
 from gradus import compression
+from gradus.compression import passed_variants
 from gradus.config.params import load_params
 from gradus.config.pipeline import CompressConfig
 from gradus.ensemble import build_ensemble
 from gradus.errors import ConfigError, ModelError
 from gradus.modeling import load_classifier, save_label_map
 from gradus.servable import load_version
-from tasks.compress import compress, parity, passed_variants
+from tasks.compress import compress, parity
 from tests.conftest import ROOT
-from tests.reliability.registry_worker import lineage
+from tests.helpers.registry import lineage
 from tests.serving.conftest import Project, classifier_variant, start_service, stop_service
 
 TEXTS = ["where is my card", "I would like a refund for the order", "what is my balance today?",

@@ -23,9 +23,9 @@ from flows.release import ReleaseOverrides, release
 from gradus.modeling import save_label_map
 from gradus.release.controller import RolledBack
 from tests.conftest import BANKING77, sh
-from tests.flows.test_prefect_ui import CHROMEDRIVER, CHROMIUM, browser, prefect_with_ui, resume_in_ui
-from tests.flows.test_training_flow import _artifacts
-from tests.reliability.registry_worker import lineage
+from tests.helpers.browser import CHROMEDRIVER, CHROMIUM, browser, prefect_with_ui, resume_in_ui
+from tests.helpers.prefect import artifacts
+from tests.helpers.registry import lineage
 from tests.serving.conftest import Project, Service, start_service, stop_service
 
 pytestmark = pytest.mark.slow
@@ -158,13 +158,13 @@ def test_healthy_candidate_reaches_champion_after_approval(prefect_server, proje
         assert release_events(project, candidate, "release")[-1]["outcome"] == "promoted"
         # What the UI shows: one table artifact per step (every analysis, every check) and a summary.
         for step in ("shadow", "canary-5", "canary-25", "canary-50"):
-            tables = [json.loads(a["data"]) for a in _artifacts(run_id, f"release-{candidate}-{step}")]
+            tables = [json.loads(a["data"]) for a in artifacts(run_id, f"release-{candidate}-{step}")]
             assert tables, step
             rows = max(tables, key=len)
             assert {"agreement", "error rate", "p99 latency", "online accuracy"} <= {r["name"] for r in rows}
             last = [r for r in rows if r["check"] == rows[-1]["check"]]
             assert {r["name"]: r["status"] for r in last}["agreement"] == "pass"  # the analysis that ended it
-        summaries = [a["data"] for a in _artifacts(run_id, f"release-{candidate}-summary")]
+        summaries = [a["data"] for a in artifacts(run_id, f"release-{candidate}-summary")]
         assert any("promoted to champion" in text and "canary 50%" in text for text in summaries)
         assert any("waiting for approval" in text for text in summaries)  # what the approval form showed
         traffic.thread.join(240)

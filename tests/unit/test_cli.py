@@ -2,28 +2,61 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
-import pytest
+import typer
+from typer.testing import CliRunner
 
+from cli.main import app
 from gradus.demo import generate
+from tasks.runner import STAGES
 from tests.conftest import ROOT, sh
 
 GRADUS = str(Path(sys.executable).parent / "gradus")
 
 
-def test_help_lists_every_command() -> None:
-    out = sh([GRADUS, "--help"], ROOT).stdout
-    for command in ("run", "stage", "params", "demo-data", "version"):
-        assert command in out
+def commands(group: Any = None, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """Every command of `gradus`, with its words (`("models", "list")`), groups included."""
+    group = group or typer.main.get_command(app)
+    found = [(path, group)]
+    for name, command in getattr(group, "commands", {}).items():
+        found += commands(command, (*path, name))
+    return found
 
 
-@pytest.mark.parametrize("command", [["run"], ["stage"], ["params", "check"], ["params", "show"], ["demo-data"]])
-def test_each_subcommand_has_help(command: list[str]) -> None:
-    out = sh([GRADUS, *command, "--help"], ROOT).stdout
-    assert "Usage:" in out and len(out.splitlines()) > 4
+def test_every_command_has_help_naming_its_options_and_arguments() -> None:
+    """The help a person reads lists what the command takes: each option, each argument, each subcommand."""
+    runner = CliRunner()
+    seen = commands()
+    assert len(seen) > 25 and ("models", "promote") in {words for words, _ in seen}
+    for words, command in seen:
+        done = runner.invoke(app, [*words, "--help"], terminal_width=200)
+        assert done.exit_code == 0 and "Usage:" in done.output, (words, done.output)
+        for param in command.params:
+            shown = param.opts[0] if param.param_type_name == "option" else param.name
+            assert re.search(rf"(?<![\w-]){shown}\b", done.output), f"gradus {' '.join(words)} --help lacks {shown}"
+        for name in getattr(command, "commands", {}):
+            assert name in done.output, f"gradus {' '.join(words)} --help does not list {name}"
+
+
+def test_the_stage_help_names_every_stage_the_runner_runs() -> None:
+    done = CliRunner().invoke(app, ["stage", "--help"], terminal_width=200)
+    assert all(stage in done.output for stage in STAGES), done.output
+
+
+def test_an_unknown_option_or_command_exits_2_naming_it() -> None:
+    runner = CliRunner()
+    for words, command in commands()[1:]:
+        if getattr(command, "commands", None):
+            continue
+        done = runner.invoke(app, [*words, "--no-such-option"])
+        assert done.exit_code == 2 and "--no-such-option" in done.output, (words, done.output)
+    done = runner.invoke(app, ["modles"])
+    assert done.exit_code == 2 and "modles" in done.output
 
 
 def test_bad_key_is_one_line_naming_it(tmp_path: Path) -> None:
