@@ -195,8 +195,8 @@ class WebhookReceiver:
 
 # What starts a server process (a Prefect server, `gradus serve`, moto's S3 server, Prometheus, ...): a test
 # that calls one of these, or uses a fixture that does, is marked `server` (`make test-fast` leaves it out).
-STARTS_A_SERVER = re.compile(r"\b(prefect_test_harness|start_until_ready|start_service|ThreadedMotoServer|prefect_with_ui)\(|"
-                             r"getfixturevalue\(\"s3\"\)")
+STARTS_A_SERVER = re.compile(r"\b(prefect_test_harness|start_until_ready|start_service|ThreadedMotoServer|"
+                             r"prefect_with_ui)\(|getfixturevalue\(\"s3\"\)")
 SERVER_FIXTURES = {"s3", "s3_endpoint", "service", "prefect_ui"}
 
 
