@@ -22,8 +22,8 @@ class Params(StageParams):
     tune: TuneConfig = TuneConfig()
     runs: RunsConfig = RunsConfig()
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=(),
-                              allow_inf_nan=False)
+    # As the stages' model, but the whole file: an unknown top-level section is an error here.
+    model_config = ConfigDict(**{**StageParams.model_config, "extra": "forbid"})
 
 
 def validate_params(raw: dict, origin: str = PARAMS_FILE) -> Params:
