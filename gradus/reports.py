@@ -20,6 +20,7 @@ def format_result(result: dict[str, Any]) -> str:
         f"  test accuracy  {metrics['accuracy']:.4f}   (TF-IDF baseline {baseline.get('accuracy', 0):.4f}, "
         f"majority class {metrics.get('majority_class_accuracy', 0):.4f})",
         f"  test macro-F1  {metrics['macro_f1']:.4f}   (TF-IDF baseline {baseline.get('macro_f1', 0):.4f})",
+        *probe_lines(metrics),
         f"  stages run     {', '.join(s['stage'] for s in result['stages'] if s['ran']) or 'none (all up to date)'}"
         + (f"; reused: {', '.join(s['stage'] for s in result['stages'] if not s['ran'])}"
            if any(s["ran"] for s in result["stages"]) and not all(s["ran"] for s in result["stages"]) else ""),
@@ -54,12 +55,25 @@ def gate_line(gate: dict[str, Any]) -> str:
     return f"FAILED against {against}; aliases unchanged. Reasons:"
 
 
+def probe_lines(metrics: dict[str, Any]) -> list[str]:
+    """The frozen-encoder probe beside the model, and what fine-tuning added over it (nothing when absent)."""
+    probe = metrics.get("baseline_probe")
+    if not probe:
+        return []
+    gain = metrics["accuracy"] - probe["accuracy"]
+    verdict = "fine-tuning paid" if gain > 0 else "fine-tuning did NOT beat the frozen base model"
+    return [f"  probe          frozen encoder + logistic regression: accuracy {probe['accuracy']:.4f}, macro-F1 "
+            f"{probe['macro_f1']:.4f} ({probe['seconds']:.0f} s); the model {gain:+.4f}: {verdict}"]
+
+
 def metrics_markdown(metrics: dict[str, Any], stages: list[dict[str, Any]], changes: dict[str, Any]) -> str:
     """The run's metrics, stage outcomes and parameter changes as a markdown artifact."""
-    baseline = metrics.get("baseline_tfidf", {})
-    lines = ["# Training pipeline", "", "| metric | model | TF-IDF baseline |", "|---|---|---|"]
+    baseline, probe = metrics.get("baseline_tfidf", {}), metrics.get("baseline_probe") or {}
+    lines = ["# Training pipeline", "", "| metric | model | TF-IDF baseline | frozen-encoder probe |",
+             "|---|---|---|---|"]
     for key in ("accuracy", "macro_f1"):
-        lines.append(f"| {key} | {metrics.get(key, float('nan')):.4f} | {baseline.get(key, float('nan')):.4f} |")
+        lines.append(f"| {key} | {metrics.get(key, float('nan')):.4f} | {baseline.get(key, float('nan')):.4f} | "
+                     f"{probe.get(key, float('nan')):.4f} |")
     lines += ["", f"Test rows: {metrics.get('test_rows')}", "", "| stage | ran | seconds |", "|---|---|---|"]
     lines += [f"| {s['stage']} | {'yes' if s['ran'] else 'up to date'} | {s['seconds']} |" for s in stages]
     if changes:

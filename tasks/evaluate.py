@@ -19,6 +19,7 @@ from gradus.config.pipeline import EvaluateConfig, StageParams
 from gradus.errors import DataError
 from gradus.io import write_json, write_parquet
 from gradus.modeling import Classifier, load_classifier, pick_device
+from gradus.probe import probe_baseline
 from gradus.scoring import (
     change_case,
     expected_calibration_error,
@@ -192,8 +193,12 @@ def run(params: StageParams) -> dict[str, Any]:
     the slice and behavioral reports, and per-row predictions for the gate."""
     paths = params.paths
     splits = Path(paths.splits)
-    train, test = (pd.read_parquet(splits / f"{name}.parquet") for name in ("train", "test"))
+    train, val, test = (pd.read_parquet(splits / f"{name}.parquet") for name in ("train", "val", "test"))
     result = evaluate_model(Path(paths.model), train, test, params, str(splits / "test.parquet"))
+    if params.evaluate.probe:
+        result.metrics["baseline_probe"] = probe_baseline(
+            params.model.base, params.model.revision, train, val, test, params.train.max_length,
+            params.evaluate.batch_size, pick_device(params.train.device), params.train.seed)
     write_json(result.metrics, Path(paths.metrics))
     write_json(result.per_class, Path(paths.per_class))
     write_json(result.behavioral, Path(paths.behavioral))
@@ -205,4 +210,5 @@ def run(params: StageParams) -> dict[str, Any]:
         frame.to_csv(path, index=False)
     write_parquet(pd.DataFrame({"actual": actual, "predicted": result.predicted, "confidence": result.confidence}),
                   Path(paths.predictions))
-    return {k: result.metrics[k] for k in ("accuracy", "macro_f1", "test_rows", "ece")}
+    return {k: result.metrics[k] for k in ("accuracy", "macro_f1", "test_rows", "ece", "baseline_probe")
+            if k in result.metrics}

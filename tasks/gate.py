@@ -50,13 +50,30 @@ class Champion:
 
 
 def absolute_checks(metrics: dict[str, Any], cfg: GateConfig) -> list[Check]:
-    """Floors every model must clear (the only quality bar for the first one)."""
-    return [
+    """Floors every model must clear (the only quality bar for the first one), and, when set, the gain over
+    the frozen-encoder probe that fine-tuning must show."""
+    checks = [
         Check("min_accuracy", metrics["accuracy"] >= cfg.min_accuracy,
               f"test accuracy {metrics['accuracy']:.4f} vs gate.min_accuracy {cfg.min_accuracy:.4f}"),
         Check("min_macro_f1", metrics["macro_f1"] >= cfg.min_macro_f1,
               f"test macro-F1 {metrics['macro_f1']:.4f} vs gate.min_macro_f1 {cfg.min_macro_f1:.4f}"),
     ]
+    if cfg.min_gain_over_probe is not None:
+        checks.append(probe_check(metrics, cfg.min_gain_over_probe))
+    return checks
+
+
+def probe_check(metrics: dict[str, Any], min_gain: float) -> Check:
+    """Does the model beat the frozen base model + logistic regression by gate.min_gain_over_probe?"""
+    probe = metrics.get("baseline_probe")
+    if probe is None:
+        return Check("gain_over_probe", False, "gate.min_gain_over_probe is set but no probe was measured: set "
+                                               "evaluate.probe: true (or gate.min_gain_over_probe: null)")
+    gain = metrics["accuracy"] - probe["accuracy"]
+    return Check("gain_over_probe", gain >= min_gain,
+                 f"test accuracy {metrics['accuracy']:.4f} vs the frozen-encoder probe's {probe['accuracy']:.4f}: "
+                 f"gain {gain:+.4f}, gate.min_gain_over_probe {min_gain:+.4f}"
+                 + ("" if gain >= min_gain else " (fine-tuning did not pay over the frozen base model here)"))
 
 
 def operational_checks(metrics: dict[str, Any], behavioral: dict[str, Any], cfg: GateConfig) -> list[Check]:
@@ -147,7 +164,10 @@ def verdict(metrics: dict[str, Any], behavioral: dict[str, Any], actual: list[st
         "mode": "first_model" if champion is None else "challenger",
         "champion": champion.version if champion else None,
         "challenger": {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-                       "labels": len(challenger_labels), "test_rows": len(actual)},
+                       "labels": len(challenger_labels), "test_rows": len(actual),
+                       **({"probe_accuracy": metrics["baseline_probe"]["accuracy"],
+                           "gain_over_probe": round(metrics["accuracy"] - metrics["baseline_probe"]["accuracy"], 6)}
+                          if "baseline_probe" in metrics else {})},
         "checks": [asdict(c) for c in checks],
         "reasons": [c.detail for c in checks if not c.passed],
         "params": cfg.model_dump(),

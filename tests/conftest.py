@@ -83,6 +83,8 @@ def tiny_params(model_dir: Path, rows: int = 900) -> dict[str, object]:
         "evaluate.latency_samples": 20,
         "compress.timing_seconds": 0.2,
         "evaluate.behavioral.min_stability": {"case": 0.5, "punctuation": 0.5, "typo": 0.5},
+        # The frozen-encoder probe costs seconds per run; tests/pipeline/test_dvc_repro.py turns it on.
+        "evaluate.probe": False,
     }
 
 

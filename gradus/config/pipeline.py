@@ -286,6 +286,9 @@ class EvaluateConfig(_Section):
     length_buckets: tuple[int, ...] = (20, 40, 80)    # character bounds of the text-length slices
     slice_columns: tuple[str, ...] = ("source",)     # columns of the test split to slice the metrics by
     behavioral: BehavioralConfig = BehavioralConfig()
+    # The frozen-encoder probe (gradus/probe.py) beside the TF-IDF baseline: what fine-tuning adds over the
+    # base model's own embeddings and a logistic regression (a few seconds to minutes of embedding).
+    probe: bool = True
 
 
 class GateConfig(_Section):
@@ -304,6 +307,8 @@ class GateConfig(_Section):
     max_latency_ms_p95: float = Field(100.0, gt=0)  # batch-1 p95 per text on the evaluating device
     allow_new_labels: bool = False                  # the challenger may know labels the champion does not
     allow_removed_labels: bool = False              # the challenger may drop labels the champion knows
+    # Test accuracy the model must have above the frozen-encoder probe's (evaluate.probe); null: reported only.
+    min_gain_over_probe: float | None = Field(None, ge=-1, le=1)
 
 
 class RegistryConfig(_Section):

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from gradus.probe import C_GRID
 from tests.conftest import set_params, sh
 
 pytestmark = pytest.mark.slow
@@ -22,6 +23,7 @@ def stages_run(output: str) -> list[str]:
 
 
 def test_repro_builds_every_output_and_caches(project_repo: Path) -> None:
+    set_params(project_repo / "params.yaml", {"evaluate.probe": True})
     first = sh([*DVC, "repro"], project_repo)
     assert stages_run(first.stdout) == ["ingest", "validate", "split", "train", "evaluate", "compress", "gate"]
     params = yaml.safe_load((project_repo / "params.yaml").read_text())
@@ -66,6 +68,11 @@ def test_repro_builds_every_output_and_caches(project_repo: Path) -> None:
     assert gate["mode"] == "first_model" and gate["registry"]["alias_generation"] == 0
     gate_numbers = json.loads(sh([*DVC, "metrics", "show", "--json"], project_repo).stdout)
     assert "reports/gate_metrics.json" in json.dumps(gate_numbers)
+    # The frozen-encoder probe beside TF-IDF: in metrics.json, so in `dvc metrics show` (and `dvc exp show`).
+    probe = metrics["baseline_probe"]
+    assert 0 <= probe["accuracy"] <= 1 and probe["C"] in C_GRID and probe["pooling"] == "mean" and probe["seconds"] > 0
+    assert "baseline_probe.accuracy" in json.dumps(gate_numbers) or '"baseline_probe"' in json.dumps(gate_numbers)
+    assert gate["challenger"]["gain_over_probe"] == round(metrics["accuracy"] - probe["accuracy"], 6)
 
     lock = yaml.safe_load((project_repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"ingest", "validate", "split", "train", "evaluate", "compress", "gate"}

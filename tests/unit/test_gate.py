@@ -168,3 +168,17 @@ def test_perturbations_change_only_what_they_claim() -> None:
     assert typo is not None and typo != "Where is my card" and sorted(typo) == sorted("Where is my card")
     assert small_typo("hi yo", rng) is None
     assert list(encode(["b", "zz"], ["a", "b"])) == [1, -1]
+
+
+def test_the_gain_over_the_frozen_encoder_probe_is_reported_and_gated_when_set() -> None:
+    metrics = _metrics(0.9) | {"baseline_probe": {"accuracy": 0.895, "macro_f1": 0.89}}
+    reported = verdict(metrics, _behavioral(), ["a"], ["a"], ["a"], None, GateConfig())
+    assert reported["passed"] and "gain_over_probe" not in _names(reported, True) + _names(reported, False)
+    assert reported["challenger"]["gain_over_probe"] == pytest.approx(0.005)
+    required = verdict(metrics, _behavioral(), ["a"], ["a"], ["a"], None, GateConfig(min_gain_over_probe=0.01))
+    assert not required["passed"] and _names(required, False) == ["gain_over_probe"]
+    assert "gain +0.0050, gate.min_gain_over_probe +0.0100" in required["reasons"][0]
+    cleared = verdict(metrics, _behavioral(), ["a"], ["a"], ["a"], None, GateConfig(min_gain_over_probe=0.005))
+    assert cleared["passed"]
+    unmeasured = verdict(_metrics(0.9), _behavioral(), ["a"], ["a"], ["a"], None, GateConfig(min_gain_over_probe=0))
+    assert not unmeasured["passed"] and "evaluate.probe: true" in unmeasured["reasons"][0]
