@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.tasks import move_aliases, push_outputs, register_model, run_dvc_stage
+from flows.task_runs import move_aliases, push_outputs, register_model, run_dvc_stage
 from gradus.catalogue import add_to_catalogue, read_catalogue, source_location
 from gradus.config.params import Params, load_params, optional_override
 from gradus.config.pipeline import PARAMS_FILE, Source, TrainConfig

@@ -198,3 +198,12 @@ def test_nothing_reads_outside_the_repository() -> None:
         text = path.read_text(errors="replace")
         assert not escape.search(text), f"{relative} refers to a path outside the repository: {escape.search(text)[0]}"
     assert checked > 50
+
+
+def test_no_module_shadows_a_top_level_package() -> None:
+    """Prefect loads a deployment's entrypoint (flows/training.py) with its folder first on sys.path: a module
+    there named like a package (flows/tasks.py) would then be imported instead of it (tasks/, the stages)."""
+    packages = set(PACKAGES) | {"prefect", "dvc", "torch", "transformers"}
+    for folder in PACKAGES:
+        shadowing = sorted(p.name for p in (ROOT / folder).glob("*.py") if p.stem in packages)
+        assert not shadowing, f"{folder}/ holds {shadowing}: named like a package it would hide"
