@@ -24,6 +24,7 @@ from flows.drift import drift_monitor
 from gradus.config.params import load_params
 from gradus.demo import generate
 from gradus.errors import ConfigError
+from gradus.monitoring.records import MonitorRecords
 from gradus.registry.versions import project_registry
 from gradus.workspace import newest_outputs
 from infra.deploy import (
@@ -166,7 +167,8 @@ def test_deployments_schedules_api_trigger_and_drift_retrains(prefect_server, pr
     assert "drift on batch" in started.parameters["overrides"]["reason"]
     assert started.parameters["project_dir"] == str(project_repo)  # deployment defaults kept
     assert all(Path(p).is_file() for p in shifted["reports"]) and len(shifted["reports"]) == 2
-    latest = project_registry(project_repo, load_params(project_repo / "params.yaml")).latest_drift()
+    registry = project_registry(project_repo, load_params(project_repo / "params.yaml"))
+    latest = MonitorRecords(registry.store).latest_drift()
     assert latest["batch"] == shifted["batch"] and latest["retrain"]  # what the service exports for alerts
     assert latest["drifted_signals"] == shifted["decision"]["drifted_signals"]
 
