@@ -13,7 +13,7 @@ from cli.common import DEFAULT_PARAMS, ParamsOption, SetOption, fail, guarded, t
 from gradus.config.loading import parse_override
 from gradus.config.params import load_params
 from gradus.errors import ConfigError, GradusError, IntegrityError
-from tasks.runner import STAGES
+from gradus.stages import STAGES
 
 app = typer.Typer(
     help="gradus: fine-tune a pretrained language model on validated, versioned data, step by step.",

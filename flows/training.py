@@ -19,8 +19,8 @@ from gradus.events import MODEL_CANDIDATE
 from gradus.io import read_json
 from gradus.registry.versions import project_registry
 from gradus.reports import compression_markdown, metrics_markdown, validation_markdown
+from gradus.stages import STAGES
 from gradus.workspace import Workspace, run_workspace
-from tasks.runner import STAGES
 
 # A number in the UI form (unset keeps params.yaml's value, `auto` by default: the budget from the data).
 Epochs = Annotated[Annotated[float, Field(gt=0)] | None, Field(description="train.epochs (unset: params.yaml's)")]

@@ -8,7 +8,8 @@ import sys
 
 from gradus.config.pipeline import PARAMS_FILE
 from gradus.errors import GradusError
-from tasks.runner import STAGES, run_stage
+from gradus.stages import STAGES
+from tasks.runner import run_stage
 
 
 def main(argv: list[str] | None = None) -> int:

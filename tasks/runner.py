@@ -8,9 +8,7 @@ from typing import Any
 
 from gradus.config.loading import load_stage_params
 from gradus.errors import ConfigError
-
-# The pipeline's stages in DAG order; dvc.yaml has one stage of each name, running `python -m tasks NAME`.
-STAGES = ("ingest", "validate", "split", "train", "evaluate", "compress", "gate")
+from gradus.stages import STAGES
 
 
 def run_stage(name: str, params_file: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:

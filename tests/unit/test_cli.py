@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from gradus.demo import generate
-from tasks.runner import STAGES
+from gradus.stages import STAGES
 from tests.conftest import ROOT, sh
 
 GRADUS = str(Path(sys.executable).parent / "gradus")

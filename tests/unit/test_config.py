@@ -134,7 +134,7 @@ def test_write_overrides_keeps_every_byte_outside_the_changed_keys(tmp_path: Pat
 
 
 def test_the_stage_list_is_dvc_yamls_in_order() -> None:
-    from tasks.runner import STAGES
+    from gradus.stages import STAGES
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert tuple(stages) == STAGES
