@@ -53,7 +53,9 @@ def test_runs_work_side_by_side_queue_for_a_workspace_and_a_search_runs_beside(p
     # Two training runs side by side, each in a workspace of its own (runs.workspaces: 2) ...
     a = _start(["run", "--no-push", "--set", "train.seed=3"], project_repo, log["a"])
     _wait_holder(project_repo, 0, a, log["a"])
-    b = _start(["run", "--no-push"], project_repo, log["b"])
+    # b trains longer than a (more epochs, the committed seed), so a frees its workspace first and the third run,
+    # with a's params, finds it free: a waiting run takes the first workspace that frees up.
+    b = _start(["run", "--no-push", "--set", "train.epochs=5"], project_repo, log["b"])
     _wait_holder(project_repo, 1, b, log["b"])
     # ... a search beside them (its trials are DVC experiments in temporary copies of the project) ...
     search = _start(["tune", "--trials", "1", "--study", "beside"], project_repo, log["tune"])
