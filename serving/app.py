@@ -32,7 +32,6 @@ from serving.schemas import error_body, error_response, validation_message
 from serving.service import Service
 
 log = logging.getLogger("gradus.serving")
-access = logging.getLogger("gradus.serving.access")
 
 
 

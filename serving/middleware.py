@@ -17,7 +17,6 @@ from pydantic import ValidationError
 from serving.schemas import PredictRequest, error_body, error_response
 from serving.service import Service
 
-log = logging.getLogger("gradus.serving")
 access = logging.getLogger("gradus.serving.access")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import logging
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -31,9 +30,6 @@ from serving.schemas import (
     parse_infer,
 )
 from serving.service import Service
-
-log = logging.getLogger("gradus.serving")
-access = logging.getLogger("gradus.serving.access")
 
 router = APIRouter()
 

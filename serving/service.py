@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import os
 import time
 import uuid
@@ -26,8 +25,6 @@ from serving.models import ModelSet, Route
 from serving.records import FeedbackStore, PredictionLog
 from serving.schemas import CLIENT_GONE, PredictRequest
 
-log = logging.getLogger("gradus.serving")
-access = logging.getLogger("gradus.serving.access")
 WATCH_AFTER_S = 0.05  # a request waiting longer than this starts watching for its client leaving
 
 
