@@ -86,11 +86,12 @@ def probe_baseline(base: str, revision: str | None, train: pd.DataFrame, val: pd
     started = time.perf_counter()
     location = resolve_base(base, revision).location
     pooling = pooling_mode(Path(location))
-    splits = [list(frame["text"]) for frame in (train, val, test)]
-    vectors = [embed(location, texts, max_length, batch_size, device, pooling) for texts in splits]
+    texts = [*train["text"], *val["text"], *test["text"]]  # one load of the encoder for all three splits
+    vectors = embed(location, texts, max_length, batch_size, device, pooling)
     embedded = time.perf_counter() - started
-    model, c, val_accuracy = fit_head(vectors[0], list(train["label"]), vectors[1], list(val["label"]), seed=seed)
-    predicted = model.predict(vectors[2]) if len(test) else np.array([])
+    train_x, val_x, test_x = np.split(vectors, [len(train), len(train) + len(val)])
+    model, c, val_accuracy = fit_head(train_x, list(train["label"]), val_x, list(val["label"]), seed=seed)
+    predicted = model.predict(test_x) if len(test) else np.array([])
     actual = np.asarray(test["label"])
     return {"accuracy": round(float(np.mean(predicted == actual)) if len(test) else 0.0, 6),
             "macro_f1": round(float(f1_score(actual, predicted, average="macro", zero_division=0)), 6),
