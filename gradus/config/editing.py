@@ -3,6 +3,7 @@ with ruamel.yaml's round trip so that everything else stays byte for byte (comme
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ def write_overrides(path: str | Path, overrides: list[str] | tuple[str, ...],
     invalid; what is written keeps everything else byte for byte (comments, null, key order, indentation).
     """
     path = Path(path)
+    parsed = [(text, *parse_override(text)) for text in overrides]
     before = read_params_file(path)
     after = apply_overrides(before, overrides)
     if add_sources:
@@ -26,21 +28,18 @@ def write_overrides(path: str | Path, overrides: list[str] | tuple[str, ...],
         data["sources"] = [*data.get("sources", []), *add_sources]
     validate_params(after, str(path))
     changes = {}
-    for text in overrides:
-        keys, value = parse_override(text)
-        old = _lookup(before, keys)
-        if old != value:
+    for _, keys, value in parsed:
+        if (old := _lookup(before, keys)) != value:
             changes[".".join(keys)] = {"old": old, "new": value}
-    if changes or add_sources:
-        yaml_rt = round_trip_yaml()
-        document = yaml_rt.load(path.read_text(encoding="utf-8"))
-        for text in overrides:
-            keys, value = parse_override(text)
+
+    def edit(document: Any) -> None:
+        for text, keys, value in parsed:
             set_dotted(document, keys, value, text)
         if add_sources:
             document["data"]["sources"].extend(add_sources)
-        with path.open("w", encoding="utf-8") as handle:
-            yaml_rt.dump(document, handle)
+
+    if changes or add_sources:
+        _rewrite(path, edit)
     return changes
 
 
@@ -61,11 +60,19 @@ def round_trip_yaml() -> Any:
 def set_values(path: str | Path, values: dict[str, Any]) -> None:
     """Write dotted keys (any YAML value: a scalar, list or mapping) into a params file, unvalidated — for
     files being prepared (tests, templates); runs use `write_overrides`."""
-    path = Path(path)
+    def edit(document: Any) -> None:
+        for dotted, value in values.items():
+            set_dotted(document, dotted.split("."), value)
+
+    _rewrite(Path(path), edit)
+
+
+def _rewrite(path: Path, edit: Callable[[Any], None]) -> None:
+    """Load a params file as a round-trip document, change it in place, write it back: what is not edited stays
+    byte for byte."""
     yaml_rt = round_trip_yaml()
     document = yaml_rt.load(path.read_text(encoding="utf-8"))
-    for dotted, value in values.items():
-        set_dotted(document, dotted.split("."), value)
+    edit(document)
     with path.open("w", encoding="utf-8") as handle:
         yaml_rt.dump(document, handle)
 
