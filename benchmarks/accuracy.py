@@ -1,6 +1,6 @@
 """Fine-tuning accuracy with the defaults of params.yaml, through the train stage's own code.
 
-    python -m benchmarks.accuracy --dataset banking77|hwu64 [--set train.KEY=VALUE ...]
+    python -m benchmarks.accuracy --dataset banking77|hwu64 [--set train.KEY=VALUE ...] [--tag NAME]
 
 Trains on the dataset's train split (10 % held out, stratified, for model selection and early stopping) with
 nothing but params.yaml's defaults (no benchmark-only settings; `--set` is for exploring and is recorded),
@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="banking77")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="override a train parameter (exploration only; recorded in the results)")
+    parser.add_argument("--tag", default="",
+                        help="write accuracy_<dataset>_<tag>.json (a variant's run) instead of the defaults' file")
     args = parser.parse_args()
     _, min_accuracy, max_train_s = DATASETS[args.dataset]
     (train, empty_train), (test, empty_test) = read_split(args.dataset, "train"), read_split(args.dataset, "test")
@@ -85,9 +87,10 @@ def main() -> None:
         "test_accuracy": result["accuracy"], "test_macro_f1": result["macro_f1"],
         "baseline_tfidf": baseline,
         "margin_over_tfidf": round(result["accuracy"] - baseline["accuracy"], 6),
-        "training": {k: summary[k] for k in (
-            "epoch_rule", "epochs_planned", "epochs", "steps", "steps_per_epoch", "eval_steps", "best_epoch",
-            "stop_reason", "wall_time_s", "samples_per_s", "tokens_per_s", "peak_memory_mib", "val_macro_f1")},
+        "training": {k: summary.get(k) for k in (
+            "method", "head", "chosen", "epoch_rule", "epochs_planned", "epochs", "steps", "steps_per_epoch",
+            "eval_steps", "best_epoch", "stop_reason", "wall_time_s", "samples_per_s", "tokens_per_s",
+            "peak_memory_mib", "val_macro_f1", "probe", "finetuned_val_macro_f1")},
         "last_evaluation": last, "evaluations": summary["evaluations"],
         "wall_time_s_total": round(wall, 1),
         "targets": {"min_test_accuracy": min_accuracy, "min_margin_over_tfidf": MIN_MARGIN_OVER_TFIDF,
@@ -95,7 +98,8 @@ def main() -> None:
         "checks": checks, "targets_met": all(checks.values()) and not args.overrides,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"accuracy_{args.dataset}.json").write_text(json.dumps(output, indent=2) + "\n")
+    name = f"accuracy_{args.dataset}{'_' + args.tag if args.tag else ''}.json"
+    (RESULTS / name).write_text(json.dumps(output, indent=2) + "\n")
     print(json.dumps({k: v for k, v in output.items() if k not in ("evaluations", "params")}, indent=2))
 
 

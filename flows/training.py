@@ -17,6 +17,7 @@ from gradus.config.params import Params, load_params, optional_override
 from gradus.config.pipeline import PARAMS_FILE, Source, TrainConfig
 from gradus.events import MODEL_CANDIDATE
 from gradus.io import read_json
+from gradus.modeling import TRAINING_SUMMARY
 from gradus.registry.versions import project_registry
 from gradus.reports import compression_markdown, metrics_markdown, validation_markdown
 from gradus.stages import STAGES
@@ -156,7 +157,9 @@ def publish(workspace: Workspace, params: Params, stages: list[dict[str, Any]], 
              "same_params": workspace.same_params}
     return {"metrics": metrics, "data": data, "stages": stages, "param_changes": changes, "outputs": outputs,
             "gate": verdict, "registry": {**registered, **aliases}, "compression": compression,
-            "workspace": where, "catalogue_added": kept}
+            "workspace": where, "catalogue_added": kept,
+            "training": read_json(summary) if (summary := root / params.paths.model / TRAINING_SUMMARY).is_file()
+            else {}}
 
 
 @flow(name="training_pipeline", log_prints=True)

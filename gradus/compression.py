@@ -59,6 +59,9 @@ def export_onnx(model_dir: Path, target: Path) -> Path:
     from onnxruntime.transformers.optimizer import optimize_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from gradus.pooled import classes
+
+    classes()  # the pooled classifier (gradus/pooled.py) exports like any other
     # Eager attention traces to plain MatMul/Softmax, the pattern ONNX Runtime fuses into its Attention op.
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True,
                                                                attn_implementation="eager").eval()

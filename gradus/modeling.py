@@ -159,6 +159,9 @@ def load_classifier(folder: str | Path, device: str = "cpu", *, max_length: int 
     it was trained with (training_summary.json); bf16 defaults to whether bf16 pays on the device."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from gradus.pooled import classes
+
+    classes()  # a classifier on the base's own pooling (train.head: pooled, the probe) loads like any other
     folder = Path(folder)
     refuse_pickle_weights(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).to(device).eval()

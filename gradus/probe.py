@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from gradus.modeling import length_batches, resolve_base, tokenize
+from gradus.pooled import pool
 
 POOLING_FILE = "1_Pooling/config.json"  # sentence-transformers' record of how the encoder was trained to pool
 C_GRID = (0.25, 1.0, 4.0, 16.0, 64.0)     # inverse regularisation strengths tried on the validation split
@@ -49,14 +51,7 @@ def embed(location: str, texts: list[str], max_length: int, batch_size: int, dev
     with torch.inference_mode():
         for index in length_batches(texts, batch_size):
             batch = tokenize(tokenizer, [texts[i] for i in index], max_length, "pt").to(device)
-            hidden = encoder(**batch).last_hidden_state.float()
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            if pooling == "cls":
-                pooled = hidden[:, 0]
-            elif pooling == "max":
-                pooled = hidden.masked_fill(mask == 0, float("-inf")).max(1).values
-            else:
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            pooled = pool(encoder(**batch).last_hidden_state.float(), batch["attention_mask"], pooling)
             out[index] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
     return out
 
@@ -77,6 +72,44 @@ def fit_head(train_x: np.ndarray, train_y: list[str], val_x: np.ndarray, val_y: 
     return best[2], best[1], best[0]
 
 
+@dataclass(frozen=True)
+class Probe:
+    """A fitted probe: the logistic regression (classes in sorted label order), its C, its validation scores,
+    the pooling it read, what it cost, and the embeddings of any further texts asked for (one encoder load)."""
+
+    head: Any
+    C: float
+    val_accuracy: float
+    val_macro_f1: float
+    pooling: str
+    seconds: float
+    embedding_seconds: float
+    extra: np.ndarray
+
+    def summary(self) -> dict[str, Any]:
+        return {"C": self.C, "val_accuracy": round(self.val_accuracy, 6), "val_macro_f1": round(self.val_macro_f1, 6),
+                "pooling": self.pooling, "seconds": round(self.seconds, 2),
+                "embedding_seconds": round(self.embedding_seconds, 2)}
+
+
+def fit_probe(location: str, train: pd.DataFrame, val: pd.DataFrame, max_length: int, batch_size: int,
+              device: str, seed: int = 0, extra_texts: list[str] | None = None) -> Probe:
+    """Embed train, val (and extra_texts) with the frozen base at `location` and fit the head, C chosen on val."""
+    from sklearn.metrics import f1_score
+
+    started = time.perf_counter()
+    pooling = pooling_mode(Path(location))
+    extra_texts = list(extra_texts or [])
+    texts = [*train["text"], *val["text"], *extra_texts]  # one load of the encoder for everything
+    vectors = embed(location, texts, max_length, batch_size, device, pooling)
+    embedded = time.perf_counter() - started
+    train_x, val_x, extra = np.split(vectors, [len(train), len(train) + len(val)])
+    head, c, val_accuracy = fit_head(train_x, list(train["label"]), val_x, list(val["label"]), seed=seed)
+    val_f1 = (float(f1_score(val["label"], head.predict(val_x), average="macro", zero_division=0))
+              if len(val) else 0.0)
+    return Probe(head, c, val_accuracy, val_f1, pooling, time.perf_counter() - started, embedded, extra)
+
+
 def probe_baseline(base: str, revision: str | None, train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
                    max_length: int, batch_size: int, device: str, seed: int = 0) -> dict[str, Any]:
     """Fit the probe on train (C chosen on val) and score it on test: accuracy, macro-F1, the C chosen, the
@@ -85,15 +118,10 @@ def probe_baseline(base: str, revision: str | None, train: pd.DataFrame, val: pd
 
     started = time.perf_counter()
     location = resolve_base(base, revision).location
-    pooling = pooling_mode(Path(location))
-    texts = [*train["text"], *val["text"], *test["text"]]  # one load of the encoder for all three splits
-    vectors = embed(location, texts, max_length, batch_size, device, pooling)
-    embedded = time.perf_counter() - started
-    train_x, val_x, test_x = np.split(vectors, [len(train), len(train) + len(val)])
-    model, c, val_accuracy = fit_head(train_x, list(train["label"]), val_x, list(val["label"]), seed=seed)
-    predicted = model.predict(test_x) if len(test) else np.array([])
+    probe = fit_probe(location, train, val, max_length, batch_size, device, seed, list(test["text"]))
+    predicted = probe.head.predict(probe.extra) if len(test) else np.array([])
     actual = np.asarray(test["label"])
     return {"accuracy": round(float(np.mean(predicted == actual)) if len(test) else 0.0, 6),
             "macro_f1": round(float(f1_score(actual, predicted, average="macro", zero_division=0)), 6),
-            "C": c, "val_accuracy": round(val_accuracy, 6), "pooling": pooling,
-            "seconds": round(time.perf_counter() - started, 2), "embedding_seconds": round(embedded, 2)}
+            "C": probe.C, "val_accuracy": round(probe.val_accuracy, 6), "pooling": probe.pooling,
+            "seconds": round(time.perf_counter() - started, 2), "embedding_seconds": round(probe.embedding_seconds, 2)}

@@ -21,6 +21,7 @@ def format_result(result: dict[str, Any]) -> str:
         f"majority class {metrics.get('majority_class_accuracy', 0):.4f})",
         f"  test macro-F1  {metrics['macro_f1']:.4f}   (TF-IDF baseline {baseline.get('macro_f1', 0):.4f})",
         *probe_lines(metrics),
+        *training_lines(result.get("training") or {}),
         f"  stages run     {', '.join(s['stage'] for s in result['stages'] if s['ran']) or 'none (all up to date)'}"
         + (f"; reused: {', '.join(s['stage'] for s in result['stages'] if not s['ran'])}"
            if any(s["ran"] for s in result["stages"]) and not all(s["ran"] for s in result["stages"]) else ""),
@@ -64,6 +65,25 @@ def probe_lines(metrics: dict[str, Any]) -> list[str]:
     verdict = "fine-tuning paid" if gain > 0 else "fine-tuning did NOT beat the frozen base model"
     return [f"  probe          frozen encoder + logistic regression: accuracy {probe['accuracy']:.4f}, macro-F1 "
             f"{probe['macro_f1']:.4f} ({probe['seconds']:.0f} s); the model {gain:+.4f}: {verdict}"]
+
+
+def training_lines(summary: dict[str, Any]) -> list[str]:
+    """How the model was made (train.method) and, where the run fitted the probe, whether fine-tuning beat
+    it on the validation split, said plainly (nothing for a plain fine-tuning)."""
+    probe = summary.get("probe")
+    if not probe:
+        return []
+    method, probed = summary.get("method", "finetune"), probe["val_macro_f1"]
+    if method == "probe":
+        return [f"  training       train.method probe: the frozen encoder and the probe's head (C {probe['C']:g}), "
+                f"val macro-F1 {probed:.4f}; nothing fine-tuned"]
+    verdict = ("fine-tuning paid" if summary.get("finetuning_beat_probe") else
+               "fine-tuning did NOT beat the frozen-encoder probe; train.method: probe trains the probe "
+               "alone in minutes, auto keeps the better")
+    kept = (f"; auto kept the {'probe' if summary.get('chosen') == 'probe' else 'fine-tuned model'}"
+            if method == "auto" else "")
+    return [f"  training       {method}: val macro-F1 fine-tuned {summary.get('finetuned_val_macro_f1', 0):.4f}, "
+            f"probe {probed:.4f}: {verdict}{kept}"]
 
 
 def metrics_markdown(metrics: dict[str, Any], stages: list[dict[str, Any]], changes: dict[str, Any]) -> str:

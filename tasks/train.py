@@ -33,6 +33,8 @@ from gradus.modeling import (
     save_label_map,
     sha256_file,
 )
+from gradus.pooled import from_base, set_head
+from gradus.probe import Probe, fit_probe, pooling_mode
 from gradus.trial import TRIAL_ENV, search_trial_report
 
 FINGERPRINT = "fingerprint.json"
@@ -281,25 +283,51 @@ def peak_memory_mib(device: str) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def build_trainer(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, base: BaseModel, device: str,
-                  labels: list[str], resuming: bool, plan: TrainingPlan) -> tuple[Any, Any, EncodedTexts]:
-    """Model, tokenizer, datasets, callbacks (early stopping, DVCLive) wired into a Trainer."""
-    from dvclive import Live
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
+def fit_probe_for(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, base: BaseModel, device: str,
+                  labels: list[str]) -> Probe:
+    """The frozen-encoder probe on this run's train split, C chosen on val (gradus/probe.py)."""
+    cfg = params.train
+    probe = fit_probe(base.location, train, val, cfg.max_length, cfg.eval_batch_size, device, cfg.seed)
+    if [str(label) for label in probe.head.classes_] != labels:
+        raise DataError(f"the probe learned labels {list(probe.head.classes_)}, the run has {labels}")
+    return probe
+
+
+def probe_model(params: StageParams, base: BaseModel, labels: list[str], probe: Probe) -> Any:
+    """The frozen base with the probe's logistic regression as its head: the probe as a servable classifier."""
+    model = from_base(base.location, labels, probe.pooling, normalize=True, revision=params.model.revision)
+    set_head(model, probe.head.coef_, probe.head.intercept_)
+    return model
+
+
+def initial_model(params: StageParams, base: BaseModel, labels: list[str], probe: Probe | None) -> Any:
+    """The model fine-tuning starts from: the probe's (lp_ft), or the base with a new head (train.head)."""
+    from transformers import AutoModelForSequenceClassification
+
+    if params.train.method == "lp_ft":
+        assert probe is not None
+        return probe_model(params, base, labels, probe)
+    if params.train.head == "pooled":
+        return from_base(base.location, labels, pooling_mode(Path(base.location)), normalize=False,
+                         revision=params.model.revision)
+    return AutoModelForSequenceClassification.from_pretrained(
+        base.location, revision=params.model.revision, num_labels=len(labels),
+        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+        use_safetensors=True,
     )
+
+
+def build_trainer(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, base: BaseModel, device: str,
+                  labels: list[str], resuming: bool, plan: TrainingPlan,
+                  model: Any) -> tuple[Any, Any, EncodedTexts]:
+    """Tokenizer, datasets, callbacks (early stopping, DVCLive) wired into a Trainer for `model`."""
+    from dvclive import Live
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer
     from transformers.integrations import DVCLiveCallback
 
     cfg = params.train
     label_ids = {label: i for i, label in enumerate(labels)}
     tokenizer = AutoTokenizer.from_pretrained(base.location, revision=params.model.revision)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base.location, revision=params.model.revision, num_labels=len(labels),
-        id2label=dict(enumerate(labels)), label2id=label_ids, use_safetensors=True,
-    )
     train_set = encode(train, tokenizer, label_ids, cfg.max_length)
     trainer = Trainer(
         model=model, args=training_arguments(cfg, device, params.paths.checkpoints, plan),
@@ -327,6 +355,11 @@ def fine_tune(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, out: 
     device = pick_device(cfg.device)
     set_seed(cfg.seed)
     labels = sorted(train["label"].unique())
+    probe = fit_probe_for(params, train, val, base, device, labels) if cfg.method != "finetune" else None
+    if cfg.method == "probe":
+        assert probe is not None
+        return save_probe(params, base, device, labels, probe, out, len(train))
+    set_seed(cfg.seed)  # the same initial head and data order with or without a probe fitted first
     fingerprint = run_fingerprint(params, split_files or [])
     checkpoints = Path(params.paths.checkpoints)
     is_main = PartialState().is_main_process
@@ -334,7 +367,7 @@ def fine_tune(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, out: 
     PartialState().wait_for_everyone()
     plan = plan_training(cfg, len(train), len(labels), PartialState().num_processes)
     trainer, tokenizer, train_set = build_trainer(params, train, val, base, device, labels, resume_from is not None,
-                                                  plan)
+                                                  plan, initial_model(params, base, labels, probe))
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     wall = time.perf_counter() - started
@@ -348,12 +381,66 @@ def fine_tune(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, out: 
                 "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
                 "resumed_from": Path(resume_from).name if resume_from else None,
                 "peak_memory_mib": peak_memory_mib(device), "world_size": trainer.args.world_size}
+    summary |= method_fields(params, probe, summary)
+    model = trainer.model
+    if summary["chosen"] == "probe":  # auto, and fine-tuning did not beat the probe on val
+        model = probe_model(params, base, labels, probe)
+        summary |= {"val_accuracy": round(probe.val_accuracy, 6), "val_macro_f1": round(probe.val_macro_f1, 6)}
     if trainer.is_world_process_zero():
-        out.mkdir(parents=True, exist_ok=True)
         # model.save_pretrained, not trainer.save_model: the latter also writes training_args.bin, a pickle.
-        trainer.model.save_pretrained(out)
-        tokenizer.save_pretrained(str(out))
-        save_label_map(out, labels)
+        save_model(model, tokenizer, labels, out)
+    return summary
+
+
+def save_model(model: Any, tokenizer: Any, labels: list[str], out: Path) -> None:
+    """Weights (safetensors), tokenizer and label map: the model folder every later stage reads."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(str(out))
+    save_label_map(out, labels)
+
+
+def method_fields(params: StageParams, probe: Probe | None, summary: dict[str, Any]) -> dict[str, Any]:
+    """How the model was made, the probe beside it on the validation split, and which of the two `auto` keeps
+    (the better validation macro-F1; a tie goes to the probe, the cheaper to retrain). The probe's validation
+    figure is slightly optimistic: its C was chosen on the same split."""
+    cfg = params.train
+    fields: dict[str, Any] = {"method": cfg.method, "head": "pooled" if cfg.method != "finetune" else cfg.head,
+                              "chosen": "finetune"}
+    if probe is None:
+        return fields
+    fields |= {"probe": probe.summary(), "probe_val_macro_f1": round(probe.val_macro_f1, 6)}
+    if cfg.method == "probe":
+        return fields | {"chosen": "probe"}
+    tuned = summary.get("val_macro_f1", 0.0)
+    fields |= {"finetuned_val_macro_f1": tuned, "finetuning_beat_probe": bool(tuned > probe.val_macro_f1)}
+    if cfg.method == "auto" and not fields["finetuning_beat_probe"]:
+        fields["chosen"] = "probe"
+    return fields
+
+
+def save_probe(params: StageParams, base: BaseModel, device: str, labels: list[str], probe: Probe,
+               out: Path, train_rows: int) -> dict[str, Any]:
+    """train.method: probe: the frozen encoder and the probe's head, saved as any trained model is, with a
+    training log of its one validation measurement (the stage's DVC outputs exist whatever the method)."""
+    from accelerate import PartialState
+    from dvclive import Live
+    from transformers import AutoTokenizer
+
+    summary = {"base_model": base.name, "base_model_revision": base.revision, "device": device,
+               "num_labels": len(labels), "train_rows": train_rows, "epochs": 0.0, "steps": 0, "best_step": 0,
+               "stopped_early": False, "wall_time_s": round(probe.seconds, 2), "samples_per_s": 0.0,
+               "tokens_per_s": 0.0, "val_accuracy": round(probe.val_accuracy, 6),
+               "val_macro_f1": round(probe.val_macro_f1, 6), "stop_reason": "train.method: probe (no fine-tuning)",
+               "evaluations": [], "max_length": params.train.max_length, "precision": "fp32", "resumed_from": None,
+               "peak_memory_mib": peak_memory_mib(device), "world_size": PartialState().num_processes}
+    summary |= method_fields(params, probe, summary)
+    if PartialState().is_main_process:
+        tokenizer = AutoTokenizer.from_pretrained(base.location, revision=params.model.revision)
+        save_model(probe_model(params, base, labels, probe), tokenizer, labels, out)
+        with Live(params.paths.training_log, save_dvc_exp=False, dvcyaml=None, report=None) as live:
+            live.log_metric("eval/accuracy", summary["val_accuracy"])
+            live.log_metric("eval/macro_f1", summary["val_macro_f1"])
     return summary
 
 
@@ -416,10 +503,15 @@ def run(params: StageParams) -> dict[str, Any]:
             numbers = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
             write_json(numbers, Path(params.paths.train_summary))
             print(json.dumps(summary, indent=2))
+            if "finetuning_beat_probe" in summary:  # plainly, in the stage's log (the flow's summary says it too: gradus/reports.py)
+                beat = "beat" if summary["finetuning_beat_probe"] else "did NOT beat"
+                print(f"fine-tuning {beat} the frozen-encoder probe on the validation split (macro-F1 "
+                      f"{summary['finetuned_val_macro_f1']:.4f} vs {summary['probe_val_macro_f1']:.4f}); kept: "
+                      f"{summary['chosen']}")
         # Under torchrun the other ranks reach here while rank 0 still writes the model: wait for it, then close
         # the process group, or a rank exits with gloo's threads alive and can abort ("terminate called without an
         # active exception", exit -6), failing the stage after a finished training.
         state.wait_for_everyone()
     finally:
         state.destroy_process_group()  # a no-op without a process group (one process)
-    return {k: summary[k] for k in ("device", "steps", "samples_per_s", "val_macro_f1")}
+    return {k: summary[k] for k in ("device", "steps", "samples_per_s", "val_macro_f1", "method", "chosen")}

@@ -185,7 +185,8 @@ def test_the_openapi_document_holds_for_every_generated_request(service: Service
     command = [str(Path(sys.executable).parent / "schemathesis"), "run", f"{service.url}/openapi.json",
                "--checks", "all", "--max-examples", "15", "--seed", "1", "--no-color",
                "--exclude-path", "/admin/reload", "--request-timeout", "30"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    # In the test's project folder: schemathesis keeps a cache (.schemathesis/) in its working directory.
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=service.project.root)
     report.write_text(done.stdout + done.stderr)
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
     assert "No issues found" in done.stdout or " passed" in done.stdout, done.stdout[-3000:]

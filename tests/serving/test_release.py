@@ -20,9 +20,12 @@ from prefect.flow_runs import resume_flow_run
 
 from cli.replay import replay
 from flows.release import ReleaseOverrides, release
-from gradus.modeling import save_label_map
+from gradus.config.params import load_params
+from gradus.io import write_json
+from gradus.modeling import TRAINING_SUMMARY, save_label_map
 from gradus.release.controller import RolledBack
-from tests.conftest import BANKING77, sh
+from tasks.train import fine_tune
+from tests.conftest import BANKING77, ROOT, sh, tiny_params
 from tests.helpers.browser import CHROMEDRIVER, CHROMIUM, browser, prefect_with_ui, resume_in_ui
 from tests.helpers.prefect import artifacts
 from tests.helpers.registry import lineage
@@ -42,16 +45,36 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
         yield url
 
 
-def register_copy(project: Project, tmp_path: Path, tag: str, labels: list[str] | None = None) -> str:
-    """The champion's own weights as a new version (another lineage): a healthy candidate; with `labels`
-    permuted, the same network answering with the wrong names (a candidate trained on scrambled labels)."""
+def register_copy(project: Project, tmp_path: Path, tag: str, labels: list[str] | None = None,
+                  source: Path | None = None) -> str:
+    """The champion's own weights (or those in `source`) as a new version (another lineage): a healthy
+    candidate; with `labels` permuted, the same network answering with the wrong names (a candidate trained on
+    scrambled labels)."""
     folder = tmp_path / f"candidate-{tag}"
-    shutil.copytree(tmp_path / "variant-1", folder)
+    shutil.copytree(source or tmp_path / "variant-1", folder)
     if labels is not None:
         save_label_map(folder, labels)
     manifest, _ = project.registry().register(folder, lineage(tag), {"accuracy": 0.5},
                                               {"passed": True, "reasons": []}, run="test")
     return manifest["version"]
+
+
+def register_probe(project: Project, tmp_path: Path, model_dir: Path) -> Path:
+    """A champion made by `train.method: probe` (the frozen tiny encoder and a logistic regression fitted on
+    Banking77 intents named as the project's labels), registered and promoted; returns its model folder."""
+    named = {"balance_not_updated_after_bank_transfer": "balance", "lost_or_stolen_card": "card_lost",
+             "request_refund": "refund"}
+    rows = pd.read_csv(BANKING77 / "train.csv")
+    rows = rows[rows["category"].isin(named)].assign(label=lambda r: r["category"].map(named))
+    overrides = {**tiny_params(model_dir), "train.method": "probe", "paths.training_log": tmp_path / "probe-log"}
+    params = load_params(ROOT / "params.yaml", [f"{k}={v}" for k, v in overrides.items()])
+    folder = tmp_path / "probe-model"
+    summary = fine_tune(params, rows.iloc[::2], rows.iloc[1::2], folder)
+    write_json(summary, folder / TRAINING_SUMMARY)
+    manifest, _ = project.registry().register(folder, lineage("probe"), {"accuracy": 0.5},
+                                              {"passed": True, "reasons": []}, run="test")
+    project.registry().promote(manifest["version"], run="test", reason="the probe as champion")
+    return folder
 
 
 class Traffic:
@@ -116,9 +139,14 @@ def flow_run_state(flow_run_id: str):
     return asyncio.run(read())
 
 
-def test_healthy_candidate_reaches_champion_after_approval(prefect_server, project: Project, tmp_path: Path) -> None:
-    champion = project.versions[1]
-    candidate = register_copy(project, tmp_path, "healthy")
+def test_healthy_candidate_reaches_champion_after_approval(prefect_server, project: Project, tmp_path: Path,
+                                                           tiny_model_dir: Path) -> None:
+    """The champion and the candidate here are `train.method: probe` models: a probe serves, is released and
+    promoted as any fine-tuned version is (the other release tests use fine-tuned classifiers)."""
+    probe = register_probe(project, tmp_path, tiny_model_dir)
+    champion = project.registry().aliases().champion
+    assert json.loads((probe / "config.json").read_text())["model_type"] == "gradus_pooled"
+    candidate = register_copy(project, tmp_path, "healthy", source=probe)
     service = start_service(project)
     try:
         traffic = Traffic(service.url, seconds=50)

@@ -61,3 +61,19 @@ def test_the_probe_baseline_scores_the_test_split_and_says_what_it_cost(tiny_mod
     majority = test["label"].value_counts(normalize=True).iloc[0]
     assert first["accuracy"] > majority  # even a random tiny encoder's features carry the words
     assert first["seconds"] >= first["embedding_seconds"] > 0 and first["C"] in C_GRID
+
+
+def test_the_console_says_plainly_whether_fine_tuning_beat_the_probe() -> None:
+    from gradus.reports import training_lines
+
+    probe = {"C": 4.0, "val_macro_f1": 0.91}
+    lost = training_lines({"method": "auto", "probe": probe, "finetuned_val_macro_f1": 0.90,
+                           "finetuning_beat_probe": False, "chosen": "probe"})
+    assert len(lost) == 1 and "did NOT beat the frozen-encoder probe" in lost[0] and "auto kept the probe" in lost[0]
+    assert "0.9000" in lost[0] and "0.9100" in lost[0]
+    won = training_lines({"method": "lp_ft", "probe": probe, "finetuned_val_macro_f1": 0.93,
+                          "finetuning_beat_probe": True, "chosen": "finetune"})
+    assert "fine-tuning paid" in won[0] and "NOT" not in won[0] and "auto" not in won[0]
+    alone = training_lines({"method": "probe", "probe": probe, "chosen": "probe"})
+    assert "nothing fine-tuned" in alone[0] and "C 4" in alone[0]
+    assert training_lines({"method": "finetune"}) == []  # no probe fitted in training: nothing to compare
