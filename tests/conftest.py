@@ -85,6 +85,10 @@ def tiny_params(model_dir: Path, rows: int = 900) -> dict[str, object]:
         "evaluate.behavioral.min_stability": {"case": 0.5, "punctuation": 0.5, "typo": 0.5},
         # The frozen-encoder probe costs seconds per run; tests/pipeline/test_dvc_repro.py turns it on.
         "evaluate.probe": False,
+        # A randomly initialised toy has nothing for a probe to read, so the tests' pipelines fine-tune a new
+        # head (their gate checks rely on how that toy learns); the default (lp_ft) runs in test_dvc_repro.py,
+        # every method in tests/model/test_methods.py.
+        "train.method": "finetune",
     }
 
 

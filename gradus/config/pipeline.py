@@ -240,11 +240,12 @@ class TrainConfig(_Section):
     early_stopping_min_delta: float = Field(0.001, ge=0, lt=1)
     early_stopping_loss_tolerance: float = Field(0.01, ge=0, lt=1)
     resume: bool = True                               # continue from the last checkpoint of the same run
-    # What is trained: finetune (the encoder and the head, below); lp_ft (linear probing, then fine-tuning: the
-    # head starts as the frozen-encoder probe's logistic regression, gradus/probe.py, then everything is
-    # fine-tuned); probe (the frozen encoder and the probe's head, no fine-tuning: minutes instead of hours);
-    # auto (the probe and a fine-tuning, and the one with the better validation macro-F1; a tie goes to the probe)
-    method: Literal["finetune", "lp_ft", "probe", "auto"] = "finetune"
+    # What is trained: lp_ft (linear probing, then fine-tuning: the head starts as the frozen-encoder probe's
+    # logistic regression, gradus/probe.py, then everything is fine-tuned; the default: measured better than
+    # finetune on Banking77 and HWU64, docs/performance.md); finetune (the encoder and a new head, below); probe
+    # (the frozen encoder and the probe's head, no fine-tuning: minutes instead of hours); auto (the probe and a
+    # fine-tuning, and the one with the better validation macro-F1; a tie goes to the probe)
+    method: Literal["finetune", "lp_ft", "probe", "auto"] = "lp_ft"
     # The head fine-tuning starts from: pooler (the architecture's own, on the [CLS] token) or pooled (a new
     # linear layer on the pooling the base model was trained with, gradus/pooled.py). lp_ft and probe: pooled.
     head: Literal["pooler", "pooled"] = "pooler"

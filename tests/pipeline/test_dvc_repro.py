@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from gradus.config.pipeline import TrainConfig
 from gradus.probe import C_GRID
 from tests.conftest import set_params, sh
 
@@ -23,7 +24,9 @@ def stages_run(output: str) -> list[str]:
 
 
 def test_repro_builds_every_output_and_caches(project_repo: Path) -> None:
-    set_params(project_repo / "params.yaml", {"evaluate.probe": True})
+    # The defaults' probe baseline and training method (LP-FT), which the other tests' toy runs turn off.
+    default_method = TrainConfig.model_fields["method"].default
+    set_params(project_repo / "params.yaml", {"evaluate.probe": True, "train.method": default_method})
     first = sh([*DVC, "repro"], project_repo)
     assert stages_run(first.stdout) == ["ingest", "validate", "split", "train", "evaluate", "compress", "gate"]
     params = yaml.safe_load((project_repo / "params.yaml").read_text())
@@ -38,6 +41,8 @@ def test_repro_builds_every_output_and_caches(project_repo: Path) -> None:
     assert json.loads((model / "labels.json").read_text())["labels"]
     lineage = json.loads((model / "training_summary.json").read_text())
     assert lineage["base_model_revision"].startswith("sha256:") and lineage["device"] == "cpu"
+    assert lineage["method"] == default_method == "lp_ft" and lineage["probe"]["C"] in C_GRID
+    assert lineage["finetuned_val_macro_f1"] == lineage["val_macro_f1"] and "finetuning_beat_probe" in lineage
     numeric = json.loads(paths["train_summary"].read_text())
     assert numeric["steps"] == lineage["steps"] and all(isinstance(v, int | float) for v in numeric.values())
 
