@@ -6,9 +6,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_VERSION := 26.3
-# Test processes (pytest-xdist, a module's tests stay in one process): the suite spends much of its time waiting
-# on servers and subprocesses, so two processes pay even on two cores; more where there are more cores.
-TEST_WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export DVC_NO_ANALYTICS := 1
@@ -31,9 +28,8 @@ demo: $(STAMP)  ## the whole lifecycle on the embedded demo data: train, gate, s
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/gradus run
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/gradus lifecycle
 
-test: $(STAMP)  ## the whole test suite: on TEST_WORKERS processes, then the timing-sensitive tests alone
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope -m "not serial"
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m serial
+test: $(STAMP)  ## the whole test suite
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 test-fast: $(STAMP)  ## everything but the slow tests (training, the pipeline) and those that start a server
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow and not server"

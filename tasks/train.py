@@ -503,7 +503,8 @@ def run(params: StageParams) -> dict[str, Any]:
             numbers = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
             write_json(numbers, Path(params.paths.train_summary))
             print(json.dumps(summary, indent=2))
-            if "finetuning_beat_probe" in summary:  # plainly, in the stage's log (the flow's summary says it too: gradus/reports.py)
+            # Plainly, in the stage's log (the flow's console summary says it too: gradus/reports.py).
+            if "finetuning_beat_probe" in summary:
                 beat = "beat" if summary["finetuning_beat_probe"] else "did NOT beat"
                 print(f"fine-tuning {beat} the frozen-encoder probe on the validation split (macro-F1 "
                       f"{summary['finetuned_val_macro_f1']:.4f} vs {summary['probe_val_macro_f1']:.4f}); kept: "

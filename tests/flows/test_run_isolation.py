@@ -17,8 +17,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from tests.conftest import set_params, sh, tool_env
 
-# Which run waits for which depends on how long each takes: run alone, after the rest (make test).
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow
 GRADUS = str(Path(sys.executable).parent / "gradus")
 
 

@@ -12,13 +12,9 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import pytest
 
 from serving.batching import Job, Slot
 from serving.metrics import Metrics
-
-# The lanes' policy is judged in milliseconds: run alone, after the rest (make test).
-pytestmark = pytest.mark.serial
 
 
 @dataclass
