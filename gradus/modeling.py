@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gradus.errors import ModelError
+from gradus.pooled import classes, pool
 
 PACKAGED = "packaged"
 PACKAGED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -159,8 +160,6 @@ def load_classifier(folder: str | Path, device: str = "cpu", *, max_length: int 
     it was trained with (training_summary.json); bf16 defaults to whether bf16 pays on the device."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from gradus.pooled import classes
-
     classes()  # a classifier on the base's own pooling (train.head: pooled, the probe) loads like any other
     folder = Path(folder)
     refuse_pickle_weights(folder)
@@ -245,9 +244,7 @@ def forward(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 128,
             out = model(**batch, output_hidden_states=embeddings)
             probabilities[index] = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
             if pooled is not None:
-                mask = batch["attention_mask"].unsqueeze(-1).float()
-                hidden = out.hidden_states[-1].float()
-                pooled[index] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
+                pooled[index] = pool(out.hidden_states[-1].float(), batch["attention_mask"], "mean").cpu().numpy()
     return probabilities, pooled
 
 

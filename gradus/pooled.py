@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 MODEL_TYPE = "gradus_pooled"
-POOLINGS = ("mean", "cls", "max")
 
 
 def pool(hidden: Any, mask: Any, pooling: str) -> Any:
