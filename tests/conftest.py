@@ -26,6 +26,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One intra-op thread for torch (and BLAS) in this process and every stage it starts: the tests' toy model (hidden
+# 32) gains nothing from a second thread, and the suite runs servers beside the stages on 2 cores, where torch's
+# spinning threads fight them (docs/tests.md: the tiny train stage took 15 s with one thread, 53 s with two).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def tool_env() -> dict[str, str]:
@@ -82,6 +86,9 @@ def tiny_params(model_dir: Path, rows: int = 900) -> dict[str, object]:
         "gate.bootstrap_samples": 500,
         "evaluate.latency_samples": 20,
         "compress.timing_seconds": 0.2,
+        # The ONNX export costs a stage ~8 s per run; the tests that check it (test_dvc_repro.py, the training
+        # flow's first run, test_compression.py) turn it on.
+        "compress.enabled": False,
         "evaluate.behavioral.min_stability": {"case": 0.5, "punctuation": 0.5, "typo": 0.5},
         # The frozen-encoder probe costs seconds per run; tests/pipeline/test_dvc_repro.py turns it on.
         "evaluate.probe": False,

@@ -20,7 +20,7 @@ from gradus.errors import ConfigError
 from gradus.registry.versions import open_registry
 from gradus.reports import format_result
 from gradus.servable import load_version
-from tests.conftest import sh
+from tests.conftest import set_params, sh
 from tests.helpers.prefect import artifacts, runs_of
 
 pytestmark = pytest.mark.slow
@@ -42,6 +42,8 @@ async def _runs_and_artifact(flow_run_id):
 
 
 def test_flow_runs_each_stage_as_a_task_and_applies_overrides(prefect_server, project_repo: Path) -> None:
+    set_params(project_repo / "params.yaml", {"compress.enabled": True})  # the ONNX variants, checked below
+    sh(["git", "commit", "-qam", "compress"], project_repo)
     committed = (project_repo / "params.yaml").read_bytes()
     state = training_pipeline(TrainingOverrides(epochs=9, extra=["split.seed=7"]), str(project_repo),
                               push=True, return_state=True)

@@ -24,9 +24,10 @@ def stages_run(output: str) -> list[str]:
 
 
 def test_repro_builds_every_output_and_caches(project_repo: Path) -> None:
-    # The defaults' probe baseline and training method (LP-FT), which the other tests' toy runs turn off.
+    # The defaults' probe baseline, training method (LP-FT) and ONNX variants, which the other tests' toy runs turn off.
     default_method = TrainConfig.model_fields["method"].default
-    set_params(project_repo / "params.yaml", {"evaluate.probe": True, "train.method": default_method})
+    set_params(project_repo / "params.yaml", {"evaluate.probe": True, "train.method": default_method,
+                                              "compress.enabled": True})
     first = sh([*DVC, "repro"], project_repo)
     assert stages_run(first.stdout) == ["ingest", "validate", "split", "train", "evaluate", "compress", "gate"]
     params = yaml.safe_load((project_repo / "params.yaml").read_text())
