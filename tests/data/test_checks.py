@@ -174,14 +174,16 @@ def test_truncated_parquet_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_label_noise_flags_flipped_banking77_labels() -> None:
-    rows = pd.read_csv(BANKING77 / "train.csv").rename(columns={"category": "label"})
+    # A seeded, stratified 60 % of the training split (every class): half the full split's 40 s on 2
+    # cores; benchmarks/label_noise.py measures the whole split.
+    full = pd.read_csv(BANKING77 / "train.csv").rename(columns={"category": "label"})
+    rows = full.groupby("label").sample(frac=0.6, random_state=0).reset_index(drop=True)
+    assert rows["label"].nunique() == 77
     noisy, flip = flip_labels(rows["label"], 0.05, seed=123)  # a seed the benchmark does not use
-    rows = rows.assign(label=noisy)
-    flags = flag_label_noise(rows["text"], rows["label"], LabelNoiseConfig())
+    flags = flag_label_noise(rows["text"], pd.Series(noisy), LabelNoiseConfig())
     flagged = flags.flagged.to_numpy()
     precision = (flagged & flip).sum() / flagged.sum()
     recall = (flagged & flip).sum() / flip.sum()
     assert precision >= 0.7 and recall >= 0.5, (precision, recall)
     suggested = flags.suggested[flagged & flip]
-    original = pd.read_csv(BANKING77 / "train.csv")["category"][flagged & flip]
-    assert (suggested == original).mean() > 0.8  # the suggestion is usually the true label
+    assert (suggested == rows["label"][flagged & flip]).mean() > 0.8  # the suggestion is usually the true label

@@ -144,3 +144,21 @@ def test_metadata_columns_ride_along_to_the_splits_and_slice_the_metrics(tmp_pat
     with pytest.raises(DataError, match=r"without\.csv: missing column\(s\) \['channel'\]"):
         ingest.run(params_for(tmp_path, [{"kind": "file", "path": str(tmp_path / "without.csv"),
                                           "label_column": "category", "metadata_columns": ["channel"]}]))
+
+
+def test_token_counts_read_from_tokenizer_json_equal_the_auto_tokenizers(tmp_path: Path) -> None:
+    """The validate stage counts tokens with the fast tokenizer's engine read from tokenizer.json (no transformers
+    import); its counts must be AutoTokenizer's, special tokens included and nothing truncated or padded."""
+    from transformers import AutoTokenizer
+
+    from gradus.modeling import resolve_base
+
+    texts = [*pd.read_csv(BANKING77 / "test.csv")["text"].head(300),
+             "", "   ", "card lost " * 200, "Café naïve coöperate", "e\u0301 combining", "👍🏽 thanks!!", "转账 失败",
+             "ｆｕｌｌｗｉｄｔｈ", "tab\there\nnewline", "x" * 3000]
+    base = resolve_base("packaged").location
+    params = params_for(tmp_path, [{"kind": "demo"}], **{"model.base": base})
+    counts = validate.tokenizer_counts(params)(texts)
+    expected = [len(ids) for ids in AutoTokenizer.from_pretrained(base)(texts, truncation=False)["input_ids"]]
+    assert counts == expected
+    assert max(counts) == 402  # 400 words and the two special tokens: counted in full, not cut at the model's 128
