@@ -27,8 +27,8 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One intra-op thread for torch (and BLAS) in this process and every stage it starts: the tests' toy model (hidden
-# 32) gains nothing from a second thread, and the suite runs servers beside the stages on 2 cores, where torch's
-# spinning threads fight them (docs/tests.md: the tiny train stage took 15 s with one thread, 53 s with two).
+# 32) gains little from a second thread, and the suite runs servers beside the stages on 2 cores, where torch's
+# spinning threads fight them (docs/tests.md: the tiny train stage 10.9 s vs 9.5 s idle, 15 s vs 53 s contended).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
