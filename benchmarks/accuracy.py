@@ -144,15 +144,15 @@ def summarize() -> dict:
     for (dataset, name), runs in sorted(groups.items()):
         _, min_accuracy, max_train_s = DATASETS[dataset]
         accuracy = spread([r["test_accuracy"] for r in runs])
-        probe = [r["test_accuracy"] - probes[dataset] for r in runs] if dataset in probes else []
+        margin = spread([r["test_accuracy"] - probes[dataset] for r in runs]) if dataset in probes else None
         seconds = spread([r["training"]["wall_time_s"] for r in runs])
         row = {"dataset": dataset, "recipe": name, "seeds": [r["params"]["seed"] for r in runs],
                "files": [r["file"] for r in runs], "test_accuracy": accuracy,
                "test_macro_f1": spread([r["test_macro_f1"] for r in runs]),
-               "margin_over_probe": spread(probe) if probe else None, "training_seconds": seconds}
+               "margin_over_probe": margin, "training_seconds": seconds}
         row["targets_on_means"] = {
             "accuracy": accuracy["mean"] >= min_accuracy,
-            "margin_over_probe": bool(probe) and statistics.mean(probe) >= MIN_MARGIN_OVER_PROBE,
+            "margin_over_probe": margin is not None and margin["mean"] >= MIN_MARGIN_OVER_PROBE,
             **({"training_time": seconds["mean"] <= max_train_s} if max_train_s else {}),
             "three_seeds": len(runs) >= 3}
         rows.append(row)
