@@ -1,4 +1,5 @@
-"""Soft voting: several classifiers answer as one by averaging their probabilities, with weights."""
+"""Soft voting: several models of one task type answer as one by averaging their outputs (the task type says
+how: gradus.task_types), with weights."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from gradus.errors import ModelError
 from gradus.modeling import Predictions
+from gradus.task_types.seam import DEFAULT_TASK, task_of, task_type
 
 ENSEMBLE_FILE = "ensemble.json"  # a registered ensemble version's one file: its members and weights
 
@@ -25,6 +27,7 @@ class EnsembleModel:
     version: str | None = None
     alias: str | None = None
     manifest: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    task: str = DEFAULT_TASK  # the members' task type (they share it: build_ensemble checks)
 
     @property
     def backend(self) -> str:
@@ -45,13 +48,14 @@ class EnsembleModel:
     def predict(self, texts: list[str], batch_size: int = 64, embeddings: bool = False) -> Predictions:
         """The weighted mean of the members' probabilities, in this ensemble's label order; embeddings (for
         the drift monitor) are the first member's."""
-        total, pooled = np.zeros((len(texts), len(self.labels)), dtype=np.float64), None
-        for number, (member, weight) in enumerate(zip(self.members, self.weights, strict=True)):
+        outputs, pooled = [], None
+        for number, member in enumerate(self.members):
             columns = [member.labels.index(label) for label in self.labels]
             answer = member.predict(texts, batch_size, embeddings=embeddings and number == 0)
             pooled = answer.embeddings if number == 0 else pooled
-            total += weight * answer.probabilities[:, columns]
-        return Predictions((total / sum(self.weights)).astype(np.float32), self.labels, pooled)
+            outputs.append(answer.probabilities[:, columns].astype(np.float64))
+        averaged = task_type(self.task).average(outputs, self.weights)
+        return Predictions(averaged.astype(np.float32), self.labels, pooled)
 
 
 def build_ensemble(members: list[Any], weights: list[float], *, version: str | None = None,
@@ -61,6 +65,11 @@ def build_ensemble(members: list[Any], weights: list[float], *, version: str | N
         raise ModelError(f"an ensemble needs two or more members with positive weights (got {len(members)} "
                          f"members, weights {weights})")
     first = members[0]
+    tasks = {member.version: member_task(member) for member in members}
+    if len(set(tasks.values())) > 1:
+        named = ", ".join(f"{version}: {task}" for version, task in tasks.items())
+        raise ModelError(f"ensemble members are of different task types ({named}); soft voting averages the "
+                         "answers of one task type")
     for member in members[1:]:
         missing, extra = set(first.labels) - set(member.labels), set(member.labels) - set(first.labels)
         if missing or extra:
@@ -70,7 +79,12 @@ def build_ensemble(members: list[Any], weights: list[float], *, version: str | N
     if version is None:
         version = ensemble_id([m.version or "-" for m in members], weights)
     return EnsembleModel(tuple(members), tuple(float(w) for w in weights), tuple(first.labels), version, alias,
-                         manifest)
+                         manifest, member_task(first))
+
+
+def member_task(model: Any) -> str:
+    """A loaded model's task type: its registered manifest's (a model loaded from a folder has the default)."""
+    return task_of(model.manifest) if getattr(model, "manifest", None) else DEFAULT_TASK
 
 
 def ensemble_id(versions: list[str], weights: list[float]) -> str:

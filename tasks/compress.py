@@ -16,16 +16,18 @@ from gradus import compression
 from gradus.config.pipeline import CompressConfig, StageParams
 from gradus.io import write_json
 from gradus.modeling import bf16_pays, load_classifier
+from gradus.task_types.seam import DEFAULT_TASK, task_type
 from tasks.evaluate import score
 
 TIMED_TEXTS = 512  # test texts each backend is timed on (a prefix: the same texts for every backend)
 
 
 def parity(reference: list[str], predicted: list[str], actual: list[str], labels: list[str],
-           cfg: CompressConfig) -> dict[str, Any]:
-    """A variant's agreement with the PyTorch model and its test scores against the reference's."""
+           cfg: CompressConfig, task: str = DEFAULT_TASK) -> dict[str, Any]:
+    """A variant's agreement with the PyTorch model (as the task type measures it) and its test scores against
+    the reference's."""
     ref, var = score(actual, reference, labels), score(actual, predicted, labels)
-    agreement = float(np.mean(np.array(reference) == np.array(predicted))) if actual else 1.0
+    agreement = float(np.mean(task_type(task).agreement(reference, predicted))) if actual else 1.0
     drop = ref["accuracy"] - var["accuracy"]
     reasons = []
     if agreement < cfg.min_agreement:
@@ -49,7 +51,7 @@ def build_variant(variant: str, model_dir: Path, out: Path, settings: dict[str, 
 
 
 def compress(model_dir: Path, test: pd.DataFrame, out: Path, cfg: CompressConfig, max_length: int,
-             batch_size: int) -> dict[str, Any]:
+             batch_size: int, task: str = DEFAULT_TASK) -> dict[str, Any]:
     """Export, quantize, time and check every configured variant of the model in model_dir."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -72,7 +74,7 @@ def compress(model_dir: Path, test: pd.DataFrame, out: Path, cfg: CompressConfig
     for variant in cfg.variants:
         graph = build_variant(variant, model_dir, out, settings)
         model = compression.load_onnx(graph, model_dir, variant, max_length=max_length)
-        result = parity(expected, model.predict(texts, batch_size).labels(), actual, labels, cfg)
+        result = parity(expected, model.predict(texts, batch_size).labels(), actual, labels, cfg, task)
         variant_speed = compression.texts_per_second(model, timed, cfg.timing_batch_size, cfg.timing_seconds)
         report["variants"][variant] = {
             "file": compression.variant_file(variant), "bytes": graph.stat().st_size,
@@ -85,7 +87,7 @@ def run(params: StageParams) -> dict[str, Any]:
     paths = params.paths
     test = pd.read_parquet(Path(paths.splits) / "test.parquet")
     report = compress(Path(paths.model), test, Path(paths.compressed), params.compress, params.train.max_length,
-                      params.evaluate.batch_size)
+                      params.evaluate.batch_size, params.model.task)
     write_json(report, Path(paths.compression_report))
     return {name: {k: item[k] for k in ("passed", "agreement", "accuracy_drop", "speedup")}
             for name, item in report["variants"].items()}

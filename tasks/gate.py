@@ -12,11 +12,10 @@ The champion lives outside DVC, so dvc.yaml marks this stage always_changed: eve
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from gradus import lineage
@@ -28,25 +27,10 @@ from gradus.modeling import load_label_map, pick_device
 from gradus.registry.candidates import apply_gate
 from gradus.registry.versions import Registry, project_registry
 from gradus.reports import gate_markdown
-from gradus.scoring import encode, mcnemar_exact, paired_bootstrap, recall_by_class, weighted_macro_f1
 from gradus.servable import load_version
+from gradus.task_types.base import DEFAULT_TASK, Champion, Check
+from gradus.task_types.seam import cross_task_check, task_of, task_type
 from tasks.evaluate import evaluate_loaded
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    passed: bool
-    detail: str
-
-
-@dataclass(frozen=True)
-class Champion:
-    """The current champion's predictions on the challenger's test split."""
-
-    version: str
-    labels: list[str]
-    predicted: list[str]
 
 
 def absolute_checks(metrics: dict[str, Any], cfg: GateConfig) -> list[Check]:
@@ -92,72 +76,20 @@ def operational_checks(metrics: dict[str, Any], behavioral: dict[str, Any], cfg:
     return checks
 
 
-def label_changes(champion: list[str], challenger: list[str], cfg: GateConfig) -> tuple[dict[str, Any], list[Check]]:
-    """What changed in the label set, and whether params allow it."""
-    added, removed = sorted(set(challenger) - set(champion)), sorted(set(champion) - set(challenger))
-    info = {"shared": len(set(champion) & set(challenger)), "added": added, "removed": removed}
-    checks = []
-    if added:
-        checks.append(Check("new_labels", cfg.allow_new_labels,
-                            f"challenger adds {len(added)} label(s) the champion does not know: {added[:10]}"
-                            + ("" if cfg.allow_new_labels else "; set gate.allow_new_labels=true to accept them")))
-    if removed:
-        checks.append(Check("removed_labels", cfg.allow_removed_labels,
-                            f"challenger drops {len(removed)} label(s) the champion knows: {removed[:10]}"
-                            + ("" if cfg.allow_removed_labels else "; set gate.allow_removed_labels=true to accept")))
-    return info, checks
-
-
-def compare(actual: list[str], challenger: list[str], champion: Champion, challenger_labels: list[str],
-            cfg: GateConfig) -> tuple[dict[str, Any], list[Check]]:
-    """Champion vs challenger on the test rows whose true label both models know."""
-    info, checks = label_changes(champion.labels, challenger_labels, cfg)
-    shared = sorted(set(champion.labels) & set(challenger_labels))
-    rows = np.array([label in set(shared) for label in actual], dtype=bool)
-    info["rows_compared"], info["rows_excluded"] = int(rows.sum()), int((~rows).sum())
-    if not rows.any():
-        return {"labels": info}, [*checks, Check("shared_labels", False, "no test row has a label both models know")]
-    y = encode([a for a, keep in zip(actual, rows, strict=True) if keep], shared)
-    new = encode([p for p, keep in zip(challenger, rows, strict=True) if keep], shared)
-    old = encode([p for p, keep in zip(champion.predicted, rows, strict=True) if keep], shared)
-    boot = paired_bootstrap(y, old, new, len(shared), cfg.bootstrap_samples, cfg.confidence, cfg.seed)
-    ones = np.ones((1, len(y)))
-    scores = {"challenger": float(weighted_macro_f1(ones, y, new, len(shared))[0]),
-              "champion": float(weighted_macro_f1(ones, y, old, len(shared))[0])}
-    checks.append(Check(
-        "macro_f1_non_inferiority", boot.low >= -cfg.margin,
-        f"macro-F1 challenger {scores['challenger']:.4f} vs champion {scores['champion']:.4f}: difference "
-        f"{boot.delta:+.4f}, {boot.confidence:.0%} CI [{boot.low:+.4f}, {boot.high:+.4f}] "
-        f"(paired bootstrap, {boot.samples} resamples); lower bound must be >= -gate.margin {-cfg.margin:+.4f}"))
-    support, recall_new = recall_by_class(y, new, len(shared))
-    _, recall_old = recall_by_class(y, old, len(shared))
-    per_class = sorted(({"label": shared[c], "support": int(support[c]), "recall_champion": round(recall_old[c], 4),
-                         "recall_challenger": round(recall_new[c], 4),
-                         "drop": round(float(recall_old[c] - recall_new[c]), 4)}
-                        for c in range(len(shared)) if support[c] >= cfg.min_support),
-                       key=lambda row: -row["drop"])
-    dropped = [row for row in per_class if row["drop"] > cfg.max_class_recall_drop]
-    detail = (", ".join(f"{r['label']} {r['recall_champion']:.2f}→{r['recall_challenger']:.2f}" for r in dropped[:10])
-              if dropped else f"largest drop {per_class[0]['drop']:+.3f}" if per_class else "no class has enough rows")
-    rule = f"gate.min_support={cfg.min_support} test rows"
-    checks.append(Check(
-        "per_class_recall", not dropped,
-        f"{len(dropped)} of {len(per_class)} classes with >= {rule} lose more than "
-        f"gate.max_class_recall_drop={cfg.max_class_recall_drop:g} recall: {detail}" if dropped else
-        f"no class with >= {rule} loses more than {cfg.max_class_recall_drop:g} recall ({detail})"))
-    mcnemar = mcnemar_exact(old == y, new == y)
-    return {"labels": info, "macro_f1": scores, "bootstrap": asdict(boot), "mcnemar": mcnemar,
-            "per_class": per_class}, checks
-
-
 def verdict(metrics: dict[str, Any], behavioral: dict[str, Any], actual: list[str], predicted: list[str],
-            challenger_labels: list[str], champion: Champion | None, cfg: GateConfig) -> dict[str, Any]:
-    """The gate's decision with every check, its numbers and the reasons for a failure."""
+            challenger_labels: list[str], champion: Champion | None, cfg: GateConfig,
+            task: str = DEFAULT_TASK) -> dict[str, Any]:
+    """The gate's decision with every check, its numbers and the reasons for a failure. `task` is the
+    challenger's task type; a champion of another one is refused before any comparison."""
     checks = absolute_checks(metrics, cfg)
     comparison: dict[str, Any] = {}
     if champion is not None:
-        comparison, compared = compare(actual, predicted, champion, challenger_labels, cfg)
-        checks += compared
+        refused = cross_task_check(champion.task, task, champion.version)
+        if refused is not None:
+            checks.append(refused)
+        else:
+            comparison, compared = task_type(task).compare(actual, predicted, champion, challenger_labels, cfg)
+            checks += compared
     checks += operational_checks(metrics, behavioral, cfg)
     return {
         "passed": all(c.passed for c in checks),
@@ -195,7 +127,8 @@ def champion_predictions(registry: Registry, texts: list[str], device: str, batc
     if state.champion is None:
         return None
     champion = load_version(registry, state.champion, device)
-    return Champion(state.champion, list(champion.labels), champion.predict(texts, batch_size).labels())
+    task = task_of(registry.require(state.champion))
+    return Champion(state.champion, list(champion.labels), champion.predict(texts, batch_size).labels(), task)
 
 
 def judge(registry: Registry, test: pd.DataFrame, metrics: dict[str, Any], behavioral: dict[str, Any],
@@ -206,7 +139,8 @@ def judge(registry: Registry, test: pd.DataFrame, metrics: dict[str, Any], behav
     generation = registry.aliases().generation
     champion = champion_predictions(registry, list(test["text"]), pick_device(params.train.device),
                                     params.evaluate.batch_size)
-    report = verdict(metrics, behavioral, list(test["label"]), predicted, labels, champion, params.gate)
+    report = verdict(metrics, behavioral, list(test["label"]), predicted, labels, champion, params.gate,
+                     params.model.task)
     report["registry"] = {"uri": registry.store.location, "alias_generation": generation}
     return report
 

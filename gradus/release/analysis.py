@@ -21,6 +21,8 @@ from scipy.stats import norm
 
 from gradus import storage
 from gradus.config.operations import PREDICTION_LOG_COLUMNS, ReleaseConfig
+from gradus.task_types.base import DEFAULT_TASK
+from gradus.task_types.seam import task_type
 from gradus.telemetry import ALIAS_GENERATION, MODEL_INFO, REQUESTS, SHADOW_ANSWERS, total
 
 SHADOW = "shadow"  # the prediction log's alias for a copy that was computed but never returned
@@ -198,12 +200,12 @@ def candidate_answers(log: pd.DataFrame, candidate: str) -> int:
 
 
 def analyze(log: pd.DataFrame, feedback: pd.DataFrame, counters: CounterWindow, champion: str, candidate: str,
-            cfg: ReleaseConfig) -> list[Check]:
-    """Every check of one analysis of a step's window."""
+            cfg: ReleaseConfig, task: str = DEFAULT_TASK) -> list[Check]:
+    """Every check of one analysis of a step's window (answers compared as their task type compares them)."""
     z = z_value(cfg.confidence)
     paired = pairs(log, champion, candidate)
     return [error_check(counters, champion, candidate, cfg, z), latency_check(log, champion, candidate, cfg),
-            *agreement_checks(paired, cfg, z), accuracy_check(paired, feedback, cfg, z)]
+            *agreement_checks(paired, cfg, z, task), accuracy_check(paired, feedback, cfg, z, task)]
 
 
 def error_check(counters: CounterWindow, champion: str, candidate: str, cfg: ReleaseConfig, z: float) -> Check:
@@ -234,7 +236,7 @@ def latency_check(log: pd.DataFrame, champion: str, candidate: str, cfg: Release
                  f"candidate p99 {p99:.1f} ms, champion p99 {base:.1f} ms")
 
 
-def agreement_checks(paired: pd.DataFrame, cfg: ReleaseConfig, z: float) -> list[Check]:
+def agreement_checks(paired: pd.DataFrame, cfg: ReleaseConfig, z: float, task: str = DEFAULT_TASK) -> list[Check]:
     """On the same texts: agreement (Wilson lower bound), label distribution divergence, confidence drop."""
     n = len(paired)
     names = ("agreement", "label divergence (JS)", "confidence drop")
@@ -242,9 +244,10 @@ def agreement_checks(paired: pd.DataFrame, cfg: ReleaseConfig, z: float) -> list
     if n < cfg.min_samples:
         return [Check(name, "pending", None, limit, f"{n} paired texts; waiting for {cfg.min_samples}")
                 for name, limit in zip(names, limits, strict=True)]
-    agree = int((paired["champion"] == paired["candidate"]).sum())
+    kind = task_type(task)
+    agree = round(float(kind.agreement(paired["champion"], paired["candidate"]).sum()))
     low, high = wilson(agree, n, z)
-    js = js_divergence(Counter(paired["champion"]), Counter(paired["candidate"]))
+    js = js_divergence(kind.frequencies(paired["champion"]), kind.frequencies(paired["candidate"]))
     drop = float(paired["champion_conf"].astype(float).mean() - paired["candidate_conf"].astype(float).mean())
     return [
         Check(names[0], "pass" if low >= cfg.min_agreement else "fail", round(agree / n, 4),
@@ -257,7 +260,8 @@ def agreement_checks(paired: pd.DataFrame, cfg: ReleaseConfig, z: float) -> list
     ]
 
 
-def accuracy_check(paired: pd.DataFrame, feedback: pd.DataFrame, cfg: ReleaseConfig, z: float) -> Check:
+def accuracy_check(paired: pd.DataFrame, feedback: pd.DataFrame, cfg: ReleaseConfig, z: float,
+                   task: str = DEFAULT_TASK) -> Check:
     """With enough labels on paired texts: candidate minus champion accuracy, paired, with an interval; fails
     when even its upper end is below -max_accuracy_drop (the candidate is worse, and not by chance)."""
     limit = f"upper bound >= -{cfg.max_accuracy_drop:g}"
@@ -267,8 +271,9 @@ def accuracy_check(paired: pd.DataFrame, feedback: pd.DataFrame, cfg: ReleaseCon
     if n < cfg.min_feedback:
         return Check("online accuracy", "pending", None, limit,
                      f"{n} labeled paired texts; judged from {cfg.min_feedback}", required=False)
-    mine = (labeled["candidate"] == labeled["label"]).to_numpy()
-    theirs = (labeled["champion"] == labeled["label"]).to_numpy()
+    kind = task_type(task)
+    mine = kind.agreement(labeled["candidate"], labeled["label"])
+    theirs = kind.agreement(labeled["champion"], labeled["label"])
     diff, low, high = paired_difference(mine, theirs, z)
     return Check("online accuracy", "fail" if high < -cfg.max_accuracy_drop else "pass", round(diff, 4), limit,
                  f"candidate {mine.mean():.3f} vs champion {theirs.mean():.3f} on {n} labeled texts; "

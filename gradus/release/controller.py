@@ -20,6 +20,8 @@ from gradus.errors import GradusError
 from gradus.registry.aliases import AliasState
 from gradus.registry.versions import Registry, project_registry
 from gradus.release import analysis
+from gradus.task_types.base import DEFAULT_TASK
+from gradus.task_types.seam import cross_task_check, task_of
 from gradus.telemetry import MODEL_LOAD_FAILURES
 
 
@@ -63,6 +65,7 @@ class Release:
     champion: str
     run: str
     history: list[dict[str, Any]] = field(default_factory=list)
+    task: str = DEFAULT_TASK  # the task type both versions share (start refuses two of different types)
 
     @property
     def metrics_url(self) -> str:
@@ -107,7 +110,11 @@ def start(root: Path, version: str, chosen: dict[str, Any], run: str) -> Release
                          "champion directly")
     if target == state.champion:
         return None
-    return Release(root, params, cfg, registry, target, state.champion, run)
+    task = task_of(registry.require(target))
+    refused = cross_task_check(task_of(registry.require(state.champion)), task, state.champion)
+    if refused is not None:
+        raise RolledBack(f"release of {target}: {refused.detail}")
+    return Release(root, params, cfg, registry, target, state.champion, run, task=task)
 
 
 def wait_until_served(release: Release, step: Step, generation: int) -> str | None:
@@ -153,7 +160,8 @@ class StepWatch:
         if (text := release.scrape()) is not None:
             self.counters.observe(analysis.parse_counters(text))
         log, feedback = release.window(self.since)
-        checks = analysis.analyze(log, feedback, self.counters, release.champion, release.version, release.cfg)
+        checks = analysis.analyze(log, feedback, self.counters, release.champion, release.version, release.cfg,
+                                  release.task)
         answers = analysis.candidate_answers(log, release.version)
         self.rows += [{"step": self.step.name, "check": self.number, "candidate answers": answers, **c.row()}
                       for c in checks]

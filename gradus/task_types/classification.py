@@ -1,0 +1,98 @@
+"""One label per text (softmax over the labels): the task type every version registered so far has."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from gradus.config.pipeline import GateConfig
+from gradus.scoring import encode, mcnemar_exact, paired_bootstrap, recall_by_class, weighted_macro_f1
+from gradus.task_types.base import Champion, Check
+
+
+def label_changes(champion: list[str], challenger: list[str], cfg: GateConfig) -> tuple[dict[str, Any], list[Check]]:
+    """What changed in the label set, and whether params allow it."""
+    added, removed = sorted(set(challenger) - set(champion)), sorted(set(champion) - set(challenger))
+    info = {"shared": len(set(champion) & set(challenger)), "added": added, "removed": removed}
+    checks = []
+    if added:
+        checks.append(Check("new_labels", cfg.allow_new_labels,
+                            f"challenger adds {len(added)} label(s) the champion does not know: {added[:10]}"
+                            + ("" if cfg.allow_new_labels else "; set gate.allow_new_labels=true to accept them")))
+    if removed:
+        checks.append(Check("removed_labels", cfg.allow_removed_labels,
+                            f"challenger drops {len(removed)} label(s) the champion knows: {removed[:10]}"
+                            + ("" if cfg.allow_removed_labels else "; set gate.allow_removed_labels=true to accept")))
+    return info, checks
+
+
+class Classification:
+    name = "classification"
+    target_column = "label"
+    primary_metric = "macro_f1"
+
+    def compare(self, actual: list[str], challenger: list[str], champion: Champion, challenger_labels: list[str],
+                cfg: GateConfig) -> tuple[dict[str, Any], list[Check]]:
+        """Champion vs challenger on the test rows whose true label both models know: macro-F1 non-inferiority
+        by paired bootstrap, per-class recall drop, label set changes; McNemar reported beside."""
+        info, checks = label_changes(champion.labels, challenger_labels, cfg)
+        shared = sorted(set(champion.labels) & set(challenger_labels))
+        rows = np.array([label in set(shared) for label in actual], dtype=bool)
+        info["rows_compared"], info["rows_excluded"] = int(rows.sum()), int((~rows).sum())
+        if not rows.any():
+            return {"labels": info}, [*checks, Check("shared_labels", False,
+                                                     "no test row has a label both models know")]
+        y = encode([a for a, keep in zip(actual, rows, strict=True) if keep], shared)
+        new = encode([p for p, keep in zip(challenger, rows, strict=True) if keep], shared)
+        old = encode([p for p, keep in zip(champion.predicted, rows, strict=True) if keep], shared)
+        boot = paired_bootstrap(y, old, new, len(shared), cfg.bootstrap_samples, cfg.confidence, cfg.seed)
+        ones = np.ones((1, len(y)))
+        scores = {"challenger": float(weighted_macro_f1(ones, y, new, len(shared))[0]),
+                  "champion": float(weighted_macro_f1(ones, y, old, len(shared))[0])}
+        checks.append(Check(
+            "macro_f1_non_inferiority", boot.low >= -cfg.margin,
+            f"macro-F1 challenger {scores['challenger']:.4f} vs champion {scores['champion']:.4f}: difference "
+            f"{boot.delta:+.4f}, {boot.confidence:.0%} CI [{boot.low:+.4f}, {boot.high:+.4f}] "
+            f"(paired bootstrap, {boot.samples} resamples); lower bound must be >= -gate.margin {-cfg.margin:+.4f}"))
+        support, recall_new = recall_by_class(y, new, len(shared))
+        _, recall_old = recall_by_class(y, old, len(shared))
+        per_class = sorted(({"label": shared[c], "support": int(support[c]),
+                             "recall_champion": round(recall_old[c], 4), "recall_challenger": round(recall_new[c], 4),
+                             "drop": round(float(recall_old[c] - recall_new[c]), 4)}
+                            for c in range(len(shared)) if support[c] >= cfg.min_support),
+                           key=lambda row: -row["drop"])
+        dropped = [row for row in per_class if row["drop"] > cfg.max_class_recall_drop]
+        detail = (", ".join(f"{r['label']} {r['recall_champion']:.2f}→{r['recall_challenger']:.2f}"
+                            for r in dropped[:10])
+                  if dropped else f"largest drop {per_class[0]['drop']:+.3f}" if per_class
+                  else "no class has enough rows")
+        rule = f"gate.min_support={cfg.min_support} test rows"
+        checks.append(Check(
+            "per_class_recall", not dropped,
+            f"{len(dropped)} of {len(per_class)} classes with >= {rule} lose more than "
+            f"gate.max_class_recall_drop={cfg.max_class_recall_drop:g} recall: {detail}" if dropped else
+            f"no class with >= {rule} loses more than {cfg.max_class_recall_drop:g} recall ({detail})"))
+        mcnemar = mcnemar_exact(old == y, new == y)
+        return {"labels": info, "macro_f1": scores, "bootstrap": asdict(boot), "mcnemar": mcnemar,
+                "per_class": per_class}, checks
+
+    def agreement(self, left: Sequence[str], right: Sequence[str]) -> np.ndarray:
+        """1 where both answered the same label, else 0."""
+        return (np.asarray(left, dtype=object) == np.asarray(right, dtype=object)).astype(np.float64)
+
+    def frequencies(self, answers: Iterable[str]) -> Counter[str]:
+        return Counter(answers)
+
+    def average(self, outputs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+        """The weighted mean of the members' softmax probabilities (rows stay distributions)."""
+        total = np.zeros(outputs[0].shape, dtype=np.float64)
+        for output, weight in zip(outputs, weights, strict=True):
+            total += weight * output
+        return total / float(sum(weights))
+
+
+TASK = Classification()
