@@ -96,10 +96,13 @@ def models_show(version: Annotated[str, typer.Argument(help="Version id, unique 
 
 def describe_version(m: dict[str, Any], aliases: list[str]) -> str:
     """A version's manifest as a page a person reads."""
+    from gradus.task_types.seam import task_of
+
     lineage, gate = m["lineage"], m.get("gate") or {}
     code, base = lineage["code"], lineage["base_model"]
     lines = [f"version     {m['version']}   aliases: {', '.join(aliases) or 'none'}",
              f"created     {m['created_at']} by run {m['run']}",
+             f"task        {task_of(m)}",
              f"base model  {base['name']} @ {base['revision']}",
              f"code        commit {code.get('commit')} ({code.get('branch')})"
              + (f", modified: {', '.join(code['modified'])}" if code.get("modified") else ""),

@@ -11,6 +11,7 @@ from typing import get_args
 import numpy as np
 import pytest
 
+from cli.models import describe_version
 from gradus.config.pipeline import GateConfig, TaskName
 from gradus.ensemble import build_ensemble
 from gradus.errors import ConfigError, ModelError
@@ -62,9 +63,11 @@ def test_the_config_accepts_exactly_the_seams_task_types() -> None:
 
 def test_a_version_knows_its_task_type(tmp_path: Path, tiny_classifier_dir: Path) -> None:
     registry = open_registry(str(tmp_path / "registry"))
-    record = lineage("task") | {"params": {"train": {"max_length": 32}, "model": {"task": DEFAULT_TASK}}}
+    record = lineage("task") | {"params": {"train": {"max_length": 32}, "model": {"task": DEFAULT_TASK},
+                                           "data": {"sources": []}}}
     manifest, _ = registry.register(tiny_classifier_dir, record, {"accuracy": 0.5}, None, run="test")
     assert manifest["task"] == DEFAULT_TASK == task_of(registry.require(manifest["version"]))
+    assert f"task        {DEFAULT_TASK}\n" in describe_version(manifest, [])  # `gradus models show`
     # A version registered before task types existed has neither the key nor the param: the default, its type.
     assert task_of({"lineage": lineage("old")}) == DEFAULT_TASK
     assert task_of({"lineage": {"params": {"model": {"task": "multi_label"}}}}) == "multi_label"
