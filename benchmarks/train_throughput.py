@@ -41,7 +41,8 @@ from transformers import (
 
 from gradus.config.params import load_params
 from gradus.modeling import matmul_flops_per_s, resolve_base
-from tasks.train import EncodedTexts, macro_f1_metric, mixed_precision, plan_training, training_arguments
+from gradus.task_types.seam import task_type
+from tasks.train import EncodedTexts, mixed_precision, plan_training, training_arguments, validation_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 BANKING77 = ROOT / "benchmarks" / "data" / "banking77" / "train.csv"
@@ -95,7 +96,8 @@ def run_variant(name: str, texts: list[str], labels: list[int], num_labels: int,
                                                         f"train.max_steps={len(texts) // batch}",
                                                         "train.eval_steps=1000000", *overrides])
             plan = plan_training(params.train, len(texts), num_labels)
-            args = training_arguments(params.train, "cpu", scratch, plan)
+            task = task_type(params.model.task)
+            args = training_arguments(params.train, "cpu", scratch, plan, task.primary_metric)
             # The Trainer evaluates once at the last step: 8 rows keep that out of the timing.
             eval_set = EncodedTexts({k: v[:8] for k, v in encodings.items()}, labels[:8])
         else:
@@ -105,7 +107,7 @@ def run_variant(name: str, texts: list[str], labels: list[int], num_labels: int,
                                      train_sampling_strategy="group_by_length" if group else "random")
         clock = StepClock()
         trainer = Trainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_set,
-                          data_collator=collator, compute_metrics=macro_f1_metric if eval_set else None,
+                          data_collator=collator, compute_metrics=validation_metrics(task) if eval_set else None,
                           callbacks=[clock])
         trainer.train()
     steps = len(clock.ends)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from gradus.config.pipeline import StageParams, TrainConfig
@@ -35,6 +34,8 @@ from gradus.modeling import (
 )
 from gradus.pooled import from_base, set_head
 from gradus.probe import Probe, fit_probe, pooling_mode
+from gradus.task_types.base import TaskType
+from gradus.task_types.seam import task_type
 from gradus.trial import TRIAL_ENV, search_trial_report
 
 FINGERPRINT = "fingerprint.json"
@@ -135,7 +136,8 @@ class EarlyStopRule:
 
 
 
-def trainer_callbacks(cfg: TrainConfig, plan: TrainingPlan, trial: dict[str, Any] | None = None) -> list[Any]:
+def trainer_callbacks(cfg: TrainConfig, plan: TrainingPlan, task: TaskType,
+                      trial: dict[str, Any] | None = None) -> list[Any]:
     """Early stopping, the time budget and a search trial's reporting, as Trainer callbacks; each one that
     ends the run sets `stop_reason`. Built here, not at import, so importing this module stays light."""
     from transformers.trainer_callback import ExportableState, TrainerCallback
@@ -148,12 +150,14 @@ def trainer_callbacks(cfg: TrainConfig, plan: TrainingPlan, trial: dict[str, Any
 
         def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float],
                         **kwargs: Any) -> None:
-            if "eval_macro_f1" not in metrics or "eval_loss" not in metrics or self.stop_reason:
+            key = f"eval_{task.primary_metric}"
+            if key not in metrics or "eval_loss" not in metrics or self.stop_reason:
                 return
-            self.improved(metrics["eval_macro_f1"], metrics["eval_loss"])
+            self.improved(metrics[key], metrics["eval_loss"])
             if self.waited >= self.patience:
                 control.should_training_stop = True
-                self.stop_reason = (f"early stopping: {self.patience} evaluations without val macro-F1 up by "
+                self.stop_reason = (f"early stopping: {self.patience} evaluations without val "
+                                    f"{task.primary_metric_name} up by "
                                     f"more than {self.min_delta} or val loss down by more than "
                                     f"{self.loss_tolerance:.1%}")
 
@@ -190,14 +194,13 @@ def trainer_callbacks(cfg: TrainConfig, plan: TrainingPlan, trial: dict[str, Any
     return callbacks
 
 
-def macro_f1_metric(prediction: Any) -> dict[str, float]:
-    """Trainer compute_metrics: accuracy and macro-F1 on the validation split."""
-    from sklearn.metrics import f1_score
+def validation_metrics(task: TaskType) -> Any:
+    """Trainer compute_metrics: the task type's scores on the validation split (classification: accuracy and
+    macro-F1, the primary)."""
+    def compute(prediction: Any) -> dict[str, float]:
+        return task.metrics(prediction.label_ids, prediction.predictions, {})
 
-    predicted = np.argmax(prediction.predictions, axis=-1)
-    actual = prediction.label_ids
-    return {"accuracy": float((predicted == actual).mean()),
-            "macro_f1": float(f1_score(actual, predicted, average="macro"))}
+    return compute
 
 
 def mixed_precision(cfg: TrainConfig, device: str) -> tuple[bool, bool]:
@@ -209,7 +212,8 @@ def mixed_precision(cfg: TrainConfig, device: str) -> tuple[bool, bool]:
     return cfg.precision == "bf16", cfg.precision == "fp16"
 
 
-def training_arguments(cfg: TrainConfig, device: str, output_dir: str, plan: TrainingPlan) -> Any:
+def training_arguments(cfg: TrainConfig, device: str, output_dir: str, plan: TrainingPlan,
+                       primary_metric: str) -> Any:
     """TrainingArguments from params and the plan: dynamic padding and length grouping keep padding low."""
     from transformers import TrainingArguments
 
@@ -231,8 +235,8 @@ def training_arguments(cfg: TrainConfig, device: str, output_dir: str, plan: Tra
         save_steps=plan.eval_steps,
         restore_callback_states_from_checkpoint=True,  # the early-stopping count survives a resume
         save_total_limit=cfg.save_total_limit,
-        load_best_model_at_end=True,  # the best checkpoint (val macro-F1) is the model kept
-        metric_for_best_model="macro_f1",
+        load_best_model_at_end=True,  # the best checkpoint (the task's primary metric on val) is the model kept
+        metric_for_best_model=primary_metric,
         greater_is_better=True,
         logging_strategy="steps",
         logging_steps=10,
@@ -325,17 +329,17 @@ def build_trainer(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, b
     from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer
     from transformers.integrations import DVCLiveCallback
 
-    cfg = params.train
+    cfg, task = params.train, task_type(params.model.task)
     label_ids = {label: i for i, label in enumerate(labels)}
     tokenizer = AutoTokenizer.from_pretrained(base.location, revision=params.model.revision)
     train_set = encode(train, tokenizer, label_ids, cfg.max_length)
     trainer = Trainer(
-        model=model, args=training_arguments(cfg, device, params.paths.checkpoints, plan),
+        model=model, args=training_arguments(cfg, device, params.paths.checkpoints, plan, task.primary_metric),
         train_dataset=train_set, eval_dataset=encode(val, tokenizer, label_ids, cfg.max_length),
-        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=macro_f1_metric,
+        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=validation_metrics(task),
     )
     trial = json.loads(os.environ[TRIAL_ENV]) if os.environ.get(TRIAL_ENV) else None
-    for callback in trainer_callbacks(cfg, plan, trial):
+    for callback in trainer_callbacks(cfg, plan, task, trial):
         trainer.add_callback(callback)
     if trainer.is_world_process_zero():
         live = Live(params.paths.training_log, resume=resuming, save_dvc_exp=False, dvcyaml=None, report=None)

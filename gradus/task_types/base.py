@@ -46,7 +46,13 @@ class TaskType(Protocol):
 
     name: str
     target_column: str   # the validated data's and the splits' target column
-    primary_metric: str  # what the epoch budget, early stopping and the gate judge
+    primary_metric: str  # the metrics' key that model selection, early stopping and the gate judge
+    primary_metric_name: str  # how people read it ("macro-F1")
+
+    def metrics(self, targets: np.ndarray, output: np.ndarray, decision: dict[str, Any]) -> dict[str, float]:
+        """Validation scores from a model's raw output and the encoded targets (the Trainer's compute_metrics):
+        the primary metric and what is reported beside it."""
+        ...
 
     def compare(self, actual: list[Any], challenger: list[Any], champion: Champion, challenger_labels: list[str],
                 cfg: GateConfig) -> tuple[dict[str, Any], list[Check]]:

@@ -34,6 +34,15 @@ class Classification:
     name = "classification"
     target_column = "label"
     primary_metric = "macro_f1"
+    primary_metric_name = "macro-F1"
+
+    def metrics(self, targets: np.ndarray, output: np.ndarray, decision: dict[str, Any]) -> dict[str, float]:
+        """Accuracy and macro-F1 of the argmax label (label ids against logits)."""
+        from sklearn.metrics import f1_score
+
+        predicted = np.argmax(output, axis=-1)
+        return {"accuracy": float((predicted == targets).mean()),
+                "macro_f1": float(f1_score(targets, predicted, average="macro"))}
 
     def compare(self, actual: list[str], challenger: list[str], champion: Champion, challenger_labels: list[str],
                 cfg: GateConfig) -> tuple[dict[str, Any], list[Check]]:
