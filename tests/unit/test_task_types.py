@@ -4,6 +4,7 @@ of a registered version, and the generic refusals of a model of another task typ
 from __future__ import annotations
 
 import ast
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import get_args
@@ -12,10 +13,12 @@ import numpy as np
 import pytest
 
 from cli.models import describe_version
+from gradus.config.params import load_params
 from gradus.config.pipeline import GateConfig, TaskName
 from gradus.ensemble import build_ensemble
 from gradus.errors import ConfigError, ModelError
-from gradus.registry.versions import open_registry
+from gradus.registry.versions import open_registry, project_registry
+from gradus.release.controller import RolledBack, start
 from gradus.task_types.base import DEFAULT_TASK, Champion
 from gradus.task_types.seam import TASK_TYPES, task_of, task_type
 from tasks.gate import verdict
@@ -88,6 +91,21 @@ def test_the_gate_refuses_a_champion_of_another_task_type_naming_both() -> None:
     same = verdict(METRICS, {}, actual, actual,
                    ["a", "b"], Champion("v-champ", ["a", "b"], actual), GateConfig(min_accuracy=0, min_macro_f1=0))
     assert same["passed"] and same["bootstrap"]["delta"] == 0.0, same["reasons"]
+
+
+def test_a_release_of_another_task_type_than_the_champion_is_refused(tmp_path: Path,
+                                                                     tiny_classifier_dir: Path) -> None:
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    registry = project_registry(tmp_path, load_params(tmp_path / "params.yaml"))
+    versions = {}
+    for task in (DEFAULT_TASK, "multi_label"):  # registration records whatever the lineage's params say
+        record = lineage(task) | {"params": {"train": {"max_length": 32}, "model": {"task": task}}}
+        versions[task] = registry.register(tiny_classifier_dir, record, {"accuracy": 0.5}, None, run="test")[0]
+    registry.promote(versions[DEFAULT_TASK]["version"], run="test", reason="champion")
+    with pytest.raises(RolledBack, match=f"release of {versions['multi_label']['version']}: the challenger is a "
+                                         f"multi_label model but the champion .* is a {DEFAULT_TASK} model"):
+        start(tmp_path, versions["multi_label"]["version"], {}, "test")
+    assert registry.aliases().candidate is None and registry.aliases().canary is None  # nothing moved
 
 
 def test_an_ensemble_of_two_task_types_is_refused() -> None:
