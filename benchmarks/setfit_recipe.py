@@ -11,7 +11,7 @@ that differs from the frozen-encoder probe is the contrastive training of the en
 
 Budget: SetFit's defaults (20 pairs per text and both directions: 360k pairs for Banking77's 9,003 rows) are
 hours on 2 CPU cores; `--max-steps` caps the pairs at steps x 16 (setfit's own `max_steps`), chosen so training
-costs about what the default `lp_ft` recipe does (its 10-11 minutes on Banking77). Results are written as
+costs about what the default `lp_ft` recipe does (measured: docs/performance.md). Results are written as
 accuracy_<dataset>_setfit_seed<N>.json in the accuracy benchmark's shape, so `python -m benchmarks.accuracy
 --summarize` puts them beside the other recipes. Nothing in gradus imports setfit: a recipe is only adopted where
 it wins, and SetFit's own saved head is a pickle (gradus would store the probe-style head as safetensors).
