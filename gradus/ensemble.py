@@ -65,9 +65,9 @@ def build_ensemble(members: list[Any], weights: list[float], *, version: str | N
         raise ModelError(f"an ensemble needs two or more members with positive weights (got {len(members)} "
                          f"members, weights {weights})")
     first = members[0]
-    tasks = {member.version: member_task(member) for member in members}
-    if len(set(tasks.values())) > 1:
-        named = ", ".join(f"{version}: {task}" for version, task in tasks.items())
+    tasks = [(member.version, member_task(member)) for member in members]  # pairs: versions may repeat or be None
+    if len({task for _, task in tasks}) > 1:
+        named = ", ".join(f"{version}: {task}" for version, task in tasks)
         raise ModelError(f"ensemble members are of different task types ({named}); soft voting averages the "
                          "answers of one task type")
     for member in members[1:]:
@@ -79,7 +79,7 @@ def build_ensemble(members: list[Any], weights: list[float], *, version: str | N
     if version is None:
         version = ensemble_id([m.version or "-" for m in members], weights)
     return EnsembleModel(tuple(members), tuple(float(w) for w in weights), tuple(first.labels), version, alias,
-                         manifest, member_task(first))
+                         manifest, tasks[0][1])
 
 
 def member_task(model: Any) -> str:

@@ -3,7 +3,7 @@ per text next), behind one protocol that the stages, the gate, release, compress
 
 docs/architecture.md ("Task types on one seam") is the contract: the full table of methods per calling stage.
 This module holds the part the code calls so far; each task type is a module of this package, and
-`gradus.task_types.task_type(name)` is the one place that maps a name to it.
+`gradus.task_types.seam.task_type(name)` is the one place that maps a name to it.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pytest
 
 from cli.models import describe_version
 from gradus.config.params import load_params
-from gradus.config.pipeline import GateConfig, TaskName
+from gradus.config.pipeline import GateConfig, ModelConfig, TaskName
 from gradus.ensemble import build_ensemble
 from gradus.errors import ConfigError, ModelError
 from gradus.registry.versions import open_registry, project_registry
@@ -59,6 +59,7 @@ def test_the_check_catches_a_branch_on_a_task_name(tmp_path: Path) -> None:
 
 def test_the_config_accepts_exactly_the_seams_task_types() -> None:
     assert set(get_args(TaskName)) == set(TASK_TYPES) and DEFAULT_TASK in TASK_TYPES
+    assert ModelConfig().task == DEFAULT_TASK  # the config's default and the seam's are one
     assert all(task_type(name).name == name for name in TASK_TYPES)
     with pytest.raises(ConfigError, match=r"model\.task='summaries': no such task type; one of classification"):
         task_type("summaries")
