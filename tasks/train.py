@@ -262,20 +262,37 @@ def run_fingerprint(params: StageParams, split_files: list[Path]) -> str:
 
 
 def checkpoint_to_resume(folder: Path, fingerprint: str, resume: bool, is_main: bool) -> str | None:
-    """The last checkpoint of this same run, or None after clearing checkpoints of any other run."""
+    """The last checkpoint of this same run, or None after clearing checkpoints of any other run.
+
+    Under torchrun only the main process clears the folder and writes the marker; call this on the main process
+    first (`PartialState.main_process_first`), so the other ranks read the folder as it decided."""
     marker = folder / FINGERPRINT
-    same_run = marker.is_file() and json.loads(marker.read_text())["fingerprint"] == fingerprint
+    try:
+        same_run = json.loads(marker.read_text())["fingerprint"] == fingerprint
+    except (OSError, ValueError, KeyError, TypeError):  # absent, or cut short by a kill while written
+        same_run = False
     # A process killed while saving leaves a partial checkpoint: only complete ones count (the Trainer
     # writes trainer_state.json last).
     checkpoints = sorted((p for p in folder.glob("checkpoint-*") if all((p / f).is_file() for f in CHECKPOINT_FILES)),
                          key=lambda p: int(p.name.split("-")[-1]))
     if resume and same_run and checkpoints:
         return str(checkpoints[-1])
-    if is_main:  # under torchrun only rank 0 touches the folder
+    if is_main:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+        partial = marker.with_suffix(".partial")
+        partial.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+        partial.replace(marker)  # atomic: a reader sees the whole marker or none
     return None
+
+
+def process_state(device: str) -> Any:
+    """accelerate's process state, initialised as the Trainer will initialise it. Created first with its defaults,
+    it stays single-process on CPU (`cpu=False` leaves gloo to the Trainer): under torchrun every rank then
+    believed itself the main one and two ranks raced on the checkpoint folder."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=device == "cpu")
 
 
 def peak_memory_mib(device: str) -> float:
@@ -351,12 +368,12 @@ def fine_tune(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, out: 
               split_files: list[Path] | None = None) -> dict[str, Any]:
     """Fine-tune (resuming this run's last checkpoint if any); save weights (safetensors), tokenizer and
     label map into `out` on the main process; return a training summary."""
-    from accelerate import PartialState
     from transformers import set_seed
 
     cfg = params.train
     base = resolve_base(params.model.base, params.model.revision)
     device = pick_device(cfg.device)
+    state = process_state(device)
     set_seed(cfg.seed)
     labels = sorted(train["label"].unique())
     probe = fit_probe_for(params, train, val, base, device, labels) if cfg.method != "finetune" else None
@@ -366,10 +383,9 @@ def fine_tune(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, out: 
     set_seed(cfg.seed)  # the same initial head and data order with or without a probe fitted first
     fingerprint = run_fingerprint(params, split_files or [])
     checkpoints = Path(params.paths.checkpoints)
-    is_main = PartialState().is_main_process
-    resume_from = checkpoint_to_resume(checkpoints, fingerprint, cfg.resume, is_main)
-    PartialState().wait_for_everyone()
-    plan = plan_training(cfg, len(train), len(labels), PartialState().num_processes)
+    with state.main_process_first():
+        resume_from = checkpoint_to_resume(checkpoints, fingerprint, cfg.resume, state.is_main_process)
+    plan = plan_training(cfg, len(train), len(labels), state.num_processes)
     trainer, tokenizer, train_set = build_trainer(params, train, val, base, device, labels, resume_from is not None,
                                                   plan, initial_model(params, base, labels, probe))
     started = time.perf_counter()
@@ -495,9 +511,7 @@ def run(params: StageParams) -> dict[str, Any]:
     if train.empty:
         raise DataError(f"{files[0]}: no training rows; check the validate and split stages")
     model_dir = Path(params.paths.model)
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state(pick_device(params.train.device))  # first, before anything asks for the rank
     try:
         summary = fine_tune(params, train, val, model_dir, files)
         if state.is_main_process:

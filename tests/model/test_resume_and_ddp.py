@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -89,6 +90,10 @@ def test_torchrun_two_processes_gloo_trains_a_valid_model(tmp_path: Path, tiny_m
     assert done.returncode == 0, done.stderr[-4000:]
     summary = json.loads((work / "models" / "candidate" / "training_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["device"] == "cpu"
+    # The plan counts both ranks: each takes half the rows per epoch (a rank that believed itself alone planned
+    # twice the steps, and every rank touched the checkpoint folder as the main one).
+    cfg = load_params(work / "params.yaml").train
+    assert summary["steps_per_epoch"] == math.ceil(math.ceil(summary["train_rows"] / 2) / cfg.batch_size)
     model = load_classifier(work / "models" / "candidate")
     test = pd.read_parquet(work / "data" / "splits" / "test.parquet")
     accuracy = (pd.Series(model.predict(list(test["text"])).labels()) == test["label"].reset_index(drop=True)).mean()

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from gradus.config.params import load_params
-from tasks.train import MAX_EVAL_INTERVAL, EarlyStopRule, plan_training
+from tasks.train import (
+    CHECKPOINT_FILES,
+    FINGERPRINT,
+    MAX_EVAL_INTERVAL,
+    EarlyStopRule,
+    checkpoint_to_resume,
+    plan_training,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,3 +114,29 @@ def test_a_trial_trailing_the_earlier_ones_is_pruned_through_the_shared_study(tm
     assert control.should_training_stop and "pruned" in report.stop_reason
     stored = study._storage.get_trial(fresh._trial_id)
     assert stored.intermediate_values == {0: 0.3} and stored.user_attrs["pruned_at_step"] == 40
+
+
+def test_resume_only_from_complete_checkpoints_of_the_same_run(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    assert checkpoint_to_resume(folder, "run-a", resume=True, is_main=True) is None  # nothing yet: marker written
+    for step in (10, 20):
+        for name in CHECKPOINT_FILES if step == 10 else CHECKPOINT_FILES[:-1]:  # checkpoint-20 cut short
+            (folder / f"checkpoint-{step}").mkdir(exist_ok=True)
+            (folder / f"checkpoint-{step}" / name).write_text("{}")
+    assert checkpoint_to_resume(folder, "run-a", resume=True, is_main=False) == str(folder / "checkpoint-10")
+    assert checkpoint_to_resume(folder, "run-a", resume=False, is_main=False) is None
+    assert (folder / "checkpoint-10").is_dir()  # only the main process clears
+    assert checkpoint_to_resume(folder, "run-b", resume=True, is_main=True) is None
+    assert not (folder / "checkpoint-10").exists()
+
+
+def test_a_marker_cut_short_by_a_kill_starts_a_fresh_run(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    (folder / "checkpoint-10").mkdir(parents=True)
+    for name in CHECKPOINT_FILES:
+        (folder / "checkpoint-10" / name).write_text("{}")
+    (folder / FINGERPRINT).write_text("")
+    assert checkpoint_to_resume(folder, "run-a", resume=True, is_main=True) is None
+    assert not (folder / "checkpoint-10").exists()
+    assert checkpoint_to_resume(folder, "run-a", resume=True, is_main=True) is None  # the marker is whole again
+    assert json.loads((folder / FINGERPRINT).read_text()) == {"fingerprint": "run-a"}
