@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,22 +73,29 @@ class BootstrapResult:
 def paired_bootstrap(actual: np.ndarray, champion: np.ndarray, challenger: np.ndarray, classes: int,
                      samples: int, confidence: float, seed: int) -> BootstrapResult:
     """Percentile CI of (challenger - champion) macro-F1, both scored on the same resampled rows each time."""
-    n = len(actual)
-    ones = np.ones((1, n))
-    delta = float(weighted_macro_f1(ones, actual, challenger, classes)[0]
-                  - weighted_macro_f1(ones, actual, champion, classes)[0])
+    def delta(weights: np.ndarray) -> np.ndarray:
+        return (weighted_macro_f1(weights, actual, challenger, classes)
+                - weighted_macro_f1(weights, actual, champion, classes))
+
+    return paired_bootstrap_of(delta, len(actual), samples, confidence, seed)
+
+
+def paired_bootstrap_of(delta: Callable[[np.ndarray], np.ndarray], n: int, samples: int, confidence: float,
+                        seed: int) -> BootstrapResult:
+    """Percentile CI of a paired difference of two models' scores over n texts. `delta(weights)` scores both models
+    on each row of `weights` (a resample as counts per text, shape resamples x n) and returns the differences; the
+    full test split is the all-ones row. A task type supplies its own metric through `delta`."""
+    point = float(delta(np.ones((1, n)))[0])
     rng = np.random.default_rng(seed)
     deltas = []
     for start in range(0, samples, 250):  # chunks keep the weight matrix small
         k = min(250, samples - start)
         draws = rng.integers(0, n, size=(k, n))
         weights = np.bincount((draws + np.arange(k)[:, None] * n).ravel(), minlength=k * n).reshape(k, n)
-        weights = weights.astype(np.float64)
-        deltas.append(weighted_macro_f1(weights, actual, challenger, classes)
-                      - weighted_macro_f1(weights, actual, champion, classes))
+        deltas.append(delta(weights.astype(np.float64)))
     values = np.concatenate(deltas)
     tail = (1 - confidence) / 2
-    return BootstrapResult(delta, float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail)),
+    return BootstrapResult(point, float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail)),
                            samples, confidence)
 
 

@@ -40,6 +40,30 @@ class Champion:
     task: str = DEFAULT_TASK
 
 
+def label_changes(champion: list[str], challenger: list[str], cfg: GateConfig) -> tuple[dict[str, Any], list[Check]]:
+    """What changed in the label set, and whether params allow it."""
+    added, removed = sorted(set(challenger) - set(champion)), sorted(set(champion) - set(challenger))
+    info = {"shared": len(set(champion) & set(challenger)), "added": added, "removed": removed}
+    checks = []
+    if added:
+        checks.append(Check("new_labels", cfg.allow_new_labels,
+                            f"challenger adds {len(added)} label(s) the champion does not know: {added[:10]}"
+                            + ("" if cfg.allow_new_labels else "; set gate.allow_new_labels=true to accept them")))
+    if removed:
+        checks.append(Check("removed_labels", cfg.allow_removed_labels,
+                            f"challenger drops {len(removed)} label(s) the champion knows: {removed[:10]}"
+                            + ("" if cfg.allow_removed_labels else "; set gate.allow_removed_labels=true to accept")))
+    return info, checks
+
+
+def weighted_mean(outputs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """Soft voting's arithmetic, the same for every type: the weighted mean of aligned outputs."""
+    total = np.zeros(outputs[0].shape, dtype=np.float64)
+    for output, weight in zip(outputs, weights, strict=True):
+        total += weight * output
+    return total / float(sum(weights))
+
+
 class TaskType(Protocol):
     """What a task type supplies. `answers` are decoded answers, one per text, in the task's internal form
     (a label; a label set; a span list); `outputs` are a model's raw scores for a batch (rows x vocabulary)."""

@@ -11,23 +11,7 @@ import numpy as np
 
 from gradus.config.pipeline import GateConfig
 from gradus.scoring import encode, mcnemar_exact, paired_bootstrap, recall_by_class, weighted_macro_f1
-from gradus.task_types.base import Champion, Check
-
-
-def label_changes(champion: list[str], challenger: list[str], cfg: GateConfig) -> tuple[dict[str, Any], list[Check]]:
-    """What changed in the label set, and whether params allow it."""
-    added, removed = sorted(set(challenger) - set(champion)), sorted(set(champion) - set(challenger))
-    info = {"shared": len(set(champion) & set(challenger)), "added": added, "removed": removed}
-    checks = []
-    if added:
-        checks.append(Check("new_labels", cfg.allow_new_labels,
-                            f"challenger adds {len(added)} label(s) the champion does not know: {added[:10]}"
-                            + ("" if cfg.allow_new_labels else "; set gate.allow_new_labels=true to accept them")))
-    if removed:
-        checks.append(Check("removed_labels", cfg.allow_removed_labels,
-                            f"challenger drops {len(removed)} label(s) the champion knows: {removed[:10]}"
-                            + ("" if cfg.allow_removed_labels else "; set gate.allow_removed_labels=true to accept")))
-    return info, checks
+from gradus.task_types.base import Champion, Check, label_changes, weighted_mean
 
 
 class Classification:
@@ -98,10 +82,7 @@ class Classification:
 
     def average(self, outputs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
         """The weighted mean of the members' softmax probabilities (rows stay distributions)."""
-        total = np.zeros(outputs[0].shape, dtype=np.float64)
-        for output, weight in zip(outputs, weights, strict=True):
-            total += weight * output
-        return total / float(sum(weights))
+        return weighted_mean(outputs, weights)
 
 
 TASK = Classification()

@@ -1,0 +1,184 @@
+"""A label set per text (a sigmoid score per label, a label kept above its decision threshold).
+
+The scoring, decision, gate and release parts of the type (docs/architecture.md, "Task types on one seam"); the
+stages reach it through `seam.task_type` once its data, split and training rows are wired (until then the seam does
+not offer it as a `model.task`). Answers are label lists, sorted, without duplicates.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from gradus.config.pipeline import GateConfig
+from gradus.scoring import paired_bootstrap_of
+from gradus.task_types.base import Champion, Check, label_changes, weighted_mean
+
+DEFAULT_THRESHOLD = 0.5  # before a decision is chosen on the validation split (during training)
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+MIN_POSITIVES_FOR_OWN_THRESHOLD = 5  # a label with fewer validation positives keeps the global threshold
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
+def multi_hot(answers: Sequence[Iterable[str]], labels: Sequence[str]) -> np.ndarray:
+    """Texts x labels indicator matrix; a label outside `labels` has no column (it is not counted)."""
+    index = {label: i for i, label in enumerate(labels)}
+    out = np.zeros((len(answers), len(labels)), dtype=np.float64)
+    for row, answer in enumerate(answers):
+        for label in answer:
+            if label in index:
+                out[row, index[label]] = 1.0
+    return out
+
+
+def thresholds_of(decision: dict[str, Any], labels: Sequence[str]) -> np.ndarray:
+    """The threshold per label column a decision sets (the global one where a label has none of its own)."""
+    default = float(decision.get("global", DEFAULT_THRESHOLD))
+    own = decision.get("per_label") or {}
+    return np.array([float(own.get(label, default)) for label in labels], dtype=np.float64)
+
+
+def choose_decision(truth: np.ndarray, scores: np.ndarray, labels: Sequence[str], per_label: bool = True) -> dict:
+    """The decision thresholds, chosen on the validation split. The rule (stored with the model):
+    the global threshold is the grid value (0.05 .. 0.95) with the best micro-F1, ties to the value closest to 0.5;
+    with `per_label`, a label with at least MIN_POSITIVES_FOR_OWN_THRESHOLD validation positives gets the grid value
+    with its best F1 (same tie rule), the others keep the global one."""
+    def best(t: np.ndarray, s: np.ndarray) -> float:
+        f1 = [_f1_counts(t, s >= g) for g in THRESHOLD_GRID]
+        top = max(f1)
+        return float(min((g for g, f in zip(THRESHOLD_GRID, f1, strict=True) if f >= top - 1e-12),
+                         key=lambda g: abs(g - 0.5)))
+
+    global_t = best(truth, scores)
+    own = {}
+    if per_label:
+        for column, label in enumerate(labels):
+            if truth[:, column].sum() >= MIN_POSITIVES_FOR_OWN_THRESHOLD:
+                own[label] = best(truth[:, column], scores[:, column])
+    return {"rule": (f"global: the grid value with the best validation micro-F1; per label (labels with >= "
+                     f"{MIN_POSITIVES_FOR_OWN_THRESHOLD} validation positives): the value with the label's best F1; "
+                     f"grid {THRESHOLD_GRID[0]:g}..{THRESHOLD_GRID[-1]:g} step 0.05, ties to the value nearest 0.5"),
+            "global": global_t, "per_label": own, "labels": list(labels)}
+
+
+def _f1_counts(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Micro-F1 of indicator arrays: 2TP / (2TP + FP + FN); 1.0 when neither holds a positive."""
+    tp = float(np.sum(truth * predicted))
+    denominator = float(np.sum(truth) + np.sum(predicted))
+    return 1.0 if denominator == 0 else 2 * tp / denominator
+
+
+def weighted_micro_f1(weights: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Micro-F1 for each row of `weights` (a bootstrap resample as counts per text): one product per count."""
+    tp = weights @ (truth * predicted).sum(axis=1)
+    total = weights @ (truth.sum(axis=1) + predicted.sum(axis=1))
+    return np.where(total > 0, 2 * tp / np.maximum(total, 1e-12), 1.0)
+
+
+def set_scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """The multi-label figures (scikit-learn's definitions): micro, macro and samples F1, subset accuracy, Hamming
+    loss, and the mean label cardinality of truth and prediction."""
+    from sklearn.metrics import accuracy_score, f1_score, hamming_loss
+
+    t, p = truth.astype(int), predicted.astype(int)
+    return {"micro_f1": float(f1_score(t, p, average="micro", zero_division=0)),
+            "macro_f1": float(f1_score(t, p, average="macro", zero_division=0)),
+            "samples_f1": float(f1_score(t, p, average="samples", zero_division=0)),
+            "subset_accuracy": float(accuracy_score(t, p)),
+            "hamming_loss": float(hamming_loss(t, p)),
+            "cardinality_true": float(t.sum(axis=1).mean()) if len(t) else 0.0,
+            "cardinality_predicted": float(p.sum(axis=1).mean()) if len(p) else 0.0}
+
+
+def jaccard(left: Sequence[Iterable[str]], right: Sequence[Iterable[str]]) -> np.ndarray:
+    """Per text, |A ∩ B| / |A ∪ B| of two label sets; two empty sets agree (1)."""
+    out = np.empty(len(left), dtype=np.float64)
+    for i, (a, b) in enumerate(zip(left, right, strict=True)):
+        a, b = set(a), set(b)
+        out[i] = len(a & b) / len(a | b) if a | b else 1.0
+    return out
+
+
+class MultiLabel:
+    name = "multi_label"
+    target_column = "labels"
+    primary_metric = "micro_f1"
+    primary_metric_name = "micro-F1"
+
+    def metrics(self, targets: np.ndarray, output: np.ndarray, decision: dict[str, Any]) -> dict[str, float]:
+        """The set figures of the labels over threshold (multi-hot targets against logits; the decision's `labels`
+        name the columns, before one is chosen every column has the default threshold)."""
+        labels = decision.get("labels") or [str(i) for i in range(output.shape[1])]
+        predicted = sigmoid(output) >= thresholds_of(decision, labels)
+        return set_scores(np.asarray(targets), predicted)
+
+    def decode(self, scores: np.ndarray, labels: Sequence[str], decision: dict[str, Any]) -> list[list[str]]:
+        """The labels whose sigmoid score reaches their threshold, per text (sorted as `labels`)."""
+        keep = scores >= thresholds_of(decision, labels)
+        return [[labels[c] for c in np.flatnonzero(row)] for row in keep]
+
+    def compare(self, actual: list[list[str]], challenger: list[list[str]], champion: Champion,
+                challenger_labels: list[str], cfg: GateConfig) -> tuple[dict[str, Any], list[Check]]:
+        """Champion vs challenger on the same test texts, over the labels both know (a label only one knows is
+        left out of both scores): micro-F1 non-inferiority by paired bootstrap over texts, per-label recall drop
+        for labels with enough support, label set changes."""
+        info, checks = label_changes(champion.labels, challenger_labels, cfg)
+        shared = sorted(set(champion.labels) & set(challenger_labels))
+        info["rows_compared"] = len(actual)
+        if not shared:
+            return {"labels": info}, [*checks, Check("shared_labels", False, "the two models share no label")]
+        y, new, old = (multi_hot(answers, shared) for answers in (actual, challenger, champion.predicted))
+
+        def delta(weights: np.ndarray) -> np.ndarray:
+            return weighted_micro_f1(weights, y, new) - weighted_micro_f1(weights, y, old)
+
+        boot = paired_bootstrap_of(delta, len(y), cfg.bootstrap_samples, cfg.confidence, cfg.seed)
+        scores = {"challenger": set_scores(y, new), "champion": set_scores(y, old)}
+        checks.append(Check(
+            "micro_f1_non_inferiority", boot.low >= -cfg.margin,
+            f"micro-F1 challenger {scores['challenger']['micro_f1']:.4f} vs champion "
+            f"{scores['champion']['micro_f1']:.4f}: difference {boot.delta:+.4f}, {boot.confidence:.0%} CI "
+            f"[{boot.low:+.4f}, {boot.high:+.4f}] (paired bootstrap over texts, {boot.samples} resamples); lower "
+            f"bound must be >= -gate.margin {-cfg.margin:+.4f}"))
+        support = y.sum(axis=0)
+        recall_new = np.divide((y * new).sum(axis=0), support, out=np.zeros(len(shared)), where=support > 0)
+        recall_old = np.divide((y * old).sum(axis=0), support, out=np.zeros(len(shared)), where=support > 0)
+        per_label = sorted(({"label": shared[c], "support": int(support[c]),
+                             "recall_champion": round(float(recall_old[c]), 4),
+                             "recall_challenger": round(float(recall_new[c]), 4),
+                             "drop": round(float(recall_old[c] - recall_new[c]), 4)}
+                            for c in range(len(shared)) if support[c] >= cfg.min_support),
+                           key=lambda row: -row["drop"])
+        dropped = [row for row in per_label if row["drop"] > cfg.max_class_recall_drop]
+        rule = f"gate.min_support={cfg.min_support} test texts"
+        detail = (", ".join(f"{r['label']} {r['recall_champion']:.2f}→{r['recall_challenger']:.2f}"
+                            for r in dropped[:10]) if dropped
+                  else f"largest drop {per_label[0]['drop']:+.3f}" if per_label else "no label has enough texts")
+        checks.append(Check(
+            "per_label_recall", not dropped,
+            f"{len(dropped)} of {len(per_label)} labels on >= {rule} lose more than "
+            f"gate.max_class_recall_drop={cfg.max_class_recall_drop:g} recall: {detail}" if dropped else
+            f"no label on >= {rule} loses more than {cfg.max_class_recall_drop:g} recall ({detail})"))
+        return {"labels": info, "scores": scores, "bootstrap": asdict(boot), "per_label": per_label}, checks
+
+    def agreement(self, left: Sequence[Iterable[str]], right: Sequence[Iterable[str]]) -> np.ndarray:
+        """Per text, the Jaccard index of the two label sets (1 = the same set: exact-set agreement is == 1)."""
+        return jaccard(left, right)
+
+    def frequencies(self, answers: Iterable[Iterable[str]]) -> Counter[str]:
+        """How many answers hold each label."""
+        return Counter(label for answer in answers for label in set(answer))
+
+    def average(self, outputs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+        """The weighted mean of the members' sigmoid scores (each stays in [0, 1]; thresholds apply after)."""
+        return weighted_mean(outputs, weights)
+
+
+TASK = MultiLabel()

@@ -1,0 +1,121 @@
+"""The multi-label task type's scoring, decision thresholds, gate comparison and release/ensemble parts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from gradus.config.pipeline import GateConfig
+from gradus.task_types.base import Champion
+from gradus.task_types.multi_label import (
+    MIN_POSITIVES_FOR_OWN_THRESHOLD,
+    TASK,
+    choose_decision,
+    multi_hot,
+    sigmoid,
+    thresholds_of,
+    weighted_micro_f1,
+)
+
+LABELS = ["billing", "bug", "feature", "login"]
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p / (1 - p))
+
+
+def test_metrics_score_the_labels_over_threshold() -> None:
+    truth = np.array([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 0]], dtype=float)
+    scores = np.array([[0.9, 0.2, 0.6, 0.4], [0.1, 0.8, 0.1, 0.1], [0.3, 0.1, 0.2, 0.1]])
+    figures = TASK.metrics(truth, logit(scores), {})
+    # At 0.5: predicted {billing, feature}, {bug}, {}: TP 2, FP 1, FN 1 -> micro-F1 4/6.
+    assert figures["micro_f1"] == pytest.approx(4 / 6)
+    assert figures["subset_accuracy"] == pytest.approx(2 / 3)  # the second and the empty third
+    assert figures["hamming_loss"] == pytest.approx(2 / 12)
+    assert figures["cardinality_true"] == pytest.approx(1.0) and figures["cardinality_predicted"] == pytest.approx(1.0)
+    lowered = TASK.metrics(truth, logit(scores), {"global": 0.35})  # login's 0.4 now counts: FN 0, FP 1
+    assert lowered["micro_f1"] == pytest.approx(6 / 7)
+    assert TASK.primary_metric in figures
+
+
+def test_bootstrap_micro_f1_on_the_full_split_is_scikit_learns() -> None:
+    rng = np.random.default_rng(0)
+    truth = (rng.random((200, 6)) < 0.3).astype(float)
+    predicted = np.where(rng.random((200, 6)) < 0.8, truth, 1 - truth)
+    ours = weighted_micro_f1(np.ones((1, 200)), truth, predicted)[0]
+    assert ours == pytest.approx(f1_score(truth, predicted, average="micro"))
+    counts = np.bincount(rng.integers(0, 200, 200), minlength=200).astype(float)
+    rows = np.repeat(np.arange(200), counts.astype(int))
+    resampled = weighted_micro_f1(counts[None, :], truth, predicted)[0]
+    assert resampled == pytest.approx(f1_score(truth[rows], predicted[rows], average="micro"))
+
+
+def test_thresholds_are_chosen_per_label_on_validation_where_a_label_has_enough_positives() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    truth = np.zeros((n, 3))
+    truth[:, 0] = rng.random(n) < 0.4
+    truth[:, 1] = rng.random(n) < 0.4
+    truth[:3, 2] = 1  # too few positives for a threshold of its own
+    scores = np.full((n, 3), 0.05)
+    # Label 0 separates at 0.3 (positives 0.32-0.4, negatives below 0.25); label 1 at 0.8.
+    scores[:, 0] = np.where(truth[:, 0] == 1, rng.uniform(0.32, 0.4, n), rng.uniform(0.0, 0.25, n))
+    scores[:, 1] = np.where(truth[:, 1] == 1, rng.uniform(0.82, 0.95, n), rng.uniform(0.5, 0.78, n))
+    decision = choose_decision(truth, scores, ["a", "b", "rare"])
+    assert set(decision["per_label"]) == {"a", "b"}
+    assert 0.25 < decision["per_label"]["a"] <= 0.32 and 0.78 < decision["per_label"]["b"] <= 0.82
+    assert str(MIN_POSITIVES_FOR_OWN_THRESHOLD) in decision["rule"]
+    assert thresholds_of(decision, ["a", "b", "rare"])[2] == decision["global"]
+    decoded = TASK.decode(scores, ["a", "b", "rare"], decision)
+    assert multi_hot(decoded, ["a", "b", "rare"])[:, :2].tolist() == truth[:, :2].tolist()
+    only_global = choose_decision(truth, scores, ["a", "b", "rare"], per_label=False)
+    assert only_global["per_label"] == {}
+    worse = TASK.metrics(truth, logit(np.clip(scores, 1e-6, 1 - 1e-6)), only_global)["micro_f1"]
+    better = TASK.metrics(truth, logit(np.clip(scores, 1e-6, 1 - 1e-6)), decision)["micro_f1"]
+    assert better > worse
+
+
+def gate_case(challenger_misses: str | None) -> tuple[dict, list]:
+    rng = np.random.default_rng(0)
+    actual = [sorted(label for label in LABELS if rng.random() < 0.35) for _ in range(300)]
+    champion = [list(answer) for answer in actual]
+    for i in range(0, 300, 10):  # both models make the same few mistakes
+        champion[i] = champion[i][1:]
+    challenger = [[label for label in answer if label != challenger_misses] for answer in champion]
+    cfg = GateConfig(bootstrap_samples=500)
+    return TASK.compare(actual, challenger, Champion("v1", LABELS, champion, "multi_label"), LABELS, cfg)
+
+
+def test_the_gate_passes_an_equal_challenger_and_fails_one_that_loses_a_label() -> None:
+    info, checks = gate_case(None)
+    assert all(check.passed for check in checks), checks
+    assert info["bootstrap"]["delta"] == 0.0 and info["scores"]["challenger"] == info["scores"]["champion"]
+    info, checks = gate_case("login")
+    failed = {check.name: check.detail for check in checks if not check.passed}
+    assert set(failed) == {"micro_f1_non_inferiority", "per_label_recall"}
+    assert "login" in failed["per_label_recall"] and info["bootstrap"]["high"] < 0
+    assert info["per_label"][0]["label"] == "login" and info["per_label"][0]["recall_challenger"] == 0.0
+
+
+def test_label_changes_are_checked_and_only_shared_labels_scored() -> None:
+    actual = [["billing", "bug"], ["login"], []]
+    _, checks = TASK.compare(actual, [["billing", "bug"], ["login", "refund"], []],
+                             Champion("v1", ["billing", "bug", "login"], [["billing"], ["login"], []]),
+                             ["billing", "bug", "login", "refund"], GateConfig(bootstrap_samples=100))
+    new_labels = next(check for check in checks if check.name == "new_labels")
+    assert not new_labels.passed and "refund" in new_labels.detail
+
+
+def test_agreement_is_the_jaccard_index_and_frequencies_count_texts() -> None:
+    left = [["a", "b"], ["a"], [], ["c"]]
+    right = [["a"], ["a"], [], ["d"]]
+    assert TASK.agreement(left, right).tolist() == [0.5, 1.0, 1.0, 0.0]
+    assert TASK.frequencies([["a", "b"], ["a", "a"], []]) == {"a": 2, "b": 1}
+
+
+def test_soft_voting_averages_sigmoid_scores() -> None:
+    one, two = sigmoid(np.array([[2.0, -2.0]])), sigmoid(np.array([[0.0, 0.0]]))
+    voted = TASK.average([one, two], [3.0, 1.0])
+    assert voted == pytest.approx((3 * one + two) / 4)
+    assert ((voted >= 0) & (voted <= 1)).all()
