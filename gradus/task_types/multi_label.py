@@ -7,6 +7,7 @@ not offer it as a `model.task`). Answers are label lists, sorted, without duplic
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
@@ -21,6 +22,52 @@ from gradus.task_types.base import Champion, Check, label_changes, weighted_mean
 DEFAULT_THRESHOLD = 0.5  # before a decision is chosen on the validation split (during training)
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
 MIN_POSITIVES_FOR_OWN_THRESHOLD = 5  # a label with fewer validation positives keeps the global threshold
+
+
+# Data: the raw snapshot keeps every source's label cell as text (a JSON array's text, with label_type "array",
+# from JSONL and Parquet; the cell itself from CSV); the type reads it into its internal form, a sorted label list.
+
+def read_label_set(cell: str | None, cell_type: str | None, separator: str) -> tuple[list[str] | None, str | None]:
+    """(labels as written, None) or (None, the reason the cell is not a label set). A JSON array of strings or a
+    string split on `separator` (CSV); a missing cell is the empty set (the cardinality check judges it)."""
+    if cell is None:
+        return [], None
+    if cell_type == "array":
+        values = json.loads(cell)
+        if not all(isinstance(value, str) for value in values):
+            return None, f"the label array holds a non-string value: {cell[:80]} (labels are strings)"
+        return list(values), None
+    if cell_type is not None:
+        return None, (f"the label is a JSON {cell_type} ({cell[:80]}), not a list of labels or a "
+                      f"{separator!r}-separated string")
+    return ([] if not cell.strip() else cell.split(separator)), None
+
+
+def normalise_label_set(labels: Iterable[str], case: str) -> tuple[list[str], int]:
+    """(trimmed, case-folded per `case`, blank ones dropped, sorted, without duplicates; duplicates removed)."""
+    cleaned = [label.strip().lower() if case == "lower" else label.strip() for label in labels]
+    cleaned = [label for label in cleaned if label]
+    unique = sorted(set(cleaned))
+    return unique, len(cleaned) - len(unique)
+
+
+def label_set_reason(labels: list[str], allowed: set[str] | None, min_labels: int, max_labels: int | None,
+                     allow_empty: bool) -> str | None:
+    """Why a normalised label set may not be trained on (None: it may): unknown labels, too few or too many."""
+    if allowed is not None and (unknown := [label for label in labels if label not in allowed]):
+        return f"unknown label(s) {unknown[:5]}: not in data.allowed_labels (add them there, or fix the row)"
+    if not labels:
+        return None if allow_empty else "no label: the row holds an empty label set (set allow_empty to keep such rows)"
+    if len(labels) < min_labels:
+        return f"{len(labels)} label(s), fewer than min_labels={min_labels}"
+    if max_labels is not None and len(labels) > max_labels:
+        return f"{len(labels)} labels, more than max_labels={max_labels}"
+    return None
+
+
+def target_key(labels: Iterable[str]) -> str:
+    """The canonical target of a row: the same normalised text under two keys is a label conflict."""
+    return "|".join(sorted(labels))
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:

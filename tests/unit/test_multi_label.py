@@ -12,8 +12,12 @@ from gradus.task_types.multi_label import (
     MIN_POSITIVES_FOR_OWN_THRESHOLD,
     TASK,
     choose_decision,
+    label_set_reason,
     multi_hot,
+    normalise_label_set,
+    read_label_set,
     sigmoid,
+    target_key,
     thresholds_of,
     weighted_micro_f1,
 )
@@ -119,3 +123,30 @@ def test_soft_voting_averages_sigmoid_scores() -> None:
     voted = TASK.average([one, two], [3.0, 1.0])
     assert voted == pytest.approx((3 * one + two) / 4)
     assert ((voted >= 0) & (voted <= 1)).all()
+
+
+def test_label_cells_read_as_sets_from_arrays_and_separated_strings() -> None:
+    assert read_label_set('["bug", "login"]', "array", "|") == (["bug", "login"], None)
+    assert read_label_set("bug|login", None, "|") == (["bug", "login"], None)
+    assert read_label_set("bug;login", None, ";") == (["bug", "login"], None)
+    assert read_label_set(None, None, "|") == ([], None) and read_label_set("  ", None, "|") == ([], None)
+    labels, reason = read_label_set('["bug", 7]', "array", "|")
+    assert labels is None and "non-string" in reason and '["bug", 7]' in reason
+    labels, reason = read_label_set("42", "number", "|")
+    assert labels is None and "JSON number" in reason
+
+
+def test_normalising_trims_folds_case_and_counts_duplicates() -> None:
+    assert normalise_label_set([" Bug", "login", "bug ", "", "LOGIN"], "lower") == (["bug", "login"], 2)
+    assert normalise_label_set(["Bug", "bug"], "keep") == (["Bug", "bug"], 0)
+    assert target_key(["login", "bug"]) == target_key(["bug", "login"]) == "bug|login"
+
+
+def test_label_sets_outside_the_allowed_labels_or_cardinality_have_a_reason() -> None:
+    allowed = {"bug", "login", "billing"}
+    assert label_set_reason(["bug"], allowed, 1, 2, False) is None
+    assert "unknown label(s) ['refund']" in label_set_reason(["bug", "refund"], allowed, 1, 2, False)
+    assert "more than max_labels=2" in label_set_reason(["billing", "bug", "login"], allowed, 1, 2, False)
+    assert "empty label set" in label_set_reason([], allowed, 1, 2, False)
+    assert label_set_reason([], allowed, 1, 2, True) is None
+    assert "fewer than min_labels=2" in label_set_reason(["bug"], None, 2, None, False)
