@@ -89,3 +89,48 @@ def flag_label_noise(texts: pd.Series, labels: pd.Series, cfg: LabelNoiseConfig)
         suggested=pd.Series(classes[best], index=texts.index).where(flagged, ""),
         label_probability=pd.Series(given_p.round(4), index=texts.index),
     )
+
+
+@dataclass(frozen=True)
+class SetNoiseFlags:
+    """Per-row outcome for label sets, aligned with the input: flagged, and the change suggested ("-label" to
+    remove a given label the model rejects, "+label" to add one it is confident in), e.g. "-billing +refund"."""
+
+    flagged: pd.Series
+    suggested: pd.Series
+
+
+def flag_label_set_noise(texts: pd.Series, label_sets: pd.Series, cfg: LabelNoiseConfig,
+                         seed: int = 0) -> SetNoiseFlags:
+    """Label sets the out-of-fold model disputes, one label at a time (one-vs-rest): a given label gets at most
+    max_label_probability, or a label not given gets at least min_confidence. The same cheap features and
+    thresholds as the single-label rule; folds are plain seeded k-fold (every label needs positives in the
+    other folds: a label on fewer rows than folds is not judged)."""
+    from sklearn.model_selection import KFold
+
+    labels = sorted({label for labels in label_sets for label in labels})
+    index = {label: i for i, label in enumerate(labels)}
+    given = np.zeros((len(texts), len(labels)), dtype=bool)
+    for row, labels_of_row in enumerate(label_sets):
+        given[row, [index[label] for label in labels_of_row]] = True
+    judged = given.sum(axis=0) >= cfg.folds
+    features = text_features(texts, chars=len(texts) <= cfg.char_ngrams_max_rows)
+    probabilities = np.full(given.shape, np.nan)
+    for train, test in KFold(cfg.folds, shuffle=True, random_state=seed).split(features):
+        for column in np.flatnonzero(judged):
+            target = given[train, column]
+            if target.all() or not target.any():
+                continue
+            model = LogisticRegression(C=20.0, solver="saga", max_iter=100, tol=1e-3, random_state=seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model.fit(features[train], target)
+            probabilities[test, column] = model.predict_proba(features[test])[:, 1]
+    remove = given & (probabilities <= cfg.max_label_probability)
+    add = ~given & (probabilities >= cfg.min_confidence)
+    suggested = [" ".join([*(f"-{labels[c]}" for c in np.flatnonzero(r)),
+                           *(f"+{labels[c]}" for c in np.flatnonzero(a))])
+                 for r, a in zip(remove, add, strict=True)]
+    flagged = remove.any(axis=1) | add.any(axis=1)
+    return SetNoiseFlags(flagged=pd.Series(flagged, index=texts.index),
+                         suggested=pd.Series(suggested, index=texts.index))
