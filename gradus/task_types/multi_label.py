@@ -14,6 +14,7 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from gradus.config.pipeline import GateConfig
 from gradus.scoring import paired_bootstrap_of
@@ -151,6 +152,60 @@ def jaccard(left: Sequence[Iterable[str]], right: Sequence[Iterable[str]]) -> np
         a, b = set(a), set(b)
         out[i] = len(a & b) / len(a | b) if a | b else 1.0
     return out
+
+
+# Evaluation and drift: per-label figures, curves and signals (the evaluate stage and the drift monitor).
+
+def per_label_table(truth: np.ndarray, predicted: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Per label: support, times predicted, precision, recall, F1 (0 where undefined)."""
+    tp = (truth * predicted).sum(axis=0)
+    support, guessed = truth.sum(axis=0), predicted.sum(axis=0)
+    rows = []
+    for c, label in enumerate(labels):
+        precision = tp[c] / guessed[c] if guessed[c] else 0.0
+        recall = tp[c] / support[c] if support[c] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"label": label, "support": int(support[c]), "predicted": int(guessed[c]),
+                     "precision": round(float(precision), 4), "recall": round(float(recall), 4),
+                     "f1": round(float(f1), 4)})
+    return rows
+
+
+def precision_recall_rows(truth: np.ndarray, scores: np.ndarray, labels: Sequence[str],
+                          points: int = 51) -> list[dict[str, Any]]:
+    """Each label's precision-recall curve, thinned to at most `points` thresholds (rows for a DVC plot:
+    label, threshold, precision, recall); a label without positives has no curve."""
+    from sklearn.metrics import precision_recall_curve
+
+    rows = []
+    for c, label in enumerate(labels):
+        if not truth[:, c].any():
+            continue
+        precision, recall, thresholds = precision_recall_curve(truth[:, c], scores[:, c])
+        keep = np.unique(np.linspace(0, len(thresholds) - 1, min(points, len(thresholds))).round().astype(int))
+        rows.extend({"label": label, "threshold": round(float(thresholds[i]), 4),
+                     "precision": round(float(precision[i]), 4), "recall": round(float(recall[i]), 4)}
+                    for i in keep)
+    return rows
+
+
+def calibration_by_label(truth: np.ndarray, scores: np.ndarray, labels: Sequence[str],
+                         bins: int) -> dict[str, float]:
+    """Per label, the expected calibration error of its sigmoid score as a probability that the label holds."""
+    from gradus.scoring import expected_calibration_error, reliability_table
+
+    return {label: round(expected_calibration_error(reliability_table(scores[:, c], truth[:, c] > 0, bins)), 4)
+            for c, label in enumerate(labels)}
+
+
+def prediction_signals(scores: np.ndarray, labels: Sequence[str], decision: dict[str, Any]) -> pd.DataFrame:
+    """What the drift monitor compares per text between reference and current traffic: how many labels were
+    answered, the highest score, and each label's score (its frequency drift shows in its score's)."""
+    answered = scores >= thresholds_of(decision, labels)
+    frame = pd.DataFrame({"cardinality": answered.sum(axis=1), "top_score": scores.max(axis=1, initial=0.0)})
+    for c, label in enumerate(labels):
+        frame[f"score:{label}"] = scores[:, c]
+    return frame
 
 
 class MultiLabel:

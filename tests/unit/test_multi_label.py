@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 from gradus.config.pipeline import GateConfig
 from gradus.task_types.base import Champion
 from gradus.task_types.multi_label import (
     MIN_POSITIVES_FOR_OWN_THRESHOLD,
     TASK,
+    calibration_by_label,
     choose_decision,
     label_set_reason,
     multi_hot,
     normalise_label_set,
+    per_label_table,
+    precision_recall_rows,
+    prediction_signals,
     read_label_set,
     sigmoid,
     target_key,
@@ -150,3 +154,45 @@ def test_label_sets_outside_the_allowed_labels_or_cardinality_have_a_reason() ->
     assert "empty label set" in label_set_reason([], allowed, 1, 2, False)
     assert label_set_reason([], allowed, 1, 2, True) is None
     assert "fewer than min_labels=2" in label_set_reason(["bug"], None, 2, None, False)
+
+
+def scored_texts(rows: int = 600) -> tuple[np.ndarray, np.ndarray]:
+    """Truth for 3 labels and scores that are calibrated probabilities (a label holds with its score's chance)."""
+    rng = np.random.default_rng(3)
+    scores = rng.uniform(0, 1, (rows, 3))
+    return (rng.uniform(0, 1, (rows, 3)) < scores).astype(float), scores
+
+
+def test_per_label_figures_are_scikit_learns() -> None:
+    truth, scores = scored_texts()
+    predicted = (scores >= 0.5).astype(float)
+    table = per_label_table(truth, predicted, ["a", "b", "c"])
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, zero_division=0)
+    assert [row["support"] for row in table] == support.tolist()
+    assert [row["precision"] for row in table] == pytest.approx(precision, abs=1e-4)
+    assert [row["recall"] for row in table] == pytest.approx(recall, abs=1e-4)
+    assert [row["f1"] for row in table] == pytest.approx(f1, abs=1e-4)
+
+
+def test_precision_recall_curves_are_thinned_per_label_and_skip_labels_without_positives() -> None:
+    truth, scores = scored_texts()
+    truth[:, 2] = 0
+    rows = precision_recall_rows(truth, scores, ["a", "b", "c"], points=21)
+    by_label = {label: [r for r in rows if r["label"] == label] for label in ("a", "b", "c")}
+    assert 10 < len(by_label["a"]) <= 21 and by_label["c"] == []
+    recalls = [r["recall"] for r in by_label["a"]]
+    assert recalls == sorted(recalls, reverse=True)  # a higher threshold never finds more
+
+
+def test_calibration_per_label_tells_calibrated_scores_from_overconfident_ones() -> None:
+    truth, scores = scored_texts(3000)
+    calibrated = calibration_by_label(truth, scores, ["a", "b", "c"], bins=10)
+    overconfident = calibration_by_label(truth, (scores > 0.5).astype(float), ["a", "b", "c"], bins=10)
+    assert max(calibrated.values()) < 0.05 and min(overconfident.values()) > 0.2
+
+
+def test_drift_signals_hold_cardinality_top_score_and_each_labels_score() -> None:
+    scores = np.array([[0.9, 0.7, 0.1], [0.2, 0.1, 0.3]])
+    frame = prediction_signals(scores, ["a", "b", "c"], {"global": 0.5, "per_label": {"c": 0.25}})
+    assert frame["cardinality"].tolist() == [2, 1] and frame["top_score"].tolist() == [0.9, 0.3]
+    assert list(frame.columns) == ["cardinality", "top_score", "score:a", "score:b", "score:c"]
