@@ -14,6 +14,7 @@ import os
 import resource
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,11 +214,12 @@ def mixed_precision(cfg: TrainConfig, device: str) -> tuple[bool, bool]:
 
 
 def training_arguments(cfg: TrainConfig, device: str, output_dir: str, plan: TrainingPlan,
-                       primary_metric: str) -> Any:
-    """TrainingArguments from params and the plan: dynamic padding and length grouping keep padding low."""
+                       primary_metric: str, precision: tuple[bool, bool] | None = None) -> Any:
+    """TrainingArguments from params and the plan: dynamic padding and length grouping keep padding low.
+    `precision` (bf16, fp16): the run's recorded decision; None decides now (mixed_precision)."""
     from transformers import TrainingArguments
 
-    bf16, fp16 = mixed_precision(cfg, device)
+    bf16, fp16 = precision if precision is not None else mixed_precision(cfg, device)
     return TrainingArguments(
         output_dir=output_dir,
         num_train_epochs=plan.epochs,
@@ -261,29 +263,41 @@ def run_fingerprint(params: StageParams, split_files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_to_resume(folder: Path, fingerprint: str, resume: bool, is_main: bool) -> str | None:
-    """The last checkpoint of this same run, or None after clearing checkpoints of any other run.
+def checkpoint_to_resume(folder: Path, fingerprint: str, resume: bool, is_main: bool,
+                         decide: Callable[[], dict[str, Any]]) -> tuple[str | None, dict[str, Any]]:
+    """(The last checkpoint of this same run, or None after clearing checkpoints of any other run; the run's
+    decisions). `decide()` makes the decisions a run must keep to its end (mixed precision, measured on a CPU: a
+    measurement taken again on resume, on a busier machine, could switch a half-trained run to other arithmetic);
+    they are made once when the run starts, kept in the marker, and read back on resume and by the other ranks.
 
     Under torchrun only the main process clears the folder and writes the marker; call this on the main process
     first (`PartialState.main_process_first`), so the other ranks read the folder as it decided."""
     marker = folder / FINGERPRINT
-    try:
-        same_run = json.loads(marker.read_text())["fingerprint"] == fingerprint
-    except (OSError, ValueError, KeyError, TypeError):  # absent, or cut short by a kill while written
-        same_run = False
+
+    def recorded() -> dict[str, Any]:
+        try:
+            record = json.loads(marker.read_text())
+            return record if isinstance(record, dict) else {}
+        except (OSError, ValueError):  # absent, or cut short by a kill while written
+            return {}
+
+    record = recorded()
+    same_run = record.get("fingerprint") == fingerprint
     # A process killed while saving leaves a partial checkpoint: only complete ones count (the Trainer
     # writes trainer_state.json last).
     checkpoints = sorted((p for p in folder.glob("checkpoint-*") if all((p / f).is_file() for f in CHECKPOINT_FILES)),
                          key=lambda p: int(p.name.split("-")[-1]))
     if resume and same_run and checkpoints:
-        return str(checkpoints[-1])
-    if is_main:
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = marker.with_suffix(".partial")
-        partial.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
-        partial.replace(marker)  # atomic: a reader sees the whole marker or none
-    return None
+        return str(checkpoints[-1]), record.get("decisions") or decide()
+    if not is_main:  # the main process has started this run: its marker holds the decisions
+        return None, record.get("decisions") or decide()
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    decisions = decide()
+    partial = marker.with_suffix(".partial")
+    partial.write_text(json.dumps({"fingerprint": fingerprint, "decisions": decisions}) + "\n")
+    partial.replace(marker)  # atomic: a reader sees the whole marker or none
+    return None, decisions
 
 
 def process_state(device: str) -> Any:
@@ -338,20 +352,53 @@ def initial_model(params: StageParams, base: BaseModel, labels: list[str], probe
     )
 
 
+def resumable_trainer() -> type:
+    """transformers' Trainer with one change: with group_by_length, each epoch's order comes from a generator seeded
+    with (data seed, epoch). Stock, the length-grouped sampler draws from torch's global generator when the epoch
+    starts, a state a resumed run cannot restore (a checkpoint holds the state at its save, mid-epoch): a run resumed
+    in its fourth epoch trained on another order and ended 0.0015 away from the uninterrupted run (the tiny model,
+    measured). Subclassed because TrainingArguments offers no generator for this sampler; accelerate's data loader
+    calls the sampler's set_epoch before each epoch, a resumed one included."""
+    import torch
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class EpochSeededSampler(LengthGroupedSampler):
+        def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+            super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+            self.seed = seed
+            self.set_epoch(0)
+
+        def set_epoch(self, epoch: int) -> None:
+            self.generator.manual_seed(self.seed * 1_000_003 + epoch)
+
+    class ResumableTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            sampler = super()._get_train_sampler(train_dataset)
+            if type(sampler) is LengthGroupedSampler:
+                seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+                return EpochSeededSampler(sampler.batch_size, sampler.lengths, seed)
+            return sampler
+
+    return ResumableTrainer
+
+
 def build_trainer(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, base: BaseModel, device: str,
-                  labels: list[str], resuming: bool, plan: TrainingPlan,
-                  model: Any) -> tuple[Any, Any, EncodedTexts]:
-    """Tokenizer, datasets, callbacks (early stopping, DVCLive) wired into a Trainer for `model`."""
+                  labels: list[str], resuming: bool, plan: TrainingPlan, model: Any,
+                  precision: tuple[bool, bool] | None = None) -> tuple[Any, Any, EncodedTexts]:
+    """Tokenizer, datasets, callbacks (early stopping, DVCLive) wired into a Trainer for `model`; `precision`
+    (bf16, fp16) as the run recorded it."""
     from dvclive import Live
-    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer
+    from transformers import AutoTokenizer, DataCollatorWithPadding
     from transformers.integrations import DVCLiveCallback
 
     cfg, task = params.train, task_type(params.model.task)
     label_ids = {label: i for i, label in enumerate(labels)}
     tokenizer = AutoTokenizer.from_pretrained(base.location, revision=params.model.revision)
     train_set = encode(train, tokenizer, label_ids, cfg.max_length)
-    trainer = Trainer(
-        model=model, args=training_arguments(cfg, device, params.paths.checkpoints, plan, task.primary_metric),
+    trainer = resumable_trainer()(
+        model=model,
+        args=training_arguments(cfg, device, params.paths.checkpoints, plan, task.primary_metric, precision),
         train_dataset=train_set, eval_dataset=encode(val, tokenizer, label_ids, cfg.max_length),
         data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=validation_metrics(task),
     )
@@ -384,10 +431,13 @@ def fine_tune(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, out: 
     fingerprint = run_fingerprint(params, split_files or [])
     checkpoints = Path(params.paths.checkpoints)
     with state.main_process_first():
-        resume_from = checkpoint_to_resume(checkpoints, fingerprint, cfg.resume, state.is_main_process)
+        resume_from, decisions = checkpoint_to_resume(
+            checkpoints, fingerprint, cfg.resume, state.is_main_process,
+            lambda: dict(zip(("bf16", "fp16"), mixed_precision(cfg, device), strict=True)))
     plan = plan_training(cfg, len(train), len(labels), state.num_processes)
     trainer, tokenizer, train_set = build_trainer(params, train, val, base, device, labels, resume_from is not None,
-                                                  plan, initial_model(params, base, labels, probe))
+                                                  plan, initial_model(params, base, labels, probe),
+                                                  (bool(decisions["bf16"]), bool(decisions["fp16"])))
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     wall = time.perf_counter() - started

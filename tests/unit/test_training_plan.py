@@ -116,17 +116,39 @@ def test_a_trial_trailing_the_earlier_ones_is_pruned_through_the_shared_study(tm
     assert stored.intermediate_values == {0: 0.3} and stored.user_attrs["pruned_at_step"] == 40
 
 
+def fp32() -> dict[str, bool]:  # a run's decisions as decide() returns them
+    return {"bf16": False, "fp16": False}
+
+
+def bf16() -> dict[str, bool]:
+    return {"bf16": True, "fp16": False}
+
+
+def test_a_run_keeps_the_precision_it_started_with_whatever_a_later_measurement_says(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    assert checkpoint_to_resume(folder, "run-a", True, True, fp32) == (None, fp32())
+    for name in CHECKPOINT_FILES:
+        (folder / "checkpoint-10").mkdir(exist_ok=True)
+        (folder / "checkpoint-10" / name).write_text("{}")
+    # Resumed on a busier machine, where measuring would now pick bf16: the run keeps fp32.
+    assert checkpoint_to_resume(folder, "run-a", True, True, bf16) == (str(folder / "checkpoint-10"), fp32())
+    # Another rank of a fresh run takes the main process's decision, not its own measurement.
+    assert checkpoint_to_resume(folder, "run-a", False, False, bf16) == (None, fp32())
+    # A new run decides afresh.
+    assert checkpoint_to_resume(folder, "run-b", True, True, bf16) == (None, bf16())
+
+
 def test_resume_only_from_complete_checkpoints_of_the_same_run(tmp_path: Path) -> None:
     folder = tmp_path / "checkpoints"
-    assert checkpoint_to_resume(folder, "run-a", resume=True, is_main=True) is None  # nothing yet: marker written
+    assert checkpoint_to_resume(folder, "run-a", True, True, fp32)[0] is None  # nothing yet: marker written
     for step in (10, 20):
         for name in CHECKPOINT_FILES if step == 10 else CHECKPOINT_FILES[:-1]:  # checkpoint-20 cut short
             (folder / f"checkpoint-{step}").mkdir(exist_ok=True)
             (folder / f"checkpoint-{step}" / name).write_text("{}")
-    assert checkpoint_to_resume(folder, "run-a", resume=True, is_main=False) == str(folder / "checkpoint-10")
-    assert checkpoint_to_resume(folder, "run-a", resume=False, is_main=False) is None
+    assert checkpoint_to_resume(folder, "run-a", True, False, bf16)[0] == str(folder / "checkpoint-10")
+    assert checkpoint_to_resume(folder, "run-a", False, False, bf16)[0] is None
     assert (folder / "checkpoint-10").is_dir()  # only the main process clears
-    assert checkpoint_to_resume(folder, "run-b", resume=True, is_main=True) is None
+    assert checkpoint_to_resume(folder, "run-b", True, True, fp32)[0] is None
     assert not (folder / "checkpoint-10").exists()
 
 
@@ -136,7 +158,7 @@ def test_a_marker_cut_short_by_a_kill_starts_a_fresh_run(tmp_path: Path) -> None
     for name in CHECKPOINT_FILES:
         (folder / "checkpoint-10" / name).write_text("{}")
     (folder / FINGERPRINT).write_text("")
-    assert checkpoint_to_resume(folder, "run-a", resume=True, is_main=True) is None
+    assert checkpoint_to_resume(folder, "run-a", True, True, fp32)[0] is None
     assert not (folder / "checkpoint-10").exists()
-    assert checkpoint_to_resume(folder, "run-a", resume=True, is_main=True) is None  # the marker is whole again
-    assert json.loads((folder / FINGERPRINT).read_text()) == {"fingerprint": "run-a"}
+    assert checkpoint_to_resume(folder, "run-a", True, True, fp32)[0] is None  # the marker is whole again
+    assert json.loads((folder / FINGERPRINT).read_text()) == {"fingerprint": "run-a", "decisions": fp32()}
