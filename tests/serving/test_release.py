@@ -226,6 +226,7 @@ def test_scrambled_labels_are_rolled_back_without_client_errors(prefect_server, 
         stop_service(service)
 
 
+@pytest.mark.timing
 def test_slow_candidate_is_rolled_back_on_p99(prefect_server, project: Project, tmp_path: Path) -> None:
     slow = register_copy(project, tmp_path, "slow")
     service = start_service(project, env={"GRADUS_FAULT_DELAY_MS": f"{slow}=250"})

@@ -87,6 +87,7 @@ def test_answers_match_the_models_own_output(service: Service, project: Project)
     assert infer["outputs"][0]["data"] == [a["label"] for a in answers[:3]]
 
 
+@pytest.mark.timing
 def test_concurrent_requests_are_batched(project: Project) -> None:
     """Requests that arrive while the lanes are busy share the next forward pass. (The tiny model answers in
     about a millisecond, so HTTP would be the bottleneck and little would ever queue: 20 ms per pass are
