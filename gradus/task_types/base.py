@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 
-from gradus.config.pipeline import GateConfig
+from gradus.config.pipeline import GateConfig, SplitConfig
 
 DEFAULT_TASK = "classification"  # model.task's default, and the task of every version registered before it existed
 
@@ -72,6 +73,11 @@ class TaskType(Protocol):
     target_column: str   # the validated data's and the splits' target column
     primary_metric: str  # the metrics' key that model selection, early stopping and the gate judge
     primary_metric_name: str  # how people read it ("macro-F1")
+
+    def split(self, frame: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
+        """The split name (train / val / test) of each validated row: stratified by the target, rows sharing a
+        normalised text in one split, stable as data grows (gradus/stratify.py)."""
+        ...
 
     def metrics(self, targets: np.ndarray, output: np.ndarray, decision: dict[str, Any]) -> dict[str, float]:
         """Validation scores from a model's raw output and the encoded targets (the Trainer's compute_metrics):

@@ -8,9 +8,11 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from gradus.config.pipeline import GateConfig
+from gradus.config.pipeline import GateConfig, SplitConfig
 from gradus.scoring import encode, mcnemar_exact, paired_bootstrap, recall_by_class, weighted_macro_f1
+from gradus.stratify import split_by_label
 from gradus.task_types.base import Champion, Check, label_changes, weighted_mean
 
 
@@ -19,6 +21,10 @@ class Classification:
     target_column = "label"
     primary_metric = "macro_f1"
     primary_metric_name = "macro-F1"
+
+    def split(self, frame: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
+        """Stratified by the label (each group by its most common one)."""
+        return split_by_label(frame, cfg, self.target_column)
 
     def metrics(self, targets: np.ndarray, output: np.ndarray, decision: dict[str, Any]) -> dict[str, float]:
         """Accuracy and macro-F1 of the argmax label (label ids against logits)."""

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradus.config.pipeline import GateConfig
+from gradus.config.pipeline import GateConfig, SplitConfig
 from gradus.scoring import paired_bootstrap_of
+from gradus.stratify import split_by_strata
 from gradus.task_types.base import Champion, Check, label_changes, weighted_mean
 
 DEFAULT_THRESHOLD = 0.5  # before a decision is chosen on the validation split (during training)
@@ -213,6 +214,10 @@ class MultiLabel:
     target_column = "labels"
     primary_metric = "micro_f1"
     primary_metric_name = "micro-F1"
+
+    def split(self, frame: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
+        """Iterative stratification over the label sets (a group holds every label its rows hold)."""
+        return split_by_strata(frame["text"], list(frame[self.target_column]), cfg)
 
     def metrics(self, targets: np.ndarray, output: np.ndarray, decision: dict[str, Any]) -> dict[str, float]:
         """The set figures of the labels over threshold (multi-hot targets against logits; the decision's `labels`

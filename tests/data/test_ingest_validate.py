@@ -116,8 +116,8 @@ def test_missing_source_file_is_named(tmp_path: Path) -> None:
 
 def test_metadata_columns_ride_along_to_the_splits_and_slice_the_metrics(tmp_path: Path) -> None:
     from gradus.config.pipeline import EvaluateConfig
+    from gradus.stratify import split_by_label
     from tasks.evaluate import slice_report
-    from tasks.split import assign_splits
 
     rows = pd.read_csv(BANKING77 / "train.csv").head(400)
     rows["channel"] = ["app" if i % 3 else "web" for i in range(len(rows))]
@@ -137,7 +137,7 @@ def test_metadata_columns_ride_along_to_the_splits_and_slice_the_metrics(tmp_pat
     kept = pd.read_parquet(tmp_path / "rows.parquet")
     quarantined = [json.loads(line) for line in (tmp_path / "quarantine.jsonl").read_text().splitlines()]
     assert "channel" in kept.columns and any(q["channel"] == "app" and q["source_row"] == 7 for q in quarantined)
-    test = kept[assign_splits(kept, params.split) == "test"].fillna({"channel": "none"})
+    test = kept[split_by_label(kept, params.split) == "test"].fillna({"channel": "none"})
     report = slice_report(test, list(test["label"]), sorted(kept["label"].unique()),
                           EvaluateConfig(slice_columns=("channel",)), "test.parquet")
     assert sum(s["rows"] for s in report["channel"].values()) == len(test) and {"app", "web"} <= set(report["channel"])

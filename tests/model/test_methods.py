@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 from gradus.config.params import load_params
 from gradus.modeling import load_classifier
 from gradus.probe import Probe, embed, fit_probe
-from tasks.split import assign_splits
+from gradus.stratify import split_by_label
 from tasks.train import fine_tune, method_fields
 from tests.conftest import BANKING77, ROOT, tiny_params
 
@@ -27,7 +27,7 @@ def splits(tiny_model_dir: Path) -> dict[str, pd.DataFrame]:
     rows = pd.read_csv(BANKING77 / "train.csv").rename(columns={"category": "label"})
     rows = rows[rows["label"].isin(INTENTS)].reset_index(drop=True)
     params = load_params(ROOT / "params.yaml", [f"{k}={v}" for k, v in tiny_params(tiny_model_dir).items()])
-    split = assign_splits(rows, params.split)
+    split = split_by_label(rows, params.split)
     return {name: rows[split == name].reset_index(drop=True) for name in ("train", "val", "test")}
 
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from gradus.config.params import load_params
 from gradus.modeling import load_classifier
-from tasks.split import assign_splits
+from gradus.stratify import split_by_label
 from tests.conftest import BANKING77, ROOT, set_params, tiny_params, tool_env
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def workspace(tmp_path: Path, name: str, model_dir: Path, **extra: object) -> Pa
                                       "train.early_stopping_patience": 0, **extra})
     rows = pd.read_csv(BANKING77 / "train.csv").rename(columns={"category": "label"})
     rows = rows[rows["label"].isin(INTENTS)].reset_index(drop=True)
-    split = assign_splits(rows, load_params(work / "params.yaml").split)
+    split = split_by_label(rows, load_params(work / "params.yaml").split)
     for part in ("train", "val", "test"):
         rows[split == part].to_parquet(work / "data" / "splits" / f"{part}.parquet", index=False)
     return work

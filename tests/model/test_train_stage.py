@@ -13,7 +13,7 @@ import pytest
 from gradus.config.params import load_params
 from gradus.errors import ModelError
 from gradus.modeling import DEFAULT_MAX_LENGTH, load_classifier, resolve_base
-from tasks.split import assign_splits
+from gradus.stratify import split_by_label
 from tasks.train import fine_tune
 from tests.conftest import BANKING77, ROOT, tiny_params
 
@@ -33,7 +33,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> t
     overrides += [f"paths.checkpoints={work / 'checkpoints'}", f"paths.training_log={work / 'log'}"]
     params = load_params(ROOT / "params.yaml", overrides)
     rows = banking_subset()
-    split = assign_splits(rows, params.split)
+    split = split_by_label(rows, params.split)
     out = work / "model"
     summary = fine_tune(params, rows[split == "train"], rows[split == "val"], out)
     return out, summary, rows[split == "test"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from gradus.stratify import iterative_split
 
@@ -62,3 +63,21 @@ def test_groups_without_any_label_are_split_by_their_count() -> None:
     split = np.array(iterative_split(held, [f"t{i}" for i in range(100)], FRACTIONS, seed=0))
     assert {name: int((split == name).sum()) for name in FRACTIONS} == {"test": 20, "val": 10, "train": 70}
     assert {name: int((split[:30] == name).sum()) for name in FRACTIONS} == {"test": 6, "val": 3, "train": 21}
+
+
+def test_the_multi_label_type_splits_label_sets_with_the_same_text_in_one_split() -> None:
+    from gradus.config.pipeline import SplitConfig
+    from gradus.task_types.multi_label import TASK
+
+    rng = np.random.default_rng(5)
+    held, _ = synthetic(rng, 1500)
+    names = [f"l{k}" for k in range(LABELS)]
+    texts = [f"Text number {i // 2}" if i % 10 == 0 else f"text number {i}" for i in range(1500)]
+    texts = [text.upper() if i % 20 == 0 else text for i, text in enumerate(texts)]  # same normalised text
+    frame = pd.DataFrame({"text": texts, "labels": [[names[k] for k in np.flatnonzero(row)] for row in held]},
+                         index=range(100, 1600))
+    split = TASK.split(frame, SplitConfig())
+    assert list(split.index) == list(frame.index) and set(split) == {"train", "val", "test"}
+    keys = frame["text"].str.lower()
+    assert (split.groupby(keys).nunique() == 1).all()  # no text in two splits
+    assert abs(float((split == "test").mean()) - SplitConfig().test_fraction) < 0.01
