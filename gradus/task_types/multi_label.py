@@ -57,13 +57,14 @@ def label_set_reason(labels: list[str], allowed: set[str] | None, min_labels: in
                      allow_empty: bool) -> str | None:
     """Why a normalised label set may not be trained on (None: it may): unknown labels, too few or too many."""
     if allowed is not None and (unknown := [label for label in labels if label not in allowed]):
-        return f"unknown label(s) {unknown[:5]}: not in data.allowed_labels (add them there, or fix the row)"
+        return f"unknown label(s) {unknown[:5]}: not in validate.allowed_labels (add them there, or fix the row)"
     if not labels:
-        return None if allow_empty else "no label: the row holds an empty label set (set allow_empty to keep such rows)"
+        return None if allow_empty else ("no label: the row holds an empty label set (set multi_label.allow_empty to "
+                                         "keep such rows)")
     if len(labels) < min_labels:
-        return f"{len(labels)} label(s), fewer than min_labels={min_labels}"
+        return f"{len(labels)} label(s), fewer than multi_label.min_labels={min_labels}"
     if max_labels is not None and len(labels) > max_labels:
-        return f"{len(labels)} labels, more than max_labels={max_labels}"
+        return f"{len(labels)} labels, more than multi_label.max_labels={max_labels}"
     return None
 
 

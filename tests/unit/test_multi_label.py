@@ -150,10 +150,10 @@ def test_label_sets_outside_the_allowed_labels_or_cardinality_have_a_reason() ->
     allowed = {"bug", "login", "billing"}
     assert label_set_reason(["bug"], allowed, 1, 2, False) is None
     assert "unknown label(s) ['refund']" in label_set_reason(["bug", "refund"], allowed, 1, 2, False)
-    assert "more than max_labels=2" in label_set_reason(["billing", "bug", "login"], allowed, 1, 2, False)
+    assert "more than multi_label.max_labels=2" in label_set_reason(["billing", "bug", "login"], allowed, 1, 2, False)
     assert "empty label set" in label_set_reason([], allowed, 1, 2, False)
     assert label_set_reason([], allowed, 1, 2, True) is None
-    assert "fewer than min_labels=2" in label_set_reason(["bug"], None, 2, None, False)
+    assert "fewer than multi_label.min_labels=2" in label_set_reason(["bug"], None, 2, None, False)
 
 
 def scored_texts(rows: int = 600) -> tuple[np.ndarray, np.ndarray]:
