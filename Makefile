@@ -29,7 +29,7 @@ demo: $(STAMP)  ## the whole lifecycle on the embedded demo data: train, gate, s
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/gradus lifecycle
 
 test: $(STAMP)  ## the whole test suite
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m tests.suite
 
 test-fast: $(STAMP)  ## everything but the slow tests (training, the pipeline) and those that start a server
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow and not server"
