@@ -65,10 +65,10 @@ def child(variant: str, rows: int) -> dict[str, object]:
     frame, faults = make_rows(rows)
     start = time.perf_counter()
     if variant == "baseline":
-        from data_checks.suite import row_checks, run_suite
+        from data_checks.suite import default_label_rules, row_checks, run_suite
         from gradus.config.pipeline import ValidateConfig
 
-        basic = [c for c in row_checks(ValidateConfig(), [], True) if c.name in {
+        basic = [c for c in row_checks(ValidateConfig(), default_label_rules([])) if c.name in {
             "text_not_null", "text_not_blank", "text_length", "label_not_null", "label_not_blank"}]
         result = run_suite(frame, basic)
         kept = len(frame) - len({i for rows_ in result.failures.values() for i in rows_})

@@ -134,3 +134,28 @@ def flag_label_set_noise(texts: pd.Series, label_sets: pd.Series, cfg: LabelNois
     flagged = remove.any(axis=1) | add.any(axis=1)
     return SetNoiseFlags(flagged=pd.Series(flagged, index=texts.index),
                          suggested=pd.Series(suggested, index=texts.index))
+
+
+def flag_rows(form: str, texts: pd.Series, targets: pd.Series, usable: pd.Series, vocabulary: list[str],
+              cfg: LabelNoiseConfig) -> pd.DataFrame | None:
+    """The label-noise columns (noise_flag, suggested_label, label_probability) for the rows of `texts` whose
+    target can be judged, by the model for the target's form (a label: multinomial; a label set: one-vs-rest);
+    None where there is too little (or, above label_noise.max_rows, too much) to judge. `usable`: rows whose text
+    and target passed their checks' preconditions (a text, a target in the vocabulary)."""
+    if form == "label":
+        eligible = usable & targets.isin(vocabulary)
+        counts = targets[eligible].value_counts()
+        eligible &= targets.isin(counts[counts >= cfg.folds].index)  # k-fold needs k per class
+        if targets[eligible].nunique() < 2 or eligible.sum() > cfg.max_rows:
+            return None
+        flags = flag_label_noise(texts[eligible], targets[eligible], cfg)
+        return pd.DataFrame({"noise_flag": flags.flagged, "suggested_label": flags.suggested,
+                             "label_probability": flags.label_probability})
+    if form == "label_set":
+        eligible = usable & targets.map(lambda labels: bool(labels) and set(labels) <= set(vocabulary))
+        if not eligible.any() or eligible.sum() > cfg.max_rows:
+            return None
+        set_flags = flag_label_set_noise(texts[eligible], targets[eligible], cfg)
+        return pd.DataFrame({"noise_flag": set_flags.flagged, "suggested_label": set_flags.suggested,
+                             "label_probability": pd.NA}, index=texts[eligible].index)
+    raise ValueError(f"label noise: no model for targets of the form {form!r}")

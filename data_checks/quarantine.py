@@ -26,10 +26,17 @@ def quarantine_rows(frame: pd.DataFrame, result: SuiteResult) -> tuple[pd.DataFr
     quarantined = frame.loc[mask].copy()
     # Checks stay in suite order (failures is filled in that order), so reasons read most basic first.
     quarantined["failed_checks"] = [failed[p] for p in bad]
-    quarantined["reasons"] = ["; ".join(result.reasons[n] for n in failed[p]) for p in bad]
+    quarantined["reasons"] = ["; ".join(_reason(frame, result, n, p) for n in failed[p]) for p in bad]
     quarantined = quarantined.reset_index(drop=True)
     check_row_counts(len(frame), len(kept), len(quarantined))
     return kept, quarantined
+
+
+def _reason(frame: pd.DataFrame, result: SuiteResult, check: str, position: int) -> str:
+    """A check's reason, followed by the row's own detail where the check names a detail column."""
+    column = result.details.get(check)
+    detail = frame[column].iloc[position] if column else None
+    return f"{result.reasons[check]}: {detail}" if isinstance(detail, str) and detail else result.reasons[check]
 
 
 def check_row_counts(rows_in: int, kept: int, quarantined: int) -> None:

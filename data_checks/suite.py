@@ -10,8 +10,10 @@ import great_expectations as gx
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
-from gradus.config.pipeline import ValidateConfig
+from gradus.config.pipeline import StageParams, ValidateConfig
 from gradus.io import SNAPSHOT_COLUMNS
+from gradus.task_types.base import DEFAULT_TASK, RowRule, Targets
+from gradus.task_types.seam import task_type
 from gradus.text import (
     BLANK,
     CONTROL_OR_INVALID,
@@ -32,6 +34,7 @@ class RowCheck:
     name: str
     expectation: gx.expectations.Expectation
     reason: str
+    detail_column: str | None = None  # a column whose value, where set, follows the reason (the row's own words)
 
 
 @dataclass
@@ -40,22 +43,40 @@ class SuiteResult:
 
     failures: dict[str, list[int]] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)  # check name -> its detail column
     schema_ok: bool = True
     schema_detail: str = ""
     docs_index: str | None = None
 
 
-def row_checks(cfg: ValidateConfig, labels: list[str], labels_inferred: bool) -> list[RowCheck]:
-    """The row-level checks, thresholds from params; derived columns come from data_checks.features."""
+def expectation(rule: RowRule) -> gx.expectations.Expectation:
+    """A task type's declared row rule as the expectation that checks it."""
     e = gx.expectations
-    label_reason = (f"label is not among the labels with at least {cfg.min_examples_per_class} examples"
-                    if labels_inferred else "label is not in validate.allowed_labels")
+    if rule.expect == "null":
+        return e.ExpectColumnValuesToBeNull(column=rule.column)
+    if rule.expect == "not_null":
+        return e.ExpectColumnValuesToNotBeNull(column=rule.column)
+    if rule.expect == "not_blank":
+        return e.ExpectColumnValuesToNotMatchRegex(column=rule.column, regex=BLANK)
+    if rule.expect == "in_set":
+        return e.ExpectColumnValuesToBeInSet(column=rule.column, value_set=list(rule.values))
+    raise ValueError(f"row rule {rule.name}: no expectation for {rule.expect!r}")
+
+
+def default_label_rules(vocabulary: list[str]) -> list[RowRule]:
+    """The default task type's rules on the label for an inferred `vocabulary` (benchmarks, tests of the suite)."""
+    targets = Targets(columns={}, key=pd.Series(dtype=object), vocabulary=vocabulary, inferred=True)
+    return task_type(DEFAULT_TASK).row_rules(StageParams(), targets)
+
+
+def row_checks(cfg: ValidateConfig, target_rules: list[RowRule]) -> list[RowCheck]:
+    """The row-level checks, thresholds from params: the text's, then the task type's on the target, then the
+    shared ones on derived columns (data_checks.features, gradus.pii, label noise)."""
+    e = gx.expectations
     checks = [
         # Ingest keeps a non-string value visible as JSON text and names its type in text_type/label_type.
         RowCheck("text_type", e.ExpectColumnValuesToBeNull(column="text_type"),
                  "text is not a string in the source (its JSON type is in text_type)"),
-        RowCheck("label_type", e.ExpectColumnValuesToBeNull(column="label_type"),
-                 "label is not a string in the source (its JSON type is in label_type)"),
         RowCheck("text_not_null", e.ExpectColumnValuesToNotBeNull(column="text"), "text is missing"),
         RowCheck(TEXT_NOT_BLANK, e.ExpectColumnValuesToNotMatchRegex(column="text", regex=BLANK),
                  REASONS[TEXT_NOT_BLANK]),
@@ -67,10 +88,7 @@ def row_checks(cfg: ValidateConfig, labels: list[str], labels_inferred: bool) ->
             f"text is outside {cfg.min_tokens}..{cfg.max_tokens} tokens"),
         RowCheck(TEXT_CONTROL_CHARS, e.ExpectColumnValuesToNotMatchRegex(column="text", regex=CONTROL_OR_INVALID),
                  REASONS[TEXT_CONTROL_CHARS]),
-        RowCheck("label_not_null", e.ExpectColumnValuesToNotBeNull(column="label"), "label is missing"),
-        RowCheck("label_not_blank", e.ExpectColumnValuesToNotMatchRegex(column="label", regex=BLANK),
-                 "label is empty or only whitespace"),
-        RowCheck("label_known", e.ExpectColumnValuesToBeInSet(column="label", value_set=labels), label_reason),
+        *(RowCheck(rule.name, expectation(rule), rule.reason, rule.detail_column) for rule in target_rules),
     ]
     if cfg.duplicates == "quarantine":
         checks.append(RowCheck("duplicate", e.ExpectColumnValuesToBeInSet(column="duplicate_of", value_set=[-1]),
@@ -121,7 +139,8 @@ def run_suite(frame: pd.DataFrame, checks: list[RowCheck], docs_dir: Path | None
         name=suite_name, validation_definitions=[definition], actions=actions,
         result_format={"result_format": "COMPLETE"}))
     outcome = next(iter(checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()))
-    result = SuiteResult(reasons={c.name: c.reason for c in checks})
+    result = SuiteResult(reasons={c.name: c.reason for c in checks},
+                         details={c.name: c.detail_column for c in checks if c.detail_column})
     # GX does not promise results in suite order: match each result to its expectation by id.
     for item in outcome.results:
         expectation_id = item.expectation_config.id

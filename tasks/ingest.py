@@ -49,7 +49,10 @@ def load_tables(source: FileSource | FeedbackSource | S3Source) -> Loaded:
     for table in storage.read_tables(location, columns=columns, fix=SOURCE_FIX, fmt=source.format,
                                      delimiter=source.delimiter, endpoint_url=endpoint):
         extra = {column: table.frame[column] for column in source.metadata_columns}
-        frame = _frame(table.frame[source.text_column], table.frame[source.label_column], table.uri, extra)
+        labels = table.frame[source.label_column]
+        if source.label_separator is not None:  # label sets written as text: stored as the lists they are
+            labels = labels.map(lambda cell: cell.split(source.label_separator) if isinstance(cell, str) else cell)
+        frame = _frame(table.frame[source.text_column], labels, table.uri, extra)
         loaded.append((frame, {"uri": table.uri, **table.info, "rows": len(frame)}))
     return loaded
 

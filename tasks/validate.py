@@ -10,14 +10,16 @@ from typing import Any
 import pandas as pd
 
 from data_checks import features
-from data_checks.label_noise import flag_label_noise
+from data_checks.label_noise import flag_rows
 from data_checks.quarantine import quarantine_rows
 from data_checks.suite import row_checks, run_suite
 from gradus import pii
-from gradus.config.pipeline import StageParams, ValidateConfig
+from gradus.config.pipeline import StageParams
 from gradus.errors import DataError
 from gradus.io import SNAPSHOT_COLUMNS as COLUMNS
 from gradus.io import TYPE_COLUMNS, write_json, write_parquet
+from gradus.task_types.base import Targets
+from gradus.task_types.seam import task_type
 from gradus.text import normalized
 
 CONTEXT_COLUMNS = ["n_tokens", "duplicate_of", "conflicting_labels", "pii", "noise_flag", "suggested_label",
@@ -47,49 +49,41 @@ def tokenizer_counts(params: StageParams) -> features.Tokenize:
     return count
 
 
-def derive(raw: pd.DataFrame, cfg: ValidateConfig, tokenize: features.Tokenize) -> tuple[pd.DataFrame, list[str]]:
-    """The frame the suite checks: raw columns plus derived ones; and the label set rows must belong to."""
+def derive(raw: pd.DataFrame, params: StageParams, tokenize: features.Tokenize) -> tuple[pd.DataFrame, Targets]:
+    """The frame the suite checks: raw columns plus derived ones (the task type's on the target among them);
+    and what the task type read of the targets."""
+    cfg, task = params.validation, task_type(params.model.task)
     frame = raw.reset_index(drop=True).copy()
     for column in TYPE_COLUMNS:  # snapshots written before types were recorded hold strings only
         if column not in frame:
             frame[column] = None
+    targets = task.read_targets(frame, params)
+    for column, values in targets.columns.items():
+        frame[column] = values
     keys = normalized(frame["text"])
     frame["n_tokens"] = features.token_counts(frame["text"], cfg, tokenize)
-    frame["duplicate_of"] = features.duplicate_of(keys, frame["label"], frame["source_row"])
-    frame["conflicting_labels"] = features.conflicting_labels(keys, frame["label"])
+    frame["duplicate_of"] = features.duplicate_of(keys, targets.key, frame["source_row"])
+    frame["conflicting_labels"] = features.conflicting_labels(keys, targets.key)
     frame["pii"] = pii.pii_column(frame["text"], cfg.pii.kinds) if cfg.pii.action != "off" else ""
-    inferred = cfg.allowed_labels is None
-    labels = features.inferred_labels(frame["label"], cfg.min_examples_per_class) if inferred else list(
-        cfg.allowed_labels or ())
     frame["noise_flag"], frame["suggested_label"], frame["label_probability"] = False, "", pd.NA
-    eligible = frame["text"].fillna("").str.strip().astype(bool) & frame["label"].isin(labels)
-    counts = frame.loc[eligible, "label"].value_counts()
-    eligible &= frame["label"].isin(counts[counts >= cfg.label_noise.folds].index)  # k-fold needs k per class
-    enough = frame.loc[eligible, "label"].nunique() >= 2 and eligible.sum() <= cfg.label_noise.max_rows
-    if cfg.label_noise.enabled and enough:
-        flags = flag_label_noise(frame.loc[eligible, "text"], frame.loc[eligible, "label"], cfg.label_noise)
-        frame.loc[eligible, "noise_flag"] = flags.flagged
-        frame.loc[eligible, "suggested_label"] = flags.suggested
-        frame.loc[eligible, "label_probability"] = flags.label_probability
-    return frame, labels
+    usable = frame["text"].fillna("").str.strip().astype(bool) & targets.key.notna()
+    flags = (flag_rows(task.target_form, frame["text"], frame[task.target_column], usable, targets.vocabulary,
+                       cfg.label_noise) if cfg.label_noise.enabled else None)
+    if flags is not None:
+        for column in flags.columns:
+            frame.loc[flags.index, column] = flags[column]
+    return frame, targets
 
 
-def dataset_failures(kept: pd.DataFrame, cfg: ValidateConfig, share: float, schema: str) -> list[str]:
-    """Checks on the whole batch; each failure is one sentence with its numbers."""
+def dataset_failures(kept: pd.DataFrame, params: StageParams, share: float, schema: str) -> list[str]:
+    """Checks on the whole batch (the share quarantined; the task type's on its labels); each failure is one
+    sentence with its numbers."""
+    cfg = params.validation
     failures = [f"schema: {schema}"] if schema else []
     if share > cfg.max_quarantine_share:
         failures.append(f"quarantined share {share:.1%} > validate.max_quarantine_share "
                         f"{cfg.max_quarantine_share:.1%}")
-    counts = kept["label"].value_counts()
-    if cfg.allowed_labels is not None:
-        short = {label: int(counts.get(label, 0)) for label in cfg.allowed_labels
-                 if counts.get(label, 0) < cfg.min_examples_per_class}
-        if short:
-            failures.append(f"classes below validate.min_examples_per_class={cfg.min_examples_per_class}: {short}")
-    if len(counts) and counts.max() / counts.min() > cfg.max_imbalance_ratio:
-        failures.append(f"class imbalance {counts.idxmax()}={counts.max()} vs {counts.idxmin()}={counts.min()} "
-                        f"(ratio {counts.max() / counts.min():.1f} > validate.max_imbalance_ratio "
-                        f"{cfg.max_imbalance_ratio:g})")
+    failures += task_type(params.model.task).batch_failures(kept, params) if not kept.empty else []
     if kept.empty:
         failures.append("no rows left after quarantine")
     return failures
@@ -99,12 +93,12 @@ def validate_frame(raw: pd.DataFrame, params: StageParams, docs_dir: Path | None
                    tokenize: features.Tokenize | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Run the suite; return (kept rows, quarantined rows with reasons and context, report)."""
     cfg = params.validation
-    frame, labels = derive(raw, cfg, tokenize or tokenizer_counts(params))
-    checks = row_checks(cfg, labels, cfg.allowed_labels is None)
+    frame, targets = derive(raw, params, tokenize or tokenizer_counts(params))
+    checks = row_checks(cfg, task_type(params.model.task).row_rules(params, targets))
     result = run_suite(frame, checks, docs_dir)
     kept, quarantined = quarantine_rows(frame, result)
     share = len(quarantined) / len(frame) if len(frame) else 0.0
-    failures = dataset_failures(kept, cfg, share, result.schema_detail)
+    failures = dataset_failures(kept, params, share, result.schema_detail)
     if cfg.pii.action == "mask":
         masked = kept["pii"] != ""
         kept.loc[masked, "text"] = kept.loc[masked, "text"].map(lambda t: pii.mask_pii(t, cfg.pii.kinds))
@@ -117,11 +111,18 @@ def validate_frame(raw: pd.DataFrame, params: StageParams, docs_dir: Path | None
         # check left with the quarantine (their flags ride along there), counted apart so both add up.
         "flagged_rows": flag_counts(kept),
         "flagged_quarantined_rows": flag_counts(quarantined),
-        "classes": int(kept["label"].nunique()),
+        "classes": len(task_type(params.model.task).frequencies(kept[targets_column(params)])),
+        **targets.counts,
         "dataset_checks_failed": len(failures),
         "success": not failures,
     }
-    return kept, quarantined, {**report, "failures": failures, "docs": result.docs_index}
+    return kept, quarantined, {**report, "failures": failures, "docs": result.docs_index,
+                               "target_columns": list(targets.columns)}
+
+
+def targets_column(params: StageParams) -> str:
+    """The column of the validated rows that holds the targets in the task type's internal form."""
+    return task_type(params.model.task).target_column
 
 
 def flag_counts(rows: pd.DataFrame) -> dict[str, int]:
@@ -144,10 +145,13 @@ def run(params: StageParams) -> dict[str, Any]:
     shutil.rmtree(docs, ignore_errors=True)
     raw = pd.read_parquet(paths.raw)
     # Metadata columns ride along; the type columns are context for quarantined rows only.
-    columns = [*COLUMNS, *(c for c in raw.columns if c not in COLUMNS and c not in TYPE_COLUMNS)]
+    target = targets_column(params)
+    columns = [*COLUMNS, *([target] if target not in COLUMNS else []),
+               *(c for c in raw.columns if c not in COLUMNS and c not in TYPE_COLUMNS)]
     kept, quarantined, report = validate_frame(raw, params, docs)
     write_parquet(kept[columns], Path(paths.validated))
-    write_rows(quarantined[[*columns, "failed_checks", "reasons", *TYPE_COLUMNS, *CONTEXT_COLUMNS]],
+    context = [c for c in report.pop("target_columns") if c not in columns]
+    write_rows(quarantined[[*columns, "failed_checks", "reasons", *TYPE_COLUMNS, *context, *CONTEXT_COLUMNS]],
                Path(paths.quarantine))
     flagged = kept[(kept["pii"] != "") | kept["noise_flag"].astype(bool)]
     write_rows(flagged[[*COLUMNS, "pii", "noise_flag", "suggested_label", "label_probability"]], Path(paths.flags))

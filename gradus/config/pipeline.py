@@ -101,6 +101,9 @@ class _Columns(_Section):
 class _TableSource(_Columns):
     format: TableFormat = "auto"
     delimiter: str = Field(",", min_length=1, max_length=1)  # CSV only: ',' ';' '\t' '|'
+    # CSV only, label sets (model.task multi_label): the string between the labels of one cell; ingest stores the
+    # cell as a list. None: the cell stays a string, and multi_label.label_separator splits it.
+    label_separator: str | None = Field(None, min_length=1)
 
 
 class FileSource(_TableSource):
@@ -195,6 +198,23 @@ class ValidateConfig(_Section):
         return self
 
 
+class MultiLabelConfig(_Section):
+    """Settings only the multi_label task type reads (a label set per text)."""
+
+    label_separator: str = Field("|", min_length=1)  # between the labels of a CSV cell (a source may set its own)
+    min_labels: int = Field(1, ge=1)                # labels per row, when the row has any ...
+    max_labels: int | None = Field(None, ge=1)      # ... and at most this many (None: no bound)
+    allow_empty: bool = False                       # a row with no label at all is kept (a text none applies to)
+    thresholds: Literal["per_label", "global"] = "per_label"  # decision thresholds chosen on validation
+    positive_weight: bool = False                   # weigh each label's positives by negatives/positives in the loss
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> MultiLabelConfig:
+        if self.max_labels is not None and self.max_labels < self.min_labels:
+            raise ValueError(f"max_labels ({self.max_labels}) is below min_labels ({self.min_labels})")
+        return self
+
+
 class SplitConfig(_Section):
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
@@ -202,7 +222,7 @@ class SplitConfig(_Section):
 
 
 # The task types there are (gradus/task_types maps each to its module; a unit test keeps the two lists equal).
-TaskName = Literal["classification"]
+TaskName = Literal["classification", "multi_label"]
 
 
 class ModelConfig(_Section):
@@ -358,6 +378,7 @@ class StageParams(_Section):
     validation: ValidateConfig = Field(ValidateConfig(), alias="validate")
     split: SplitConfig = SplitConfig()
     model: ModelConfig = ModelConfig()
+    multi_label: MultiLabelConfig = MultiLabelConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     gate: GateConfig = GateConfig()

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from gradus.config.pipeline import GateConfig, SplitConfig
+from gradus.config.pipeline import GateConfig, SplitConfig, StageParams
 
 DEFAULT_TASK = "classification"  # model.task's default, and the task of every version registered before it existed
 
@@ -28,6 +28,35 @@ class Check:
     name: str
     passed: bool
     detail: str
+
+
+@dataclass(frozen=True)
+class RowRule:
+    """One row-level data check a task type asks the validate stage for, declared without Great Expectations
+    (data_checks/suite.py makes each an expectation): `column`'s values must be null (`null`), present
+    (`not_null`), not blank (`not_blank`), or in `values` (`in_set`; a null passes). A failing row's reason is
+    `reason`, followed by the row's `detail_column` where one is named (the row's own words of what is wrong)."""
+
+    name: str
+    column: str
+    expect: str
+    reason: str
+    values: tuple[Any, ...] = ()
+    detail_column: str | None = None
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the validate stage learns of the targets, row-aligned with its frame: the columns the type's row
+    rules check (its target column included), each row's canonical target (`key`: the same normalised text under
+    two keys is a conflict, under the same key a duplicate; None where the target is unreadable) and the label
+    vocabulary rows must stay within (params' allowed labels, else the labels frequent enough)."""
+
+    columns: dict[str, pd.Series]
+    key: pd.Series
+    vocabulary: list[str]
+    inferred: bool
+    counts: dict[str, int] = field(default_factory=dict)  # numbers for the validation report (repairs made)
 
 
 @dataclass(frozen=True)
@@ -57,6 +86,20 @@ def label_changes(champion: list[str], challenger: list[str], cfg: GateConfig) -
     return info, checks
 
 
+def imbalance_failure(counts: pd.Series, ratio: float, kind: str) -> list[str]:
+    """The largest over the smallest count of `counts` above validate.max_imbalance_ratio, as a failure."""
+    if not len(counts) or counts.max() / counts.min() <= ratio:
+        return []
+    return [f"{kind} imbalance {counts.idxmax()}={counts.max()} vs {counts.idxmin()}={counts.min()} "
+            f"(ratio {counts.max() / counts.min():.1f} > validate.max_imbalance_ratio {ratio:g})"]
+
+
+def short_labels(counts: pd.Series, allowed: Iterable[str], min_examples: int, kind: str) -> list[str]:
+    """Allowed labels with fewer kept rows than validate.min_examples_per_class, as a failure."""
+    short = {label: int(counts.get(label, 0)) for label in allowed if counts.get(label, 0) < min_examples}
+    return [f"{kind} below validate.min_examples_per_class={min_examples}: {short}"] if short else []
+
+
 def weighted_mean(outputs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     """Soft voting's arithmetic, the same for every type: the weighted mean of aligned outputs."""
     total = np.zeros(outputs[0].shape, dtype=np.float64)
@@ -73,6 +116,21 @@ class TaskType(Protocol):
     target_column: str   # the validated data's and the splits' target column
     primary_metric: str  # the metrics' key that model selection, early stopping and the gate judge
     primary_metric_name: str  # how people read it ("macro-F1")
+
+    target_form: str       # the internal form's name ("label", "label_set"): data checks pick their model by it
+
+    def read_targets(self, frame: pd.DataFrame, params: StageParams) -> Targets:
+        """The validate stage's view of the raw snapshot's label cells (`label`, `label_type`): parsed into the
+        internal form, normalised, with the derived columns the row rules check."""
+        ...
+
+    def row_rules(self, params: StageParams, targets: Targets) -> list[RowRule]:
+        """The row checks on the target (the text's checks are shared): each failing row is quarantined."""
+        ...
+
+    def batch_failures(self, kept: pd.DataFrame, params: StageParams) -> list[str]:
+        """Checks on the kept rows as a whole (too few examples of a label, imbalance): one sentence each."""
+        ...
 
     def split(self, frame: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
         """The split name (train / val / test) of each validated row: stratified by the target, rows sharing a

@@ -10,10 +10,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradus.config.pipeline import GateConfig, SplitConfig
+from gradus.config.pipeline import GateConfig, SplitConfig, StageParams
 from gradus.scoring import encode, mcnemar_exact, paired_bootstrap, recall_by_class, weighted_macro_f1
 from gradus.stratify import split_by_label
-from gradus.task_types.base import Champion, Check, label_changes, weighted_mean
+from gradus.task_types.base import (
+    Champion,
+    Check,
+    RowRule,
+    Targets,
+    imbalance_failure,
+    label_changes,
+    short_labels,
+    weighted_mean,
+)
+
+
+def inferred_labels(labels: pd.Series, min_examples: int) -> list[str]:
+    """Labels with at least min_examples rows: the label set when params name none."""
+    counts = labels.dropna()
+    counts = counts[counts.str.strip() != ""].value_counts()
+    return sorted(counts[counts >= min_examples].index)
 
 
 class Classification:
@@ -21,6 +37,37 @@ class Classification:
     target_column = "label"
     primary_metric = "macro_f1"
     primary_metric_name = "macro-F1"
+    target_form = "label"
+
+    def read_targets(self, frame: pd.DataFrame, params: StageParams) -> Targets:
+        """The label cell as ingest normalised it; the vocabulary is validate.allowed_labels, else every label
+        with validate.min_examples_per_class rows."""
+        cfg = params.validation
+        inferred = cfg.allowed_labels is None
+        vocabulary = (inferred_labels(frame["label"], cfg.min_examples_per_class) if inferred
+                      else list(cfg.allowed_labels or ()))
+        return Targets(columns={}, key=frame["label"], vocabulary=vocabulary, inferred=inferred)
+
+    def row_rules(self, params: StageParams, targets: Targets) -> list[RowRule]:
+        """A string label, present, not blank, in the vocabulary."""
+        known = (f"label is not among the labels with at least {params.validation.min_examples_per_class} examples"
+                 if targets.inferred else "label is not in validate.allowed_labels")
+        return [
+            # Ingest keeps a non-string value visible as JSON text and names its type in label_type.
+            RowRule("label_type", "label_type", "null", "label is not a string in the source (its JSON type is in "
+                    "label_type)"),
+            RowRule("label_not_null", "label", "not_null", "label is missing"),
+            RowRule("label_not_blank", "label", "not_blank", "label is empty or only whitespace"),
+            RowRule("label_known", "label", "in_set", known, tuple(targets.vocabulary)),
+        ]
+
+    def batch_failures(self, kept: pd.DataFrame, params: StageParams) -> list[str]:
+        """An allowed class below validate.min_examples_per_class; class imbalance above the ratio."""
+        cfg = params.validation
+        counts = kept["label"].value_counts()
+        failures = (short_labels(counts, cfg.allowed_labels, cfg.min_examples_per_class, "classes")
+                    if cfg.allowed_labels is not None else [])
+        return failures + imbalance_failure(counts, cfg.max_imbalance_ratio, "class")
 
     def split(self, frame: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
         """Stratified by the label (each group by its most common one)."""

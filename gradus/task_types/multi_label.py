@@ -16,10 +16,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradus.config.pipeline import GateConfig, SplitConfig
+from gradus.config.pipeline import GateConfig, SplitConfig, StageParams
 from gradus.scoring import paired_bootstrap_of
 from gradus.stratify import split_by_strata
-from gradus.task_types.base import Champion, Check, label_changes, weighted_mean
+from gradus.task_types.base import (
+    Champion,
+    Check,
+    RowRule,
+    Targets,
+    imbalance_failure,
+    label_changes,
+    short_labels,
+    weighted_mean,
+)
 
 DEFAULT_THRESHOLD = 0.5  # before a decision is chosen on the validation split (during training)
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
@@ -54,10 +63,14 @@ def normalise_label_set(labels: Iterable[str], case: str) -> tuple[list[str], in
 
 
 def label_set_reason(labels: list[str], allowed: set[str] | None, min_labels: int, max_labels: int | None,
-                     allow_empty: bool) -> str | None:
-    """Why a normalised label set may not be trained on (None: it may): unknown labels, too few or too many."""
+                     allow_empty: bool, inferred_from: int | None = None) -> str | None:
+    """Why a normalised label set may not be trained on (None: it may): unknown labels, too few or too many.
+    `inferred_from`: the vocabulary is the labels with at least this many rows (validate.allowed_labels unset)."""
     if allowed is not None and (unknown := [label for label in labels if label not in allowed]):
-        return f"unknown label(s) {unknown[:5]}: not in validate.allowed_labels (add them there, or fix the row)"
+        where = (f"fewer than validate.min_examples_per_class={inferred_from} rows hold them (add examples, or fix "
+                 f"the row)" if inferred_from is not None else
+                 "not in validate.allowed_labels (add them there, or fix the row)")
+        return f"unknown label(s) {unknown[:5]}: {where}"
     if not labels:
         return None if allow_empty else ("no label: the row holds an empty label set (set multi_label.allow_empty to "
                                          "keep such rows)")
@@ -65,6 +78,24 @@ def label_set_reason(labels: list[str], allowed: set[str] | None, min_labels: in
         return f"{len(labels)} label(s), fewer than multi_label.min_labels={min_labels}"
     if max_labels is not None and len(labels) > max_labels:
         return f"{len(labels)} labels, more than multi_label.max_labels={max_labels}"
+    return None
+
+
+def shape_reason(labels: list[str], cell: str, cell_type: str | None, separator: str) -> str | None:
+    """Why labels read from one cell are probably not the labels meant (None: they are): a label holding the
+    separator, or a text cell that holds a list written another way than `separator` splits."""
+    if cell_type == "array":
+        if inside := [label for label in labels if separator in label]:
+            return (f"label {inside[0]!r} holds the label separator {separator!r}: rename the label, or set "
+                    f"multi_label.label_separator to a string no label holds")
+        return None
+    if cell.lstrip().startswith("["):
+        return (f"the cell holds a JSON list as text ({cell[:60]}): write its labels separated by {separator!r}, "
+                f"or store the labels as a list (JSONL, Parquet)")
+    for other in (",", ";"):
+        if other != separator and separator not in cell and any(other in label for label in labels):
+            return (f"the cell {cell[:60]!r} holds {other!r} but labels are separated by {separator!r}: set "
+                    f"label_separator: {other!r} on this source in data.sources (or multi_label.label_separator)")
     return None
 
 
@@ -215,6 +246,62 @@ class MultiLabel:
     target_column = "labels"
     primary_metric = "micro_f1"
     primary_metric_name = "micro-F1"
+    target_form = "label_set"
+
+    def read_targets(self, frame: pd.DataFrame, params: StageParams) -> Targets:
+        """Each cell read as a label set (a list from JSONL / Parquet, or a text split on the separator),
+        normalised; `label_problem` says why a row's set cannot be used ('' when it can), `labels` holds the set
+        (None where unreadable) and `label_duplicates` the repeats removed from it."""
+        cfg, own = params.validation, params.multi_label
+        sets: list[list[str] | None] = []
+        problems: list[str] = []
+        repeats: list[int] = []
+        for cell, cell_type in zip(frame["label"], frame["label_type"], strict=True):
+            labels, reason = read_label_set(cell, cell_type, own.label_separator)
+            if labels is not None and cell is not None:
+                reason = shape_reason(labels, cell, cell_type, own.label_separator)
+            if reason is not None or labels is None:
+                sets.append(None)  # a cell of another JSON type is the label_type rule's to name
+                problems.append("" if cell_type not in (None, "array") else reason or "")
+                repeats.append(0)
+                continue
+            normalised, removed = normalise_label_set(labels, params.data.label_case)
+            sets.append(normalised)
+            problems.append("")
+            repeats.append(removed)
+        inferred = cfg.allowed_labels is None
+        counts = self.frequencies(labels for labels in sets if labels)
+        vocabulary = (sorted(label for label, n in counts.items() if n >= cfg.min_examples_per_class) if inferred
+                      else list(cfg.allowed_labels or ()))
+        known = set(vocabulary)
+        for row, labels in enumerate(sets):
+            if labels is not None:
+                problems[row] = label_set_reason(labels, known, own.min_labels, own.max_labels, own.allow_empty,
+                                                 cfg.min_examples_per_class if inferred else None) or ""
+        index = frame.index
+        keys = pd.Series([None if labels is None else target_key(labels) for labels in sets], index=index,
+                         dtype=object)
+        return Targets(columns={self.target_column: pd.Series(sets, index=index, dtype=object),
+                                "label_problem": pd.Series(problems, index=index, dtype=object),
+                                "label_duplicates": pd.Series(repeats, index=index, dtype="int64")},
+                       key=keys, vocabulary=vocabulary, inferred=inferred,
+                       counts={"label_duplicates_removed": int(sum(repeats))})
+
+    def row_rules(self, params: StageParams, targets: Targets) -> list[RowRule]:
+        """The cell is a text or a list, and its label set can be used (the row's label_problem says why not)."""
+        return [RowRule("label_type", "label_type", "in_set", "label is neither a text nor a list of labels in the "
+                        "source (its JSON type is in label_type)", ("array",)),
+                RowRule("label_set", "label_problem", "in_set", "the label set cannot be used", ("",),
+                        detail_column="label_problem")]
+
+    def batch_failures(self, kept: pd.DataFrame, params: StageParams) -> list[str]:
+        """An allowed label on fewer kept rows than validate.min_examples_per_class; label imbalance (rows per
+        label) above the ratio."""
+        cfg = params.validation
+        counts = pd.Series(self.frequencies(kept[self.target_column]), dtype="int64").sort_index()
+        failures = (short_labels(counts, cfg.allowed_labels, cfg.min_examples_per_class, "labels")
+                    if cfg.allowed_labels is not None else [])
+        return failures + imbalance_failure(counts, cfg.max_imbalance_ratio, "label")
 
     def split(self, frame: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
         """Iterative stratification over the label sets (a group holds every label its rows hold)."""

@@ -9,7 +9,7 @@ from typing import Any
 from gradus.errors import ConfigError
 from gradus.task_types.base import DEFAULT_TASK, Check, TaskType
 
-_MODULES = {"classification": "gradus.task_types.classification"}
+_MODULES = {"classification": "gradus.task_types.classification", "multi_label": "gradus.task_types.multi_label"}
 TASK_TYPES = tuple(_MODULES)
 
 __all__ = ["DEFAULT_TASK", "TASK_TYPES", "cross_task_check", "task_of", "task_type"]

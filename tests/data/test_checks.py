@@ -151,13 +151,14 @@ def test_data_docs_and_summary_metric_are_written(tmp_path: Path) -> None:
 
 
 def test_schema_types_are_checked() -> None:
-    from data_checks.suite import row_checks, run_suite
+    from data_checks.suite import default_label_rules, row_checks, run_suite
     from gradus.config.pipeline import ValidateConfig
 
     frame = pd.DataFrame({"text": ["fine", "42", None], "label": ["a", "a", "7"], "source": "s",
                           "source_row": [0.0, 1.0, 2.0], "text_type": [None, "number", None],
                           "label_type": [None, None, "number"]})
-    checks = [c for c in row_checks(ValidateConfig(), ["a"], True) if c.name in ("text_type", "label_type")]
+    checks = [c for c in row_checks(ValidateConfig(), default_label_rules(["a"]))
+              if c.name in ("text_type", "label_type")]
     result = run_suite(frame, checks)
     assert result.failures == {"text_type": [1], "label_type": [2]}
     assert not result.schema_ok and result.schema_detail == "source_row is float64, not int64"

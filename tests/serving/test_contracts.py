@@ -68,10 +68,10 @@ REFUSED = [("", "text_not_blank"), ("   \n ", "text_not_blank"), ("x" * 2001, "t
 
 
 def test_what_the_validate_stage_quarantines_the_service_refuses_by_the_same_rule(service: Service) -> None:
-    from data_checks.suite import row_checks
+    from data_checks.suite import default_label_rules, row_checks
     from gradus.config.pipeline import ValidateConfig
 
-    names = {check.name for check in row_checks(ValidateConfig(), ["a"], True)}  # the stage's own names
+    names = {check.name for check in row_checks(ValidateConfig(), default_label_rules(["a"]))}  # the stage's own names
     for text, rule in REFUSED:  # one service for every case (each start costs ~5 s); the case is in each message
         assert rule in names
         answer = service.client.post("/v1/predict", json={"texts": ["a fine text", text]})
