@@ -98,7 +98,7 @@ def run_one(dataset: str, seed: int, max_steps: int) -> dict:
                           device, seed)
         test_x = embed(str(Path(work) / "body"), list(test["text"]), params.train.max_length,
                        params.evaluate.batch_size, device, tuned.pooling)
-    predicted = [str(p) for p in tuned.head.predict(test_x)]
+    predicted = [str(p) for p in tuned.head.model.predict(test_x)]
     wall = time.perf_counter() - started
     labels = sorted(set(fit["label"]))
     result = score(list(test["label"]), predicted, labels)

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gradus.errors import ModelError
-from gradus.pooled import classes, pool
+from gradus.pooled import MULTI_HOT, classes, pool
 
 PACKAGED = "packaged"
 PACKAGED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 LABELS_FILE = "labels.json"
 WEIGHTS_FILE = "model.safetensors"
 TRAINING_SUMMARY = "training_summary.json"
+DECISION_FILE = "decision.json"  # how answers are decoded from the scores (thresholds), where the task type has one
 DEFAULT_MAX_LENGTH = 128  # for a model folder that does not say what it was trained with
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "model.bin", "pytorch_model.pt", "model.pt", "model.ckpt")
 
@@ -242,7 +243,7 @@ def forward(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 128,
         for index in length_batches(texts, batch_size):
             batch = tokenize(tokenizer, [texts[i] for i in index], max_length, "pt").to(device)
             out = model(**batch, output_hidden_states=embeddings)
-            probabilities[index] = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
+            probabilities[index] = activation(model.config, out.logits.float()).cpu().numpy()
             if pooled is not None:
                 pooled[index] = pool(out.hidden_states[-1].float(), batch["attention_mask"], "mean").cpu().numpy()
     return probabilities, pooled
@@ -250,6 +251,16 @@ def forward(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 128,
 
 _BF16_SPEEDUP: float | None = None
 BF16_CPU_MIN_SPEEDUP = 1.3  # below this, emulated bf16 is not worth its rounding
+
+
+def activation(config: Any, logits: Any) -> Any:
+    """A model's scores from its logits (torch): a sigmoid per label for a head trained on label sets
+    (transformers' problem_type multi_label_classification), else the softmax over the labels."""
+    import torch
+
+    if getattr(config, "problem_type", None) == MULTI_HOT:
+        return torch.sigmoid(logits)
+    return torch.softmax(logits, dim=-1)
 
 
 def matmul_flops_per_s(dtype: Any, size: int = 2048, seconds: float = 3.0) -> float:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 MODEL_TYPE = "gradus_pooled"
+MULTI_HOT = "multi_label_classification"  # transformers' problem_type of a head with one sigmoid per label
 
 
 def pool(hidden: Any, mask: Any, pooling: str) -> Any:
@@ -83,7 +84,11 @@ def classes() -> tuple[type, type]:
             if self.config.normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
             logits = self.classifier(pooled)
-            loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
+            loss = None
+            if labels is not None and self.config.problem_type == MULTI_HOT:  # a label set: one sigmoid per label
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+            elif labels is not None:
+                loss = torch.nn.functional.cross_entropy(logits, labels)
             return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
 
     AutoConfig.register(MODEL_TYPE, PooledClassifierConfig)
@@ -100,8 +105,10 @@ def bare_encoder(make: Any) -> Any:
         return make()
 
 
-def from_base(location: str, labels: list[str], pooling: str, normalize: bool, revision: str | None = None) -> Any:
-    """A pooled classifier whose encoder is the base model's (its weights as trained) and a new linear head."""
+def from_base(location: str, labels: list[str], pooling: str, normalize: bool, revision: str | None = None,
+              problem_type: str | None = None) -> Any:
+    """A pooled classifier whose encoder is the base model's (its weights as trained) and a new linear head;
+    `problem_type` as transformers names it (None: one label per text)."""
     from transformers import AutoConfig, AutoModel
 
     config_class, model_class = classes()
@@ -110,7 +117,7 @@ def from_base(location: str, labels: list[str], pooling: str, normalize: bool, r
     base_config = AutoConfig.from_pretrained(location, revision=revision)
     config = config_class(encoder=base_config.to_dict(), pooling=pooling, normalize=normalize,
                           num_labels=len(labels), id2label=dict(enumerate(labels)),
-                          label2id={label: i for i, label in enumerate(labels)})
+                          label2id={label: i for i, label in enumerate(labels)}, problem_type=problem_type)
     model = model_class(config)
     model.encoder = encoder
     return model

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,30 +74,68 @@ def fit_head(train_x: np.ndarray, train_y: list[str], val_x: np.ndarray, val_y: 
 
 
 @dataclass(frozen=True)
-class Probe:
-    """A fitted probe: the logistic regression (classes in sorted label order), its C, its validation scores,
-    the pooling it read, what it cost, and the embeddings of any further texts asked for (one encoder load)."""
+class LinearHead:
+    """A linear head fitted on frozen embeddings: its coefficients (one row per label, in the run's label order),
+    intercepts, the C chosen, its validation scores (the task type's metric keys) and the fitted model(s)."""
 
-    head: Any
+    coef: np.ndarray
+    intercept: np.ndarray
     C: float
-    val_accuracy: float
-    val_macro_f1: float
+    val_scores: dict[str, float]
+    model: Any = None
+
+
+HeadFit = Callable[[np.ndarray, pd.DataFrame, np.ndarray, pd.DataFrame, int], LinearHead]
+
+
+def label_head(train_x: np.ndarray, train: pd.DataFrame, val_x: np.ndarray, val: pd.DataFrame,
+               seed: int = 0) -> LinearHead:
+    """One label per text: the multinomial logistic regression of `fit_head`, scored by accuracy and macro-F1."""
+    from sklearn.metrics import f1_score
+
+    head, c, val_accuracy = fit_head(train_x, list(train["label"]), val_x, list(val["label"]), seed=seed)
+    val_f1 = (float(f1_score(val["label"], head.predict(val_x), average="macro", zero_division=0))
+              if len(val) else 0.0)
+    return LinearHead(head.coef_, head.intercept_, c, {"accuracy": val_accuracy, "macro_f1": val_f1}, head)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A fitted probe: the linear head, the pooling it read, what it cost, and the embeddings of any further texts
+    asked for (one encoder load)."""
+
+    head: LinearHead
     pooling: str
     seconds: float
     embedding_seconds: float
     extra: np.ndarray
 
+    @property
+    def C(self) -> float:
+        return self.head.C
+
+    @property
+    def val_scores(self) -> dict[str, float]:
+        return self.head.val_scores
+
+    @property
+    def val_accuracy(self) -> float:
+        return self.head.val_scores.get("accuracy", 0.0)
+
+    @property
+    def val_macro_f1(self) -> float:
+        return self.head.val_scores.get("macro_f1", 0.0)
+
     def summary(self) -> dict[str, Any]:
-        return {"C": self.C, "val_accuracy": round(self.val_accuracy, 6), "val_macro_f1": round(self.val_macro_f1, 6),
+        return {"C": self.C, **{f"val_{key}": round(value, 6) for key, value in self.val_scores.items()},
                 "pooling": self.pooling, "seconds": round(self.seconds, 2),
                 "embedding_seconds": round(self.embedding_seconds, 2)}
 
 
 def fit_probe(location: str, train: pd.DataFrame, val: pd.DataFrame, max_length: int, batch_size: int,
-              device: str, seed: int = 0, extra_texts: list[str] | None = None) -> Probe:
-    """Embed train, val (and extra_texts) with the frozen base at `location` and fit the head, C chosen on val."""
-    from sklearn.metrics import f1_score
-
+              device: str, seed: int = 0, extra_texts: list[str] | None = None, fit: HeadFit = label_head) -> Probe:
+    """Embed train, val (and extra_texts) with the frozen base at `location` and fit the head (`fit`: the task
+    type's; one label per text by default), C chosen on val."""
     started = time.perf_counter()
     pooling = pooling_mode(Path(location))
     extra_texts = list(extra_texts or [])
@@ -104,10 +143,8 @@ def fit_probe(location: str, train: pd.DataFrame, val: pd.DataFrame, max_length:
     vectors = embed(location, texts, max_length, batch_size, device, pooling)
     embedded = time.perf_counter() - started
     train_x, val_x, extra = np.split(vectors, [len(train), len(train) + len(val)])
-    head, c, val_accuracy = fit_head(train_x, list(train["label"]), val_x, list(val["label"]), seed=seed)
-    val_f1 = (float(f1_score(val["label"], head.predict(val_x), average="macro", zero_division=0))
-              if len(val) else 0.0)
-    return Probe(head, c, val_accuracy, val_f1, pooling, time.perf_counter() - started, embedded, extra)
+    head = fit(train_x, train, val_x, val, seed)
+    return Probe(head, pooling, time.perf_counter() - started, embedded, extra)
 
 
 def probe_baseline(base: str, revision: str | None, train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
@@ -119,7 +156,7 @@ def probe_baseline(base: str, revision: str | None, train: pd.DataFrame, val: pd
     started = time.perf_counter()
     location = resolve_base(base, revision).location
     probe = fit_probe(location, train, val, max_length, batch_size, device, seed, list(test["text"]))
-    predicted = probe.head.predict(probe.extra) if len(test) else np.array([])
+    predicted = probe.head.model.predict(probe.extra) if len(test) else np.array([])
     actual = np.asarray(test["label"])
     return {"accuracy": round(float(np.mean(predicted == actual)) if len(test) else 0.0, 6),
             "macro_f1": round(float(f1_score(actual, predicted, average="macro", zero_division=0)), 6),

@@ -19,15 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from gradus.config.pipeline import StageParams, TrainConfig
 from gradus.errors import DataError
 from gradus.io import write_json
 from gradus.modeling import (
+    DECISION_FILE,
     TRAINING_SUMMARY,
     BaseModel,
     bf16_pays,
+    forward,
     pick_device,
     resolve_base,
     save_label_map,
@@ -41,12 +44,13 @@ from gradus.trial import TRIAL_ENV, search_trial_report
 
 FINGERPRINT = "fingerprint.json"
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
+NOT_SCORES = {"eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
 
 
 class EncodedTexts:
     """Tokenised texts (no padding: the collator pads each batch to its own longest row)."""
 
-    def __init__(self, encodings: dict[str, list[list[int]]], labels: list[int]) -> None:
+    def __init__(self, encodings: dict[str, list[list[int]]], labels: list[Any]) -> None:
         self.encodings = encodings
         self.labels = labels
 
@@ -59,13 +63,11 @@ class EncodedTexts:
         return item
 
 
-def encode(frame: pd.DataFrame, tokenizer: Any, label_ids: dict[str, int], max_length: int) -> EncodedTexts:
-    """Tokenise a split; every label must be one the model knows."""
-    unknown = sorted(set(frame["label"]) - set(label_ids))
-    if unknown:
-        raise DataError(f"labels {unknown[:5]} appear in val/test but not in train; add training examples")
+def encode(frame: pd.DataFrame, tokenizer: Any, task: TaskType, labels: list[str], max_length: int) -> EncodedTexts:
+    """Tokenise a split, its targets as the task type encodes them; every label must be one the model knows."""
+    targets = task.encode_targets(frame, labels)
     encodings = tokenizer(list(frame["text"]), truncation=True, max_length=max_length)
-    return EncodedTexts(dict(encodings), [label_ids[x] for x in frame["label"]])
+    return EncodedTexts(dict(encodings), targets)
 
 
 # Above this many optimizer steps an epoch is evaluated (and checkpointed) in equal parts, so a long epoch
@@ -320,18 +322,22 @@ def peak_memory_mib(device: str) -> float:
 
 def fit_probe_for(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, base: BaseModel, device: str,
                   labels: list[str]) -> Probe:
-    """The frozen-encoder probe on this run's train split, C chosen on val (gradus/probe.py)."""
+    """The frozen-encoder probe on this run's train split, C chosen on val (gradus/probe.py; the head is the task
+    type's)."""
     cfg = params.train
-    probe = fit_probe(base.location, train, val, cfg.max_length, cfg.eval_batch_size, device, cfg.seed)
-    if [str(label) for label in probe.head.classes_] != labels:
-        raise DataError(f"the probe learned labels {list(probe.head.classes_)}, the run has {labels}")
+    probe = fit_probe(base.location, train, val, cfg.max_length, cfg.eval_batch_size, device, cfg.seed,
+                      fit=task_type(params.model.task).fit_probe_head)
+    learned = getattr(probe.head.model, "classes_", labels)
+    if [str(label) for label in learned] != labels:
+        raise DataError(f"the probe learned labels {list(learned)}, the run has {labels}")
     return probe
 
 
 def probe_model(params: StageParams, base: BaseModel, labels: list[str], probe: Probe) -> Any:
     """The frozen base with the probe's logistic regression as its head: the probe as a servable classifier."""
-    model = from_base(base.location, labels, probe.pooling, normalize=True, revision=params.model.revision)
-    set_head(model, probe.head.coef_, probe.head.intercept_)
+    model = from_base(base.location, labels, probe.pooling, normalize=True, revision=params.model.revision,
+                      problem_type=task_type(params.model.task).problem_type)
+    set_head(model, probe.head.coef, probe.head.intercept)
     return model
 
 
@@ -342,11 +348,12 @@ def initial_model(params: StageParams, base: BaseModel, labels: list[str], probe
     if params.train.method == "lp_ft":
         assert probe is not None
         return probe_model(params, base, labels, probe)
+    problem_type = task_type(params.model.task).problem_type
     if params.train.head == "pooled":
         return from_base(base.location, labels, pooling_mode(Path(base.location)), normalize=False,
-                         revision=params.model.revision)
+                         revision=params.model.revision, problem_type=problem_type)
     return AutoModelForSequenceClassification.from_pretrained(
-        base.location, revision=params.model.revision, num_labels=len(labels),
+        base.location, revision=params.model.revision, num_labels=len(labels), problem_type=problem_type,
         id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
         use_safetensors=True,
     )
@@ -393,14 +400,14 @@ def build_trainer(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, b
     from transformers.integrations import DVCLiveCallback
 
     cfg, task = params.train, task_type(params.model.task)
-    label_ids = {label: i for i, label in enumerate(labels)}
     tokenizer = AutoTokenizer.from_pretrained(base.location, revision=params.model.revision)
-    train_set = encode(train, tokenizer, label_ids, cfg.max_length)
+    train_set = encode(train, tokenizer, task, labels, cfg.max_length)
     trainer = resumable_trainer()(
         model=model,
         args=training_arguments(cfg, device, params.paths.checkpoints, plan, task.primary_metric, precision),
-        train_dataset=train_set, eval_dataset=encode(val, tokenizer, label_ids, cfg.max_length),
+        train_dataset=train_set, eval_dataset=encode(val, tokenizer, task, labels, cfg.max_length),
         data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=validation_metrics(task),
+        compute_loss_func=task.loss_function(train_set.labels, params),
     )
     trial = json.loads(os.environ[TRIAL_ENV]) if os.environ.get(TRIAL_ENV) else None
     for callback in trainer_callbacks(cfg, plan, task, trial):
@@ -417,16 +424,16 @@ def fine_tune(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, out: 
     label map into `out` on the main process; return a training summary."""
     from transformers import set_seed
 
-    cfg = params.train
+    cfg, task = params.train, task_type(params.model.task)
     base = resolve_base(params.model.base, params.model.revision)
     device = pick_device(cfg.device)
     state = process_state(device)
     set_seed(cfg.seed)
-    labels = sorted(train["label"].unique())
+    labels = task.vocabulary(train)
     probe = fit_probe_for(params, train, val, base, device, labels) if cfg.method != "finetune" else None
     if cfg.method == "probe":
         assert probe is not None
-        return save_probe(params, base, device, labels, probe, out, len(train))
+        return save_probe(params, base, device, labels, probe, out, len(train), val)
     set_seed(cfg.seed)  # the same initial head and data order with or without a probe fitted first
     fingerprint = run_fingerprint(params, split_files or [])
     checkpoints = Path(params.paths.checkpoints)
@@ -441,7 +448,7 @@ def fine_tune(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, out: 
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     wall = time.perf_counter() - started
-    stopping = _stopping(trainer, plan, result)  # before the final evaluation joins the log history
+    stopping = _stopping(trainer, plan, result, task)  # before the final evaluation joins the log history
     final_eval = trainer.evaluate()
     summary = _summary(base, device, labels, train_set, result, wall, final_eval, trainer.state) | stopping
     # The epoch of the Trainer's own best checkpoint (the model kept), not a second notion of "best".
@@ -455,11 +462,31 @@ def fine_tune(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, out: 
     model = trainer.model
     if summary["chosen"] == "probe":  # auto, and fine-tuning did not beat the probe on val
         model = probe_model(params, base, labels, probe)
-        summary |= {"val_accuracy": round(probe.val_accuracy, 6), "val_macro_f1": round(probe.val_macro_f1, 6)}
+        summary |= {f"val_{key}": round(value, 6) for key, value in probe.val_scores.items()}
     if trainer.is_world_process_zero():
         # model.save_pretrained, not trainer.save_model: the latter also writes training_args.bin, a pickle.
         save_model(model, tokenizer, labels, out)
+        summary |= save_decision(params, model, tokenizer, val, labels, out, device)
     return summary
+
+
+def save_decision(params: StageParams, model: Any, tokenizer: Any, val: pd.DataFrame, labels: list[str], out: Path,
+                  device: str) -> dict[str, Any]:
+    """The task type's decoding decision (thresholds) from the kept model's validation scores, written as
+    decision.json beside the weights; nothing for a type that decodes without one."""
+    task = task_type(params.model.task)
+    cfg = params.train
+
+    def scores() -> Any:
+        probabilities, _ = forward(model.to(device).eval(), tokenizer, list(val["text"]), cfg.eval_batch_size,
+                                   cfg.max_length)
+        return probabilities
+
+    decision = task.decision(np.asarray(task.encode_targets(val, labels)), scores, labels, params)
+    if not decision:
+        return {}
+    write_json(decision, out / DECISION_FILE)
+    return {"decision": decision}
 
 
 def save_model(model: Any, tokenizer: Any, labels: list[str], out: Path) -> None:
@@ -472,25 +499,26 @@ def save_model(model: Any, tokenizer: Any, labels: list[str], out: Path) -> None
 
 def method_fields(params: StageParams, probe: Probe | None, summary: dict[str, Any]) -> dict[str, Any]:
     """How the model was made, the probe beside it on the validation split, and which of the two `auto` keeps
-    (the better validation macro-F1; a tie goes to the probe, the cheaper to retrain). The probe's validation
-    figure is slightly optimistic: its C was chosen on the same split."""
-    cfg = params.train
+    (the better validation primary metric, macro-F1 for one label per text; a tie goes to the probe, the cheaper to
+    retrain). The probe's validation figure is slightly optimistic: its C was chosen on the same split."""
+    cfg, key = params.train, task_type(params.model.task).primary_metric
+    probe_score = probe.val_scores.get(key, 0.0) if probe is not None else 0.0
     fields: dict[str, Any] = {"method": cfg.method, "head": "pooled" if cfg.method != "finetune" else cfg.head,
                               "chosen": "finetune"}
     if probe is None:
         return fields
-    fields |= {"probe": probe.summary(), "probe_val_macro_f1": round(probe.val_macro_f1, 6)}
+    fields |= {"probe": probe.summary(), f"probe_val_{key}": round(probe_score, 6)}
     if cfg.method == "probe":
         return fields | {"chosen": "probe"}
-    tuned = summary.get("val_macro_f1", 0.0)
-    fields |= {"finetuned_val_macro_f1": tuned, "finetuning_beat_probe": bool(tuned > probe.val_macro_f1)}
+    tuned = summary.get(f"val_{key}", 0.0)
+    fields |= {f"finetuned_val_{key}": tuned, "finetuning_beat_probe": bool(tuned > probe_score)}
     if cfg.method == "auto" and not fields["finetuning_beat_probe"]:
         fields["chosen"] = "probe"
     return fields
 
 
 def save_probe(params: StageParams, base: BaseModel, device: str, labels: list[str], probe: Probe,
-               out: Path, train_rows: int) -> dict[str, Any]:
+               out: Path, train_rows: int, val: pd.DataFrame) -> dict[str, Any]:
     """train.method: probe: the frozen encoder and the probe's head, saved as any trained model is, with a
     training log of its one validation measurement (the stage's DVC outputs exist whatever the method)."""
     from accelerate import PartialState
@@ -500,30 +528,33 @@ def save_probe(params: StageParams, base: BaseModel, device: str, labels: list[s
     summary = {"base_model": base.name, "base_model_revision": base.revision, "device": device,
                "num_labels": len(labels), "train_rows": train_rows, "epochs": 0.0, "steps": 0, "best_step": 0,
                "stopped_early": False, "wall_time_s": round(probe.seconds, 2), "samples_per_s": 0.0,
-               "tokens_per_s": 0.0, "val_accuracy": round(probe.val_accuracy, 6),
-               "val_macro_f1": round(probe.val_macro_f1, 6), "stop_reason": "train.method: probe (no fine-tuning)",
+               "tokens_per_s": 0.0, **{f"val_{key}": round(value, 6) for key, value in probe.val_scores.items()},
+               "stop_reason": "train.method: probe (no fine-tuning)",
                "evaluations": [], "max_length": params.train.max_length, "precision": "fp32", "resumed_from": None,
                "peak_memory_mib": peak_memory_mib(device), "world_size": PartialState().num_processes}
     summary |= method_fields(params, probe, summary)
     if PartialState().is_main_process:
         tokenizer = AutoTokenizer.from_pretrained(base.location, revision=params.model.revision)
-        save_model(probe_model(params, base, labels, probe), tokenizer, labels, out)
+        model = probe_model(params, base, labels, probe)
+        save_model(model, tokenizer, labels, out)
+        summary |= save_decision(params, model, tokenizer, val, labels, out, device)
         with Live(params.paths.training_log, save_dvc_exp=False, dvcyaml=None, report=None) as live:
-            live.log_metric("eval/accuracy", summary["val_accuracy"])
-            live.log_metric("eval/macro_f1", summary["val_macro_f1"])
+            for key, value in probe.val_scores.items():
+                live.log_metric(f"eval/{key}", round(value, 6))
     return summary
 
 
-def _stopping(trainer: Any, plan: TrainingPlan, result: Any) -> dict[str, Any]:
+def _stopping(trainer: Any, plan: TrainingPlan, result: Any, task: TaskType) -> dict[str, Any]:
     """Why training ended, the plan it followed, and every evaluation (to see whether it was still improving)."""
     reason = "completed the planned epochs"
     for callback in trainer.callback_handler.callbacks:  # a resumed run holds restored instances: look them up
         reason = getattr(callback, "stop_reason", None) or reason
     if trainer.args.max_steps > 0 and result.global_step >= trainer.args.max_steps:
         reason = f"train.max_steps {trainer.args.max_steps} reached"
+    key = task.primary_metric
     evaluations = [{"epoch": round(entry["epoch"], 3), "step": entry["step"],
-                    "val_loss": round(entry["eval_loss"], 5), "val_macro_f1": round(entry["eval_macro_f1"], 5)}
-                   for entry in trainer.state.log_history if "eval_macro_f1" in entry]
+                    "val_loss": round(entry["eval_loss"], 5), f"val_{key}": round(entry[f"eval_{key}"], 5)}
+                   for entry in trainer.state.log_history if f"eval_{key}" in entry]
     return {"epochs_planned": plan.epochs, "steps_per_epoch": plan.steps_per_epoch, "eval_steps": plan.eval_steps,
             "patience_evaluations": plan.patience_evaluations, "epoch_rule": plan.rule, "stop_reason": reason,
             "evaluations": evaluations}
@@ -548,8 +579,9 @@ def _summary(base: BaseModel, device: str, labels: list[str], train_set: Encoded
         "wall_time_s": round(wall, 2),
         "samples_per_s": round(float(result.metrics.get("train_samples_per_second", 0.0)), 2),
         "tokens_per_s": round(tokens * epochs / wall, 1) if wall else 0.0,
-        "val_accuracy": round(final_eval.get("eval_accuracy", 0.0), 6),
-        "val_macro_f1": round(final_eval.get("eval_macro_f1", 0.0), 6),
+        # The task type's validation scores (one label per text: accuracy, macro-F1).
+        **{f"val_{key[5:]}": round(value, 6) for key, value in final_eval.items()
+           if key.startswith("eval_") and key not in NOT_SCORES},
     }
 
 
@@ -573,14 +605,16 @@ def run(params: StageParams) -> dict[str, Any]:
             print(json.dumps(summary, indent=2))
             # Plainly, in the stage's log (the flow's console summary says it too: gradus/reports.py).
             if "finetuning_beat_probe" in summary:
+                task = task_type(params.model.task)
                 beat = "beat" if summary["finetuning_beat_probe"] else "did NOT beat"
-                print(f"fine-tuning {beat} the frozen-encoder probe on the validation split (macro-F1 "
-                      f"{summary['finetuned_val_macro_f1']:.4f} vs {summary['probe_val_macro_f1']:.4f}); kept: "
-                      f"{summary['chosen']}")
+                print(f"fine-tuning {beat} the frozen-encoder probe on the validation split "
+                      f"({task.primary_metric_name} {summary[f'finetuned_val_{task.primary_metric}']:.4f} vs "
+                      f"{summary[f'probe_val_{task.primary_metric}']:.4f}); kept: {summary['chosen']}")
         # Under torchrun the other ranks reach here while rank 0 still writes the model: wait for it, then close
         # the process group, or a rank exits with gloo's threads alive and can abort ("terminate called without an
         # active exception", exit -6), failing the stage after a finished training.
         state.wait_for_everyone()
     finally:
         state.destroy_process_group()  # a no-op without a process group (one process)
-    return {k: summary[k] for k in ("device", "steps", "samples_per_s", "val_macro_f1", "method", "chosen")}
+    primary = f"val_{task_type(params.model.task).primary_metric}"
+    return {k: summary[k] for k in ("device", "steps", "samples_per_s", primary, "method", "chosen")}

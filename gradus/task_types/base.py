@@ -9,7 +9,7 @@ This module holds the part the code calls so far; each task type is a module of 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from gradus.config.pipeline import GateConfig, SplitConfig, StageParams
+from gradus.probe import LinearHead
 
 DEFAULT_TASK = "classification"  # model.task's default, and the task of every version registered before it existed
 
@@ -118,6 +119,7 @@ class TaskType(Protocol):
     primary_metric_name: str  # how people read it ("macro-F1")
 
     target_form: str       # the internal form's name ("label", "label_set"): data checks pick their model by it
+    problem_type: str      # transformers' problem_type of the model's head (the loss its model computes)
 
     def read_targets(self, frame: pd.DataFrame, params: StageParams) -> Targets:
         """The validate stage's view of the raw snapshot's label cells (`label`, `label_type`): parsed into the
@@ -135,6 +137,32 @@ class TaskType(Protocol):
     def split(self, frame: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
         """The split name (train / val / test) of each validated row: stratified by the target, rows sharing a
         normalised text in one split, stable as data grows (gradus/stratify.py)."""
+        ...
+
+    def vocabulary(self, frame: pd.DataFrame) -> list[str]:
+        """The labels a model trained on `frame` knows, sorted: its output columns, in order."""
+        ...
+
+    def encode_targets(self, frame: pd.DataFrame, vocabulary: list[str]) -> list[Any]:
+        """What the Trainer's `labels` hold per row (a label id; a multi-hot row); a label outside `vocabulary`
+        is refused naming it."""
+        ...
+
+    def fit_probe_head(self, train_x: np.ndarray, train: pd.DataFrame, val_x: np.ndarray, val: pd.DataFrame,
+                       seed: int) -> LinearHead:
+        """The frozen-encoder probe's linear head on embeddings (rows in the vocabulary's order), C chosen on val,
+        scored with `metrics`' keys: the baseline fine-tuning must beat, and where LP-FT starts."""
+        ...
+
+    def loss_function(self, targets: list[Any], params: StageParams) -> Callable[..., Any] | None:
+        """The Trainer's compute_loss_func for the training targets (positive weights for rare labels); None: the
+        model's own loss (the head's problem_type)."""
+        ...
+
+    def decision(self, targets: np.ndarray, scores: Callable[[], np.ndarray], vocabulary: list[str],
+                 params: StageParams) -> dict[str, Any]:
+        """How answers are decoded from the kept model's validation scores (`scores()`, computed only when asked),
+        stored with the model as decision.json; {} when the type decodes without one (argmax)."""
         ...
 
     def metrics(self, targets: np.ndarray, output: np.ndarray, decision: dict[str, Any]) -> dict[str, float]:

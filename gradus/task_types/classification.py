@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from gradus.config.pipeline import GateConfig, SplitConfig, StageParams
+from gradus.errors import DataError
+from gradus.probe import LinearHead, label_head
 from gradus.scoring import encode, mcnemar_exact, paired_bootstrap, recall_by_class, weighted_macro_f1
 from gradus.stratify import split_by_label
 from gradus.task_types.base import (
@@ -38,6 +40,32 @@ class Classification:
     primary_metric = "macro_f1"
     primary_metric_name = "macro-F1"
     target_form = "label"
+    problem_type = "single_label_classification"
+
+    def vocabulary(self, frame: pd.DataFrame) -> list[str]:
+        return sorted(frame[self.target_column].unique())
+
+    def encode_targets(self, frame: pd.DataFrame, vocabulary: list[str]) -> list[int]:
+        """Label ids; val/test labels must be among the training labels."""
+        ids = {label: i for i, label in enumerate(vocabulary)}
+        unknown = sorted(set(frame[self.target_column]) - set(ids))
+        if unknown:
+            raise DataError(f"labels {unknown[:5]} appear in val/test but not in train; add training examples")
+        return [ids[label] for label in frame[self.target_column]]
+
+    def fit_probe_head(self, train_x: np.ndarray, train: pd.DataFrame, val_x: np.ndarray, val: pd.DataFrame,
+                       seed: int) -> LinearHead:
+        """A multinomial logistic regression (gradus/probe.py), scored by accuracy and macro-F1."""
+        return label_head(train_x, train, val_x, val, seed)
+
+    def loss_function(self, targets: list[Any], params: StageParams) -> None:
+        """The model's own cross-entropy."""
+        return None
+
+    def decision(self, targets: np.ndarray, scores: Callable[[], np.ndarray], vocabulary: list[str],
+                 params: StageParams) -> dict[str, Any]:
+        """None to choose: the answer is the most probable label."""
+        return {}
 
     def read_targets(self, frame: pd.DataFrame, params: StageParams) -> Targets:
         """The label cell as ingest normalised it; the vocabulary is validate.allowed_labels, else every label

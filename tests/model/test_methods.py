@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 
 from gradus.config.params import load_params
 from gradus.modeling import load_classifier
-from gradus.probe import Probe, embed, fit_probe
+from gradus.probe import LinearHead, Probe, embed, fit_probe
 from gradus.stratify import split_by_label
 from tasks.train import fine_tune, method_fields
 from tests.conftest import BANKING77, ROOT, tiny_params
@@ -50,7 +50,7 @@ def head(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def test_the_probe_is_reproducible_with_a_fixed_seed(tiny_model_dir: Path, splits) -> None:
     first, again = the_probe(tiny_model_dir, splits), the_probe(tiny_model_dir, splits)
-    np.testing.assert_array_equal(first.head.coef_, again.head.coef_)
+    np.testing.assert_array_equal(first.head.coef, again.head.coef)
     assert (first.C, first.val_accuracy, first.val_macro_f1) == (again.C, again.val_accuracy, again.val_macro_f1)
 
 
@@ -63,12 +63,12 @@ def test_lp_ft_starts_fine_tuning_from_the_probes_head(tmp_path: Path, tiny_mode
                       splits["train"], splits["val"], tmp_path / "lp_ft")
     assert lp_ft["method"] == "lp_ft" and lp_ft["steps"] == 1 and lp_ft["probe"]["C"] == probe.C
     weight, bias = head(tmp_path / "lp_ft")
-    np.testing.assert_allclose(weight, probe.head.coef_, atol=1e-5)
-    np.testing.assert_allclose(bias, probe.head.intercept_, atol=1e-5)
+    np.testing.assert_allclose(weight, probe.head.coef, atol=1e-5)
+    np.testing.assert_allclose(bias, probe.head.intercept, atol=1e-5)
     fine_tune(params_for(tmp_path / "b", tiny_model_dir, **common, **{"train.head": "pooled"}),
               splits["train"], splits["val"], tmp_path / "pooled")
     other, _ = head(tmp_path / "pooled")
-    assert other.shape == weight.shape and np.abs(other - probe.head.coef_).max() > 0.1
+    assert other.shape == weight.shape and np.abs(other - probe.head.coef).max() > 0.1
 
 
 def test_the_probe_method_saves_the_probe_as_a_classifier(tmp_path: Path, tiny_model_dir: Path, splits) -> None:
@@ -88,7 +88,7 @@ def test_the_probe_method_saves_the_probe_as_a_classifier(tmp_path: Path, tiny_m
     assert not [p for p in (tmp_path / "model").iterdir() if p.suffix in (".bin", ".pt", ".pkl")]
 
     texts = list(splits["test"]["text"])
-    expected = probe.head.predict_proba(embed(str(tiny_model_dir), texts, params.train.max_length, 64, "cpu",
+    expected = probe.head.model.predict_proba(embed(str(tiny_model_dir), texts, params.train.max_length, 64, "cpu",
                                               probe.pooling))
     loaded = load_classifier(tmp_path / "model", bf16=False)
     assert loaded.labels == tuple(sorted(INTENTS))
@@ -108,7 +108,7 @@ def test_auto_keeps_the_probe_when_fine_tuning_does_not_beat_it(tmp_path: Path, 
     assert summary["finetuned_val_macro_f1"] < probe.val_macro_f1 and not summary["finetuning_beat_probe"]
     assert summary["chosen"] == "probe" and summary["val_macro_f1"] == pytest.approx(probe.val_macro_f1, abs=1e-6)
     weight, _ = head(tmp_path / "model")
-    np.testing.assert_allclose(weight, probe.head.coef_, atol=1e-6)
+    np.testing.assert_allclose(weight, probe.head.coef, atol=1e-6)
 
 
 @pytest.mark.parametrize(("method", "tuned", "probed", "chosen"), [
@@ -117,7 +117,8 @@ def test_auto_keeps_the_probe_when_fine_tuning_does_not_beat_it(tmp_path: Path, 
 def test_which_model_a_method_keeps(tiny_model_dir: Path, method: str, tuned: float, probed: float,
                                     chosen: str) -> None:
     params = load_params(ROOT / "params.yaml", [f"train.method={method}"])
-    probe = Probe(None, 4.0, probed, probed, "mean", 1.0, 1.0, np.zeros((0, 4)))
+    head = LinearHead(np.zeros((2, 4)), np.zeros(2), 4.0, {"accuracy": probed, "macro_f1": probed})
+    probe = Probe(head, "mean", 1.0, 1.0, np.zeros((0, 4)))
     fields = method_fields(params, probe, {"val_macro_f1": tuned})
     assert fields["chosen"] == chosen and fields["probe_val_macro_f1"] == probed
     if method == "probe":  # nothing was fine-tuned: no comparison to report

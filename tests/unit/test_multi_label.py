@@ -71,8 +71,9 @@ def test_thresholds_are_chosen_per_label_on_validation_where_a_label_has_enough_
     scores[:, 0] = np.where(truth[:, 0] == 1, rng.uniform(0.32, 0.4, n), rng.uniform(0.0, 0.25, n))
     scores[:, 1] = np.where(truth[:, 1] == 1, rng.uniform(0.82, 0.95, n), rng.uniform(0.5, 0.78, n))
     decision = choose_decision(truth, scores, ["a", "b", "rare"])
-    assert set(decision["per_label"]) == {"a", "b"}
-    assert 0.25 < decision["per_label"]["a"] <= 0.32 and 0.78 < decision["per_label"]["b"] <= 0.82
+    thresholds = thresholds_of(decision, ["a", "b", "rare"])
+    assert "rare" not in decision["per_label"] and "b" in decision["per_label"]  # a may keep the global one
+    assert 0.25 < thresholds[0] <= 0.32 and 0.78 < thresholds[1] <= 0.82
     assert str(MIN_POSITIVES_FOR_OWN_THRESHOLD) in decision["rule"]
     assert thresholds_of(decision, ["a", "b", "rare"])[2] == decision["global"]
     decoded = TASK.decode(scores, ["a", "b", "rare"], decision)
@@ -82,6 +83,24 @@ def test_thresholds_are_chosen_per_label_on_validation_where_a_label_has_enough_
     worse = TASK.metrics(truth, logit(np.clip(scores, 1e-6, 1 - 1e-6)), only_global)["micro_f1"]
     better = TASK.metrics(truth, logit(np.clip(scores, 1e-6, 1 - 1e-6)), decision)["micro_f1"]
     assert better > worse
+
+
+def test_per_label_thresholds_never_lower_validation_micro_f1_below_the_global_one() -> None:
+    # A label the model is unsure of (positives and negatives both scored low): its own best F1 is at 0.05, where it
+    # is answered for nearly every text; micro-F1 over all labels is better without that.
+    rng = np.random.default_rng(1)
+    n = 500
+    truth = (rng.random((n, 3)) < [0.4, 0.4, 0.05]).astype(float)
+    scores = np.where(truth == 1, rng.uniform(0.55, 1.0, (n, 3)), rng.uniform(0.0, 0.45, (n, 3)))
+    scores[:, 2] = np.where(truth[:, 2] == 1, rng.uniform(0.04, 0.2, n), rng.uniform(0.0, 0.12, n))
+    decision = choose_decision(truth, scores, ["a", "b", "unsure"])
+    only_global = choose_decision(truth, scores, ["a", "b", "unsure"], per_label=False)
+    micro = {name: TASK.metrics(truth, logit(np.clip(scores, 1e-6, 1 - 1e-6)), d)["micro_f1"]
+             for name, d in (("per_label", decision), ("global", only_global))}
+    assert micro["per_label"] >= micro["global"]
+    # Each label's own best F1 would answer "unsure" at 0.05: lower micro-F1 than the rule's choice.
+    own_best = {**decision, "per_label": {**decision["per_label"], "unsure": 0.05}}
+    assert TASK.metrics(truth, logit(np.clip(scores, 1e-6, 1 - 1e-6)), own_best)["micro_f1"] < micro["per_label"]
 
 
 def gate_case(challenger_misses: str | None) -> tuple[dict, list]:
