@@ -45,6 +45,7 @@ from sklearn.model_selection import train_test_split
 from gradus.config.params import load_params
 from gradus.modeling import load_classifier
 from gradus.probe import probe_baseline
+from gradus.task_types.multi_label import TASK as LABEL_SETS
 from tasks.evaluate import score, tfidf_baseline
 from tasks.train import fine_tune
 
@@ -54,7 +55,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 # dataset -> (label column in its CSVs, minimum test accuracy, maximum training seconds or None)
 DATASETS = {"banking77": ("category", 0.935, 900.0), "hwu64": ("label", 0.92, None)}
 # dataset -> (its task type, minimum test macro-F1, maximum training seconds): label-set datasets
-MULTI_LABEL_DATASETS = {"goemotions": ("multi_label", 0.46, 1800.0)}
+MULTI_LABEL_DATASETS = {"goemotions": (LABEL_SETS.name, 0.46, 1800.0)}
 MIN_MARGIN_OVER_TFIDF = 0.02
 MIN_MARGIN_OVER_PROBE = 0.01  # fine-tuning must earn its cost over the frozen-encoder probe
 
@@ -196,7 +197,7 @@ def run_multi_label(dataset: str, overrides: list[str], tag: str) -> dict:
         "device": summary["device"], "precision": summary["precision"],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "train_rows": len(fit), "val_rows": len(val), "test_rows": len(test), "labels": summary["num_labels"],
-        "overrides": overrides, "params": params.train.model_dump(), "multi_label": params.multi_label.model_dump(),
+        "overrides": overrides, "params": params.train.model_dump(), "task_settings": params.multi_label.model_dump(),
         "test": headline, "test_by_threshold_rule": test_figures,
         "baseline_tfidf": {"C": c, "rule": default_rule, "test": baseline[default_rule],
                            "test_by_threshold_rule": baseline},

@@ -53,6 +53,9 @@ def models_list(registry: RegistryOption = None, params: ParamsOption = DEFAULT_
                 as_json: JsonOption = False) -> None:
     """Every registered version, oldest first, with its scores, gate verdict and aliases."""
     def action() -> None:
+        from gradus.task_types.base import METRIC_NAMES
+        from gradus.task_types.seam import task_of, task_type
+
         store = _registry(registry, params)
         state, versions = store.aliases(), store.versions()
         if as_json:
@@ -62,15 +65,18 @@ def models_list(registry: RegistryOption = None, params: ParamsOption = DEFAULT_
                                                    "aliases": state.names_for(m["version"])} for m in versions]},
                                   indent=2))
             return
-        rows = [[m["version"], m["created_at"][:19].replace("T", " "), fmt(m["metrics"].get("accuracy")),
+        headline = [task_type(task_of(m)).headline_metric for m in versions]
+        rows = [[m["version"], m["created_at"][:19].replace("T", " "), fmt(m["metrics"].get(key)),
                  fmt(m["metrics"].get("macro_f1")),
                  {True: "pass", False: "FAIL", None: "-"}[(m.get("gate") or {}).get("passed")],
                  ",".join(state.names_for(m["version"])), (m["lineage"]["code"].get("commit") or "-")[:10]]
-                for m in versions]
+                for m, key in zip(versions, headline, strict=True)]
         damaged = store.damaged()
         rows += [[problem.version, "DAMAGED", "-", "-", "-", ",".join(state.names_for(problem.version)), "-"]
                  for problem in damaged]
-        typer.echo(table(["VERSION", "CREATED (UTC)", "ACCURACY", "MACRO-F1", "GATE", "ALIASES", "COMMIT"], rows))
+        # The headline column is named after the newest version's task type (one registry holds one, normally).
+        lead = METRIC_NAMES.get(headline[-1], headline[-1]).upper() if headline else "ACCURACY"
+        typer.echo(table(["VERSION", "CREATED (UTC)", lead, "MACRO-F1", "GATE", "ALIASES", "COMMIT"], rows))
         typer.echo(f"\n{len(versions)} version(s) in {store.store.location}; {_alias_line(state)}")
         if damaged:
             raise IntegrityError(f"{len(damaged)} damaged version(s): " + "; ".join(map(str, damaged)))
@@ -95,10 +101,13 @@ def models_show(version: Annotated[str, typer.Argument(help="Version id, unique 
 
 
 def describe_version(m: dict[str, Any], aliases: list[str]) -> str:
-    """A version's manifest as a page a person reads."""
-    from gradus.task_types.seam import task_of
+    """A version's manifest as a page a person reads: the task type's metrics and decision among the rest."""
+    from gradus.task_types.seam import task_of, task_type
 
     lineage, gate = m["lineage"], m.get("gate") or {}
+    kind = task_type(task_of(m))
+    shown = [*kind.report_metrics, *(k for k in ("weighted_f1", "hamming_loss", "ece", "test_rows")
+                                     if k in m["metrics"])]
     code, base = lineage["code"], lineage["base_model"]
     lines = [f"version     {m['version']}   aliases: {', '.join(aliases) or 'none'}",
              f"created     {m['created_at']} by run {m['run']}",
@@ -110,8 +119,8 @@ def describe_version(m: dict[str, Any], aliases: list[str]) -> str:
              "sources     " + ", ".join(_source(s) for s in lineage["params"]["data"]["sources"]),
              *[f"catalogue   {e['location']} ({e['file']}; added {e['added_at']} by {e['added_by']}: {e['reason']})"
                for e in lineage.get("catalogue") or []],
-             "metrics     " + ", ".join(f"{k} {fmt(m['metrics'].get(k))}" for k in
-                                        ("accuracy", "macro_f1", "weighted_f1", "ece", "test_rows")),
+             "metrics     " + ", ".join(f"{k} {fmt(m['metrics'].get(k))}" for k in shown),
+             *decision_lines(lineage.get("decision")),
              f"gate        {'passed' if gate.get('passed') else 'FAILED'} ({gate.get('mode')}"
              + (f" vs {gate['champion']}" if gate.get("champion") else "") + ")"]
     lines += [f"              - {reason}" for reason in gate.get("reasons", [])]
@@ -122,6 +131,17 @@ def describe_version(m: dict[str, Any], aliases: list[str]) -> str:
     lines += ["", table(["FILE", "SIZE", "SHA256"], [[name, info["size"], info["sha256"]]
                                                        for name, info in m["files"].items()])]
     return "\n".join(lines)
+
+
+def decision_lines(decision: dict[str, Any] | None) -> list[str]:
+    """How the version decodes its scores (the thresholds chosen on validation), where it has a decision."""
+    if not decision:
+        return []
+    own = decision.get("per_label") or {}
+    return [f"decision    threshold {decision.get('global')} for every label"
+            + (f", own thresholds for {len(own)}: " + ", ".join(f"{k} {v}" for k, v in list(own.items())[:8])
+               + (" ..." if len(own) > 8 else "") if own else ""),
+            f"              rule: {decision.get('rule', '-')}"]
 
 
 def _source(source: dict[str, Any]) -> str:
@@ -137,12 +157,16 @@ def variant_lines(m: dict[str, Any]) -> list[str]:
     report = m["metrics"].get("compression") or {}
     if not report.get("variants"):
         return ["variants    none (torch only; the compress stage was off or did not run)"]
-    ref = report["reference"]
-    lines = [f"variants    vs torch ({ref['texts_per_s']:g} texts/s, accuracy {fmt(ref['accuracy'])}):"]
+    from gradus.task_types.base import METRIC_NAMES
+    from gradus.task_types.seam import task_of, task_type
+
+    ref, key = report["reference"], task_type(task_of(m)).headline_metric
+    name_of = METRIC_NAMES.get(key, key)
+    lines = [f"variants    vs torch ({ref['texts_per_s']:g} texts/s, {name_of} {fmt(ref[key])}):"]
     for name, v in report["variants"].items():
         state = "servable" if v["passed"] and v["file"] in m["files"] else "NOT servable"
-        lines.append(f"  {name:<10} {state}: agreement {v['agreement']:.4f}, accuracy {fmt(v['accuracy'])} "
-                     f"(drop {v['accuracy_drop']:+.4f}), {v['texts_per_s']:g} texts/s ({v['speedup']:.2f}x), "
+        lines.append(f"  {name:<10} {state}: agreement {v['agreement']:.4f}, {name_of} {fmt(v[key])} "
+                     f"(drop {v[f'{key}_drop']:+.4f}), {v['texts_per_s']:g} texts/s ({v['speedup']:.2f}x), "
                      f"{v['bytes'] / 1e6:.1f} MB")
         lines += [f"              - {reason}" for reason in v["reasons"]]
     return lines
@@ -180,6 +204,8 @@ def models_ensemble(members: Annotated[list[str], typer.Argument(
     split against the champion, registered as a version, and made `candidate` on a pass (then release it).
     The test split is the newest run's (a flow run's workspace, or the project's own `dvc repro`)."""
     def action() -> None:
+        from gradus.task_types.base import METRIC_NAMES
+        from gradus.task_types.seam import task_type
         from gradus.workspace import newest_outputs
         from tasks.gate import gate_ensemble
 
@@ -188,7 +214,8 @@ def models_ensemble(members: Annotated[list[str], typer.Argument(
         if as_json:
             typer.echo(json.dumps(result, indent=2))
             return
-        typer.echo(f"ensemble {result['version']}: accuracy {fmt(result['accuracy'])}, macro-F1 "
+        key = task_type(loaded.model.task).headline_metric
+        typer.echo(f"ensemble {result['version']}: {METRIC_NAMES.get(key, key)} {fmt(result[key])}, macro-F1 "
                    f"{fmt(result['macro_f1'])}; gate {'passed' if result['passed'] else 'FAILED'}"
                    + (f" vs champion {result['champion']}" if result["champion"] else ""))
         typer.echo("".join(f"  - {reason}\n" for reason in result["reasons"]), nl=False)

@@ -70,6 +70,8 @@ def _quantile(bounds: list[float], cumulative: list[float], q: float) -> float |
 def collect(registry: Any, url: str | None, window_s: float,
             catalogue: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Everything `gradus status` shows, as data (the --json output); catalogue: the kept data sources."""
+    from gradus.task_types.seam import task_of, task_type
+
     state = registry.aliases()
     versions = registry.versions()
     last = versions[-1] if versions else None
@@ -81,8 +83,9 @@ def collect(registry: Any, url: str | None, window_s: float,
                     "previous": state.previous, "canary": state.canary},
         "release": release_state(state, events),
         "last_training": None if last is None else {
-            "version": last["version"], "at": last["created_at"], "accuracy": last["metrics"].get("accuracy"),
-            "macro_f1": last["metrics"].get("macro_f1"), "gate": _verdict(registry, last["version"], events)},
+            "version": last["version"], "at": last["created_at"], "task": task_of(last),
+            **{key: last["metrics"].get(key) for key in task_type(task_of(last)).report_metrics},
+            "gate": _verdict(registry, last["version"], events)},
         "last_drift": drift,
         "catalogue": catalogue or [],
         "service": None,
@@ -113,6 +116,9 @@ def _verdict(registry: Any, version: str, events: list[dict[str, Any]]) -> dict[
 
 def render(report: dict[str, Any]) -> str:
     """The report as one readable screen."""
+    from gradus.task_types.base import METRIC_NAMES
+    from gradus.task_types.seam import task_type
+
     aliases = report["aliases"]
     canary = aliases["canary"] or {}
     champion_weight = 1 - float(canary.get("weight", 0)) if canary else 1.0
@@ -126,8 +132,9 @@ def render(report: dict[str, Any]) -> str:
     if last:
         gate = last["gate"] or {}
         verdict = {True: "gate passed", False: "gate FAILED", None: "no gate verdict"}[gate.get("passed")]
-        lines.append(f"training  {last['version']} registered {_ago(last['at'])}: accuracy {last['accuracy']}, "
-                     f"macro-F1 {last['macro_f1']}, {verdict}"
+        figures = ", ".join(f"{METRIC_NAMES.get(key, key)} {last[key]}"
+                            for key in task_type(last["task"]).report_metrics)
+        lines.append(f"training  {last['version']} registered {_ago(last['at'])}: {figures}, {verdict}"
                      + (f" ({'; '.join(gate['reasons'])[:120]})" if gate.get("reasons") else ""))
     else:
         lines.append("training  no version registered yet")

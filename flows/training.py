@@ -143,7 +143,8 @@ def publish(workspace: Workspace, params: Params, stages: list[dict[str, Any]], 
     docs = (root / params.paths.data_docs / "index.html").as_uri()
     report = root / params.paths.compression_report
     compression = read_json(report).get("variants", {}) if report.is_file() else {}
-    markdown = (metrics_markdown(metrics, stages, changes) + compression_markdown(compression)
+    task = params.model.task
+    markdown = (metrics_markdown(metrics, stages, changes, task) + compression_markdown(compression, task)
                 + validation_markdown(validation, docs))
     create_markdown_artifact(key="training-metrics", markdown=markdown,
                              description="Test metrics of the trained model, stage by stage, and data validation")
@@ -155,7 +156,8 @@ def publish(workspace: Workspace, params: Params, stages: list[dict[str, Any]], 
                "reasons": gate["reasons"]}
     where = {"path": str(workspace.path), "slot": workspace.slot, "reused": workspace.reused,
              "same_params": workspace.same_params}
-    return {"metrics": metrics, "data": data, "stages": stages, "param_changes": changes, "outputs": outputs,
+    return {"task": task, "metrics": metrics, "data": data, "stages": stages, "param_changes": changes,
+            "outputs": outputs,
             "gate": verdict, "registry": {**registered, **aliases}, "compression": compression,
             "workspace": where, "catalogue_added": kept,
             "training": read_json(summary) if (summary := root / params.paths.model / TRAINING_SUMMARY).is_file()

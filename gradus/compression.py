@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 
 from gradus.errors import ModelError
-from gradus.modeling import DEFAULT_MAX_LENGTH, Predictions, length_batches, load_label_map, tokenize
+from gradus.modeling import (
+    DEFAULT_MAX_LENGTH,
+    Predictions,
+    length_batches,
+    load_decision,
+    load_label_map,
+    tokenize,
+)
+from gradus.pooled import classes
+from gradus.task_types.seam import DEFAULT_TASK, task_of_model, task_type
 
 log = logging.getLogger("gradus.compression")
 ONNX_FILE = "model.onnx"
@@ -113,6 +122,8 @@ class OnnxModel:
     manifest: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     device: str = "cpu"
     bf16: bool = False
+    task: str = DEFAULT_TASK
+    decision: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def predict(self, texts: list[str], batch_size: int = 64, embeddings: bool = False) -> Predictions:
         """Probabilities for texts in batches of similar length, rows in input order."""
@@ -123,13 +134,8 @@ class OnnxModel:
         for index in length_batches(texts, batch_size):
             batch = tokenize(self.tokenizer, [texts[i] for i in index], self.max_length, "np")
             logits = self.session.run(None, {k: batch[k].astype(np.int64) for k in wanted if k in batch})[0]
-            probabilities[index] = softmax(logits)
-        return Predictions(probabilities, self.labels)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+            probabilities[index] = task_type(self.task).scores(logits)
+        return Predictions(probabilities, self.labels, None, self.task, self.decision)
 
 
 def load_onnx(graph: Path, model_dir: Path, variant: str, *, max_length: int = DEFAULT_MAX_LENGTH,
@@ -139,7 +145,7 @@ def load_onnx(graph: Path, model_dir: Path, variant: str, *, max_length: int = D
     many threads as torch uses (the service sets those for the machine)."""
     import onnxruntime as ort
     import torch
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     if not Path(graph).is_file():
         raise ModelError(f"{graph}: no {variant} variant; run the compress stage (or serve with backend torch)")
@@ -148,8 +154,10 @@ def load_onnx(graph: Path, model_dir: Path, variant: str, *, max_length: int = D
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    classes()  # a pooled head's config reads like any other once registered
+    task = task_of_model(AutoConfig.from_pretrained(model_dir))
     return OnnxModel(session, AutoTokenizer.from_pretrained(model_dir), tuple(load_label_map(Path(model_dir))),
-                     max_length, version, alias, variant, manifest)
+                     max_length, version, alias, variant, manifest, task=task, decision=load_decision(Path(model_dir)))
 
 
 def texts_per_second(model: Any, texts: list[str], batch_size: int, seconds: float, lanes: int = 1) -> float:

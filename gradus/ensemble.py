@@ -28,6 +28,9 @@ class EnsembleModel:
     alias: str | None = None
     manifest: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     task: str = DEFAULT_TASK  # the members' task type (they share it: build_ensemble checks)
+    # The first member's decoding decision (thresholds) decodes the averaged scores: the members were chosen on
+    # the same kind of validation data; a decision chosen for the ensemble itself is not made here.
+    decision: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def backend(self) -> str:
@@ -55,7 +58,7 @@ class EnsembleModel:
             pooled = answer.embeddings if number == 0 else pooled
             outputs.append(answer.probabilities[:, columns].astype(np.float64))
         averaged = task_type(self.task).average(outputs, self.weights)
-        return Predictions(averaged.astype(np.float32), self.labels, pooled)
+        return Predictions(averaged.astype(np.float32), self.labels, pooled, self.task, self.decision)
 
 
 def build_ensemble(members: list[Any], weights: list[float], *, version: str | None = None,
@@ -79,12 +82,12 @@ def build_ensemble(members: list[Any], weights: list[float], *, version: str | N
     if version is None:
         version = ensemble_id([m.version or "-" for m in members], weights)
     return EnsembleModel(tuple(members), tuple(float(w) for w in weights), tuple(first.labels), version, alias,
-                         manifest, tasks[0][1])
+                         manifest, tasks[0][1], dict(getattr(first, "decision", {}) or {}))
 
 
 def member_task(model: Any) -> str:
-    """A loaded model's task type: its registered manifest's (a model loaded from a folder has the default)."""
-    return task_of(model.manifest) if getattr(model, "manifest", None) else DEFAULT_TASK
+    """A loaded model's task type: its registered manifest's, else what the model says it answers."""
+    return task_of(model.manifest) if getattr(model, "manifest", None) else getattr(model, "task", DEFAULT_TASK)
 
 
 def ensemble_id(versions: list[str], weights: list[float]) -> str:

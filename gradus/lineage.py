@@ -14,7 +14,8 @@ from gradus.catalogue import read_catalogue
 from gradus.config.pipeline import StageParams
 from gradus.errors import RegistryError
 from gradus.io import read_json
-from gradus.modeling import TRAINING_SUMMARY
+from gradus.modeling import TRAINING_SUMMARY, load_decision
+from gradus.task_types.seam import task_type
 
 DATA_STAGES = ("ingest", "validate", "split", "train")
 
@@ -67,6 +68,8 @@ def collect(root: Path, params: StageParams, code_root: Path | None = None) -> d
     outputs (a flow run's workspace), code_root the git checkout whose commit ran (the project)."""
     entries = dvc_lock_entries(root)
     summary = read_json(root / params.paths.model / TRAINING_SUMMARY)
+    decision = load_decision(root / params.paths.model)  # thresholds, where the task type decodes with them
+    primary = f"val_{task_type(params.model.task).primary_metric}"
     return {
         "catalogue": [{**entry.summary(), "file": f"{params.paths.catalogue}/{Path(entry.file).name}"}
                       for entry in read_catalogue(root / params.paths.catalogue)],
@@ -76,7 +79,8 @@ def collect(root: Path, params: StageParams, code_root: Path | None = None) -> d
         "params": params.as_dict(),
         "code": git_state(code_root or root),
         "training": {k: summary.get(k) for k in ("device", "train_rows", "epochs", "steps", "best_step",
-                                                 "samples_per_s", "wall_time_s", "val_macro_f1")},
+                                                 "samples_per_s", "wall_time_s", primary)},
+        **({"decision": decision} if decision else {}),
     }
 
 

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 from gradus.errors import ModelError
 from gradus.pooled import MULTI_HOT, classes, pool
+from gradus.task_types.base import DEFAULT_TASK
+from gradus.task_types.seam import task_of_model
 
 PACKAGED = "packaged"
 PACKAGED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -101,10 +103,18 @@ class Predictions:
     probabilities: Any
     label_names: tuple[str, ...]
     embeddings: Any = None
+    task: str = DEFAULT_TASK  # the task type the model answers (how its scores become answers)
+    decision: dict[str, Any] = field(default_factory=dict)  # its decoding decision (thresholds), if any
 
     def labels(self) -> list[str]:
         """The most probable label of each text."""
         return [self.label_names[i] for i in self.probabilities.argmax(axis=1)]
+
+    def answers(self) -> list[Any]:
+        """Each text's answer in the task type's form (a label; a label set over its thresholds)."""
+        from gradus.task_types.seam import task_type
+
+        return task_type(self.task).decode(self.probabilities, list(self.label_names), self.decision)
 
     @property
     def confidence(self) -> Any:
@@ -138,6 +148,8 @@ class LoadedModel:
     alias: str | None = None
     bf16: bool = False  # linear layers in bf16, run under autocast (decided by bf16_pays for the device)
     manifest: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    task: str = DEFAULT_TASK
+    decision: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def device(self) -> str:
@@ -151,7 +163,13 @@ class LoadedModel:
         """Probabilities (and embeddings) for texts, in batches of similar length to cut padding."""
         probabilities, pooled = forward(self.model, self.tokenizer, texts, batch_size, self.max_length,
                                         embeddings=embeddings, bf16=self.bf16)
-        return Predictions(probabilities, self.labels, pooled)
+        return Predictions(probabilities, self.labels, pooled, self.task, self.decision)
+
+
+def load_decision(folder: Path) -> dict[str, Any]:
+    """The decoding decision saved with a model (decision.json), {} where its task type needs none."""
+    path = Path(folder) / DECISION_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def load_classifier(folder: str | Path, device: str = "cpu", *, max_length: int | None = None,
@@ -173,7 +191,8 @@ def load_classifier(folder: str | Path, device: str = "cpu", *, max_length: int 
         summary = folder / TRAINING_SUMMARY
         trained = json.loads(summary.read_text(encoding="utf-8")).get("max_length") if summary.is_file() else None
         max_length = int(trained or DEFAULT_MAX_LENGTH)
-    return LoadedModel(model, tokenizer, tuple(load_label_map(folder)), max_length, version, alias, bf16, manifest)
+    return LoadedModel(model, tokenizer, tuple(load_label_map(folder)), max_length, version, alias, bf16, manifest,
+                       task_of_model(model.config), load_decision(folder))
 
 
 def linear_weights_to_bf16(model: Any) -> None:

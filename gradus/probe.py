@@ -84,6 +84,12 @@ class LinearHead:
     val_scores: dict[str, float]
     model: Any = None
 
+    def logits(self, x: np.ndarray, labels: int) -> np.ndarray:
+        """The head's logits for embeddings `x` over `labels` columns (a binary regression's one row w gives
+        [0, w.x + b], as the pooled head holds it: gradus/pooled.set_head)."""
+        z = x @ np.asarray(self.coef, dtype=np.float64).T + np.asarray(self.intercept, dtype=np.float64)
+        return np.hstack([np.zeros_like(z), z]) if z.shape[1] == 1 and labels == 2 else z
+
 
 HeadFit = Callable[[np.ndarray, pd.DataFrame, np.ndarray, pd.DataFrame, int], LinearHead]
 
@@ -109,6 +115,7 @@ class Probe:
     seconds: float
     embedding_seconds: float
     extra: np.ndarray
+    val: np.ndarray | None = None  # the validation split's embeddings
 
     @property
     def C(self) -> float:
@@ -144,21 +151,32 @@ def fit_probe(location: str, train: pd.DataFrame, val: pd.DataFrame, max_length:
     embedded = time.perf_counter() - started
     train_x, val_x, extra = np.split(vectors, [len(train), len(train) + len(val)])
     head = fit(train_x, train, val_x, val, seed)
-    return Probe(head, pooling, time.perf_counter() - started, embedded, extra)
+    return Probe(head, pooling, time.perf_counter() - started, embedded, extra, val_x)
 
 
 def probe_baseline(base: str, revision: str | None, train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame,
-                   max_length: int, batch_size: int, device: str, seed: int = 0) -> dict[str, Any]:
-    """Fit the probe on train (C chosen on val) and score it on test: accuracy, macro-F1, the C chosen, the
-    pooling used and what it cost in seconds (embedding every split, then the fits)."""
-    from sklearn.metrics import f1_score
+                   max_length: int, batch_size: int, device: str, seed: int = 0, task: str | None = None,
+                   params: Any = None) -> dict[str, Any]:
+    """Fit the probe on train (C chosen on val; the task type's head, one label per text by default) and score
+    it on test with the type's metrics (accuracy and macro-F1; for label sets under thresholds chosen on val by the
+    type's rule with `params`), the C chosen, the pooling used and what it cost in seconds (embedding every split,
+    then the fits)."""
+    from gradus.config.pipeline import StageParams
+    from gradus.task_types.seam import DEFAULT_TASK, task_type
 
     started = time.perf_counter()
+    kind = task_type(task or DEFAULT_TASK)
     location = resolve_base(base, revision).location
-    probe = fit_probe(location, train, val, max_length, batch_size, device, seed, list(test["text"]))
-    predicted = probe.head.model.predict(probe.extra) if len(test) else np.array([])
-    actual = np.asarray(test["label"])
-    return {"accuracy": round(float(np.mean(predicted == actual)) if len(test) else 0.0, 6),
-            "macro_f1": round(float(f1_score(actual, predicted, average="macro", zero_division=0)), 6),
-            "C": probe.C, "val_accuracy": round(probe.val_accuracy, 6), "pooling": probe.pooling,
-            "seconds": round(time.perf_counter() - started, 2), "embedding_seconds": round(probe.embedding_seconds, 2)}
+    probe = fit_probe(location, train, val, max_length, batch_size, device, seed, list(test["text"]),
+                      fit=kind.fit_probe_head)
+    labels = kind.vocabulary(train)
+    val_logits = probe.head.logits(probe.val, len(labels)) if probe.val is not None else np.zeros((0, len(labels)))
+    decision = kind.decision(np.asarray(kind.encode_targets(val, labels)), lambda: kind.scores(val_logits), labels,
+                             params if params is not None else StageParams())
+    figures = (kind.metrics(np.asarray(kind.encode_targets(test, labels)), probe.head.logits(probe.extra, len(labels)),
+                            decision | ({"labels": labels} if decision else {}))
+               if len(test) else {})
+    return {**{key: round(value, 6) for key, value in figures.items()},
+            "C": probe.C, **{f"val_{key}": round(value, 6) for key, value in probe.val_scores.items()},
+            "pooling": probe.pooling, "seconds": round(time.perf_counter() - started, 2),
+            "embedding_seconds": round(probe.embedding_seconds, 2)}

@@ -7,21 +7,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gradus.task_types.base import DEFAULT_TASK, METRIC_NAMES
+from gradus.task_types.seam import task_type
+
 
 def format_result(result: dict[str, Any]) -> str:
     """The closing summary a person reads: key metrics, then where every output is."""
     metrics, data = result["metrics"], result["data"]
+    task = result.get("task", DEFAULT_TASK)
     baseline = metrics.get("baseline_tfidf", {})
     lines = [
         "",
         "gradus training pipeline finished",
         f"  data           {data['rows_in']} rows in, {data['rows_kept']} kept, "
         f"{data['rows_quarantined']} quarantined with reasons (see quarantine below)",
-        f"  test accuracy  {metrics['accuracy']:.4f}   (TF-IDF baseline {baseline.get('accuracy', 0):.4f}, "
-        f"majority class {metrics.get('majority_class_accuracy', 0):.4f})",
-        f"  test macro-F1  {metrics['macro_f1']:.4f}   (TF-IDF baseline {baseline.get('macro_f1', 0):.4f})",
-        *probe_lines(metrics),
-        *training_lines(result.get("training") or {}),
+        *[f"  {'test ' + METRIC_NAMES.get(key, key):<15}{metrics[key]:.4f}   (TF-IDF baseline "
+          f"{baseline.get(key, 0):.4f}"
+          + (f", majority class {metrics['majority_class_accuracy']:.4f})" if key == "accuracy" else ")")
+          for key in task_type(task).report_metrics],
+        *probe_lines(metrics, task),
+        *training_lines(result.get("training") or {}, task),
         f"  stages run     {', '.join(s['stage'] for s in result['stages'] if s['ran']) or 'none (all up to date)'}"
         + (f"; reused: {', '.join(s['stage'] for s in result['stages'] if not s['ran'])}"
            if any(s["ran"] for s in result["stages"]) and not all(s["ran"] for s in result["stages"]) else ""),
@@ -56,42 +61,48 @@ def gate_line(gate: dict[str, Any]) -> str:
     return f"FAILED against {against}; aliases unchanged. Reasons:"
 
 
-def probe_lines(metrics: dict[str, Any]) -> list[str]:
-    """The frozen-encoder probe beside the model, and what fine-tuning added over it (nothing when absent)."""
+def probe_lines(metrics: dict[str, Any], task: str = DEFAULT_TASK) -> list[str]:
+    """The frozen-encoder probe beside the model, and what fine-tuning added over it (in the task type's headline
+    figure; nothing when absent)."""
     probe = metrics.get("baseline_probe")
     if not probe:
         return []
-    gain = metrics["accuracy"] - probe["accuracy"]
+    key = task_type(task).headline_metric
+    gain = metrics[key] - probe[key]
     verdict = "fine-tuning paid" if gain > 0 else "fine-tuning did NOT beat the frozen base model"
-    return [f"  probe          frozen encoder + logistic regression: accuracy {probe['accuracy']:.4f}, macro-F1 "
-            f"{probe['macro_f1']:.4f} ({probe['seconds']:.0f} s); the model {gain:+.4f}: {verdict}"]
+    figures = ", ".join(f"{METRIC_NAMES.get(k, k)} {probe[k]:.4f}" for k in dict.fromkeys((key, "macro_f1")))
+    return [f"  probe          frozen encoder + logistic regression: {figures} ({probe['seconds']:.0f} s); "
+            f"the model {gain:+.4f}: {verdict}"]
 
 
-def training_lines(summary: dict[str, Any]) -> list[str]:
+def training_lines(summary: dict[str, Any], task: str = DEFAULT_TASK) -> list[str]:
     """How the model was made (train.method) and, where the run fitted the probe, whether fine-tuning beat
-    it on the validation split, said plainly (nothing for a plain fine-tuning)."""
+    it on the validation split (the task type's primary metric), said plainly (nothing for a plain fine-tuning)."""
     probe = summary.get("probe")
     if not probe:
         return []
-    method, probed = summary.get("method", "finetune"), probe["val_macro_f1"]
+    kind = task_type(task)
+    key, name = kind.primary_metric, kind.primary_metric_name
+    method, probed = summary.get("method", "finetune"), probe[f"val_{key}"]
     if method == "probe":
         return [f"  training       train.method probe: the frozen encoder and the probe's head (C {probe['C']:g}), "
-                f"val macro-F1 {probed:.4f}; nothing fine-tuned"]
+                f"val {name} {probed:.4f}; nothing fine-tuned"]
     verdict = ("fine-tuning paid" if summary.get("finetuning_beat_probe") else
                "fine-tuning did NOT beat the frozen-encoder probe; train.method: probe trains the probe "
                "alone in minutes, auto keeps the better")
     kept = (f"; auto kept the {'probe' if summary.get('chosen') == 'probe' else 'fine-tuned model'}"
             if method == "auto" else "")
-    return [f"  training       {method}: val macro-F1 fine-tuned {summary.get('finetuned_val_macro_f1', 0):.4f}, "
+    return [f"  training       {method}: val {name} fine-tuned {summary.get(f'finetuned_val_{key}', 0):.4f}, "
             f"probe {probed:.4f}: {verdict}{kept}"]
 
 
-def metrics_markdown(metrics: dict[str, Any], stages: list[dict[str, Any]], changes: dict[str, Any]) -> str:
-    """The run's metrics, stage outcomes and parameter changes as a markdown artifact."""
+def metrics_markdown(metrics: dict[str, Any], stages: list[dict[str, Any]], changes: dict[str, Any],
+                     task: str = DEFAULT_TASK) -> str:
+    """The run's metrics (the task type's), stage outcomes and parameter changes as a markdown artifact."""
     baseline, probe = metrics.get("baseline_tfidf", {}), metrics.get("baseline_probe") or {}
     lines = ["# Training pipeline", "", "| metric | model | TF-IDF baseline | frozen-encoder probe |",
              "|---|---|---|---|"]
-    for key in ("accuracy", "macro_f1"):
+    for key in task_type(task).report_metrics:
         lines.append(f"| {key} | {metrics.get(key, float('nan')):.4f} | {baseline.get(key, float('nan')):.4f} | "
                      f"{probe.get(key, float('nan')):.4f} |")
     lines += ["", f"Test rows: {metrics.get('test_rows')}", "", "| stage | ran | seconds |", "|---|---|---|"]
@@ -114,14 +125,16 @@ def validation_markdown(report: dict[str, Any], docs_uri: str) -> str:
     ])
 
 
-def compression_markdown(variants: dict[str, Any]) -> str:
+def compression_markdown(variants: dict[str, Any], task: str = DEFAULT_TASK) -> str:
     """The compress stage's variants: parity, speed, and whether they were registered as servable."""
     if not variants:
         return ""
-    lines = ["", "## Compressed variants", "", "| variant | servable | agreement | accuracy drop | speed vs torch |",
+    key = task_type(task).headline_metric
+    lines = ["", "## Compressed variants", "",
+             f"| variant | servable | agreement | {METRIC_NAMES.get(key, key)} drop | speed vs torch |",
              "|---|---|---|---|---|"]
     lines += [f"| {name} | {'yes' if v['passed'] else '**no**: ' + '; '.join(v['reasons'])} | {v['agreement']:.4f} "
-              f"| {v['accuracy_drop']:+.4f} | {v['speedup']:.2f}x |" for name, v in variants.items()]
+              f"| {v[f'{key}_drop']:+.4f} | {v['speedup']:.2f}x |" for name, v in variants.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -142,3 +143,21 @@ def small_typo(text: str, rng: np.random.Generator) -> str | None:
     if text[i] == text[i + 1]:
         return None
     return text[:i] + text[i + 1] + text[i] + text[i + 2:]
+
+
+def precision_recall_rows(truth: np.ndarray, scores: np.ndarray, labels: Sequence[str],
+                          points: int = 51) -> list[dict[str, Any]]:
+    """Each label's precision-recall curve, thinned to at most `points` thresholds (rows for a DVC plot:
+    label, threshold, precision, recall); a label without positives has no curve."""
+    from sklearn.metrics import precision_recall_curve
+
+    rows = []
+    for c, label in enumerate(labels):
+        if not truth[:, c].any():
+            continue
+        precision, recall, thresholds = precision_recall_curve(truth[:, c], scores[:, c])
+        keep = np.unique(np.linspace(0, len(thresholds) - 1, min(points, len(thresholds))).round().astype(int))
+        rows.extend({"label": label, "threshold": round(float(thresholds[i]), 4),
+                     "precision": round(float(precision[i]), 4), "recall": round(float(recall[i]), 4)}
+                    for i in keep)
+    return rows

@@ -11,47 +11,32 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, classification_report, f1_score
 
 from gradus.config.pipeline import EvaluateConfig, StageParams
 from gradus.errors import DataError
 from gradus.io import write_json, write_parquet
 from gradus.modeling import Classifier, load_classifier, pick_device
 from gradus.probe import probe_baseline
-from gradus.scoring import (
-    change_case,
-    expected_calibration_error,
-    reliability_table,
-    small_typo,
-    toggle_trailing_punctuation,
-)
+from gradus.scoring import change_case, small_typo, toggle_trailing_punctuation
+from gradus.task_types.seam import DEFAULT_TASK, task_type
 
 LATENCY_BATCH = 32
+# Figures of scores, not answers: `score` has answers only; the baseline's majority share ignores them too.
+FROM_SCORES = {"ece", "mean_confidence", "majority_class_accuracy"}
 
 
-def tfidf_baseline(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, float]:
-    """A cheap bag-of-words baseline the fine-tuned model has to beat."""
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-    model = LogisticRegression(max_iter=2000, C=10.0)
-    model.fit(vectorizer.fit_transform(train["text"]), train["label"])
-    predicted = model.predict(vectorizer.transform(test["text"]))
-    return {"accuracy": round(float(accuracy_score(test["label"], predicted)), 6),
-            "macro_f1": round(float(f1_score(test["label"], predicted, average="macro")), 6)}
+def tfidf_baseline(train: pd.DataFrame, test: pd.DataFrame, task: str = DEFAULT_TASK,
+                   val: pd.DataFrame | None = None) -> dict[str, float]:
+    """A cheap bag-of-words baseline the fine-tuned model has to beat (the task type's: gradus/task_types)."""
+    return task_type(task).baseline(train, val if val is not None else train.iloc[:0], test)
 
 
-def score(actual: list[str], predicted: list[str], labels: list[str]) -> dict[str, Any]:
-    """Accuracy, macro and weighted F1, and the per-class report."""
-    report = classification_report(actual, predicted, labels=labels, output_dict=True, zero_division=0)
-    per_class = {label: {k: round(float(v), 6) for k, v in report[label].items()} for label in labels}
-    return {
-        "accuracy": round(float(accuracy_score(actual, predicted)), 6),
-        "macro_f1": round(float(f1_score(actual, predicted, labels=labels, average="macro", zero_division=0)), 6),
-        "weighted_f1": round(float(f1_score(actual, predicted, labels=labels, average="weighted",
-                                            zero_division=0)), 6),
-        "per_class": per_class,
-    }
+def score(actual: list[Any], predicted: list[Any], labels: list[str], task: str = DEFAULT_TASK) -> dict[str, Any]:
+    """The task type's figures of answers without scores (one label per text: accuracy, macro and weighted F1),
+    and the per-label report as `per_class`."""
+    scored = task_type(task).score_answers(actual, predicted, np.zeros((len(actual), len(labels))), labels,
+                                           EvaluateConfig())
+    return {**{k: v for k, v in scored.metrics.items() if k not in FROM_SCORES}, "per_class": scored.per_label}
 
 
 def latency(model: Classifier, texts: list[str], samples: int) -> dict[str, float]:
@@ -90,30 +75,30 @@ def length_bucket(lengths: pd.Series, bounds: tuple[int, ...]) -> pd.Series:
     return pd.Series(pd.cut(lengths, [-1, *edges, np.inf], labels=names), index=lengths.index).astype(str)
 
 
-def slice_report(test: pd.DataFrame, predicted: list[str], labels: list[str],
-                 cfg: EvaluateConfig, test_file: str) -> dict[str, Any]:
-    """Rows, accuracy and macro-F1 per text-length bucket and per value of each configured column."""
+def slice_report(test: pd.DataFrame, predicted: list[Any], labels: list[str],
+                 cfg: EvaluateConfig, test_file: str, task: str = DEFAULT_TASK) -> dict[str, Any]:
+    """Rows and the task type's slice figures (accuracy and macro-F1 for one label per text) per text-length
+    bucket and per value of each configured column."""
     missing = [c for c in cfg.slice_columns if c not in test.columns]
     if missing:
         raise DataError(f"{test_file}: evaluate.slice_columns names {missing}, not columns of the test split "
                         f"(it has {list(test.columns)}); carry them with a source's metadata_columns or fix params")
+    kind = task_type(task)
     frame = test.assign(predicted=predicted, length=length_bucket(test["text"].str.len(), cfg.length_buckets))
     report: dict[str, Any] = {}
     for column in ("length", *cfg.slice_columns):
         groups = {}
         for value, part in frame.groupby(column, sort=True, dropna=False):
-            groups[str(value)] = {
-                "rows": len(part),
-                "accuracy": round(float(accuracy_score(part["label"], part["predicted"])), 6),
-                "macro_f1": round(float(f1_score(part["label"], part["predicted"], labels=sorted(
-                    set(part["label"]) & set(labels)) or labels, average="macro", zero_division=0)), 6),
-            }
+            groups[str(value)] = {"rows": len(part), **kind.slice_scores(kind.targets(part),
+                                                                         list(part["predicted"]), labels)}
         report["text_length_chars" if column == "length" else column] = groups
     return report
 
 
-def behavioral(model: Classifier, texts: list[str], original: list[str], cfg: EvaluateConfig) -> dict[str, Any]:
-    """Share of test rows whose prediction survives each perturbation, against params' thresholds."""
+def behavioral(model: Classifier, texts: list[str], original: list[Any], cfg: EvaluateConfig,
+               task: str = DEFAULT_TASK) -> dict[str, Any]:
+    """Share of test rows whose answer survives each perturbation unchanged (the task type's agreement is 1),
+    against params' thresholds."""
     rng = np.random.default_rng(cfg.behavioral.seed)
     rows = np.arange(len(texts))
     if len(rows) > cfg.behavioral.max_rows:
@@ -123,15 +108,16 @@ def behavioral(model: Classifier, texts: list[str], original: list[str], cfg: Ev
         "punctuation": [toggle_trailing_punctuation(texts[i]) for i in rows],
         "typo": [small_typo(texts[i], rng) for i in rows],
     }
+    agreement = task_type(task).agreement
     report = {}
     for name, changed in perturbations.items():
         kept = [(i, text) for i, text in zip(rows, changed, strict=True) if text is not None and text != texts[i]]
-        after = model.predict([text for _, text in kept], cfg.batch_size).labels() if kept else []
-        stable = sum(original[i] == label for (i, _), label in zip(kept, after, strict=True))
-        rate = stable / len(kept) if kept else 1.0
+        after = model.predict([text for _, text in kept], cfg.batch_size).answers() if kept else []
+        same = agreement([original[i] for i, _ in kept], after) >= 1.0 if kept else np.zeros(0, dtype=bool)
+        rate = float(same.sum()) / len(kept) if kept else 1.0
         threshold = cfg.behavioral.min_stability.get(name, 0.0)
-        examples = [{"text": texts[i], "perturbed": text, "before": original[i], "after": label}
-                    for (i, text), label in zip(kept, after, strict=True) if label != original[i]][:5]
+        examples = [{"text": texts[i], "perturbed": text, "before": original[i], "after": answer}
+                    for (i, text), answer, equal in zip(kept, after, same, strict=True) if not equal][:5]
         report[name] = {"rows": len(kept), "stability": round(rate, 6), "min_stability": threshold,
                         "passed": rate >= threshold, "examples": examples}
     return report
@@ -145,70 +131,70 @@ class Evaluation:
     per_class: dict[str, Any]
     behavioral: dict[str, Any]
     slices: dict[str, Any]
-    reliability: pd.DataFrame
-    predicted: list[str]
+    plots: dict[str, pd.DataFrame]
+    actual: list[Any]
+    predicted: list[Any]
     confidence: np.ndarray
+
+    @property
+    def reliability(self) -> pd.DataFrame:
+        return self.plots["calibration"]
 
 
 def evaluate_model(model_dir: Path, train: pd.DataFrame, test: pd.DataFrame, params: StageParams,
-                   test_file: str = "test split") -> Evaluation:
-    """Score the model in model_dir on `test` (train only feeds the TF-IDF baseline)."""
+                   test_file: str = "test split", val: pd.DataFrame | None = None) -> Evaluation:
+    """Score the model in model_dir on `test` (train, and val where the baseline chooses something, feed the
+    TF-IDF baseline)."""
     model = load_classifier(model_dir, pick_device(params.train.device), max_length=params.train.max_length)
-    return evaluate_loaded(model, train, test, params, test_file)
+    return evaluate_loaded(model, train, test, params, test_file, val)
 
 
 def evaluate_loaded(model: Classifier, train: pd.DataFrame, test: pd.DataFrame, params: StageParams,
-                    test_file: str = "test split") -> Evaluation:
-    """Score a loaded classifier (a single model or an ensemble) on `test`."""
-    cfg = params.evaluate
+                    test_file: str = "test split", val: pd.DataFrame | None = None) -> Evaluation:
+    """Score a loaded model (a single model or an ensemble) on `test`, as its task type scores answers."""
+    cfg, kind = params.evaluate, task_type(params.model.task)
     labels = list(model.labels)
-    texts, actual = list(test["text"]), list(test["label"])
+    texts, actual = list(test["text"]), kind.targets(test)
     predictions = model.predict(texts, cfg.batch_size)
-    predicted, confidence = predictions.labels(), predictions.confidence
-    correct = np.array(actual) == np.array(predicted)
-    result = score(actual, predicted, labels)
-    reliability = reliability_table(confidence, correct, cfg.calibration_bins)
-    checks = behavioral(model, texts, predicted, cfg)
+    predicted = predictions.answers()
+    scored = kind.score_answers(actual, predicted, predictions.probabilities, labels, cfg)
+    checks = behavioral(model, texts, predicted, cfg, kind.name)
     timing = latency(model, texts, cfg.latency_samples)
-    majority = test["label"].value_counts(normalize=True).iloc[0] if len(test) else 0.0
     metrics = {
         "test_rows": len(test),
-        "accuracy": result["accuracy"],
-        "macro_f1": result["macro_f1"],
-        "weighted_f1": result["weighted_f1"],
-        "majority_class_accuracy": round(float(majority), 6),
-        "baseline_tfidf": tfidf_baseline(train, test),
-        "ece": round(expected_calibration_error(reliability), 6),
-        "mean_confidence": round(float(confidence.mean()), 6) if len(texts) else 0.0,
+        **scored.metrics,
+        "baseline_tfidf": tfidf_baseline(train, test, kind.name, val),
         "latency": {"device": model.device, "bf16": model.bf16, **timing},
         "behavioral": {name: check["stability"] for name, check in checks.items()},
         "behavioral_passed": all(check["passed"] for check in checks.values()),
     }
-    return Evaluation(metrics, result["per_class"], checks, slice_report(test, predicted, labels, cfg, test_file),
-                      reliability, predicted, confidence)
+    return Evaluation(metrics, scored.per_label, checks,
+                      slice_report(test, predicted, labels, cfg, test_file, kind.name), scored.plots, actual,
+                      predicted, scored.confidence)
 
 
 def run(params: StageParams) -> dict[str, Any]:
-    """Write metrics.json (DVC metric), per-class report, confusion and reliability rows (DVC plots),
-    the slice and behavioral reports, and per-row predictions for the gate."""
+    """Write metrics.json (DVC metric), the per-label report, confusion, reliability and precision-recall rows (DVC
+    plots), the slice and behavioral reports, and per-row answers for the gate."""
     paths = params.paths
     splits = Path(paths.splits)
     train, val, test = (pd.read_parquet(splits / f"{name}.parquet") for name in ("train", "val", "test"))
-    result = evaluate_model(Path(paths.model), train, test, params, str(splits / "test.parquet"))
+    result = evaluate_model(Path(paths.model), train, test, params, str(splits / "test.parquet"), val)
     if params.evaluate.probe:
         result.metrics["baseline_probe"] = probe_baseline(
             params.model.base, params.model.revision, train, val, test, params.train.max_length,
-            params.evaluate.batch_size, pick_device(params.train.device), params.train.seed)
+            params.evaluate.batch_size, pick_device(params.train.device), params.train.seed,
+            task=params.model.task)
     write_json(result.metrics, Path(paths.metrics))
     write_json(result.per_class, Path(paths.per_class))
     write_json(result.behavioral, Path(paths.behavioral))
     write_json(result.slices, Path(paths.slices))
-    actual = list(test["label"])
-    for path, frame in ((paths.confusion, pd.DataFrame({"actual": actual, "predicted": result.predicted})),
-                        (paths.calibration, result.reliability.dropna())):
+    for path, frame in ((paths.confusion, result.plots["confusion"]), (paths.calibration, result.reliability),
+                        (paths.pr_curves, result.plots["pr_curves"])):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(path, index=False)
-    write_parquet(pd.DataFrame({"actual": actual, "predicted": result.predicted, "confidence": result.confidence}),
-                  Path(paths.predictions))
-    return {k: result.metrics[k] for k in ("accuracy", "macro_f1", "test_rows", "ece", "baseline_probe")
+    write_parquet(pd.DataFrame({"actual": result.actual, "predicted": result.predicted,
+                                "confidence": result.confidence}), Path(paths.predictions))
+    primary = task_type(params.model.task).primary_metric
+    return {k: result.metrics[k] for k in ("accuracy", primary, "macro_f1", "test_rows", "ece", "baseline_probe")
             if k in result.metrics}

@@ -28,34 +28,33 @@ from gradus.registry.candidates import apply_gate
 from gradus.registry.versions import Registry, project_registry
 from gradus.reports import gate_markdown
 from gradus.servable import load_version
-from gradus.task_types.base import DEFAULT_TASK, Champion, Check
+from gradus.task_types.base import DEFAULT_TASK, METRIC_NAMES, Champion, Check
 from gradus.task_types.seam import cross_task_check, task_of, task_type
 from tasks.evaluate import evaluate_loaded
 
 
-def absolute_checks(metrics: dict[str, Any], cfg: GateConfig) -> list[Check]:
-    """Floors every model must clear (the only quality bar for the first one), and, when set, the gain over
-    the frozen-encoder probe that fine-tuning must show."""
-    checks = [
-        Check("min_accuracy", metrics["accuracy"] >= cfg.min_accuracy,
-              f"test accuracy {metrics['accuracy']:.4f} vs gate.min_accuracy {cfg.min_accuracy:.4f}"),
-        Check("min_macro_f1", metrics["macro_f1"] >= cfg.min_macro_f1,
-              f"test macro-F1 {metrics['macro_f1']:.4f} vs gate.min_macro_f1 {cfg.min_macro_f1:.4f}"),
-    ]
+def absolute_checks(metrics: dict[str, Any], cfg: GateConfig, task: str = DEFAULT_TASK) -> list[Check]:
+    """Floors every model must clear (the only quality bar for the first one; the task type names them), and,
+    when set, the gain over the frozen-encoder probe that fine-tuning must show."""
+    checks = [Check(name, metrics[key] >= floor,
+                    f"test {METRIC_NAMES.get(key, key)} {metrics[key]:.4f} vs gate.{name} {floor:.4f}")
+              for name, key, floor in task_type(task).floors(cfg)]
     if cfg.min_gain_over_probe is not None:
-        checks.append(probe_check(metrics, cfg.min_gain_over_probe))
+        checks.append(probe_check(metrics, cfg.min_gain_over_probe, task_type(task).headline_metric))
     return checks
 
 
-def probe_check(metrics: dict[str, Any], min_gain: float) -> Check:
-    """Does the model beat the frozen base model + logistic regression by gate.min_gain_over_probe?"""
+def probe_check(metrics: dict[str, Any], min_gain: float, key: str = "accuracy") -> Check:
+    """Does the model beat the frozen base model + logistic regression by gate.min_gain_over_probe (in the task
+    type's headline figure: test accuracy for one label per text)?"""
     probe = metrics.get("baseline_probe")
     if probe is None:
         return Check("gain_over_probe", False, "gate.min_gain_over_probe is set but no probe was measured: set "
                                                "evaluate.probe: true (or gate.min_gain_over_probe: null)")
-    gain = metrics["accuracy"] - probe["accuracy"]
+    gain = metrics[key] - probe[key]
+    name = METRIC_NAMES.get(key, key)
     return Check("gain_over_probe", gain >= min_gain,
-                 f"test accuracy {metrics['accuracy']:.4f} vs the frozen-encoder probe's {probe['accuracy']:.4f}: "
+                 f"test {name} {metrics[key]:.4f} vs the frozen-encoder probe's {probe[key]:.4f}: "
                  f"gain {gain:+.4f}, gate.min_gain_over_probe {min_gain:+.4f}"
                  + ("" if gain >= min_gain else " (fine-tuning did not pay over the frozen base model here)"))
 
@@ -81,7 +80,8 @@ def verdict(metrics: dict[str, Any], behavioral: dict[str, Any], actual: list[st
             task: str = DEFAULT_TASK) -> dict[str, Any]:
     """The gate's decision with every check, its numbers and the reasons for a failure. `task` is the
     challenger's task type; a champion of another one is refused before any comparison."""
-    checks = absolute_checks(metrics, cfg)
+    kind = task_type(task)
+    checks = absolute_checks(metrics, cfg, task)
     comparison: dict[str, Any] = {}
     if champion is not None:
         refused = cross_task_check(champion.task, task, champion.version)
@@ -95,11 +95,10 @@ def verdict(metrics: dict[str, Any], behavioral: dict[str, Any], actual: list[st
         "passed": all(c.passed for c in checks),
         "mode": "first_model" if champion is None else "challenger",
         "champion": champion.version if champion else None,
-        "challenger": {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+        "challenger": {**{key: metrics[key] for key in dict.fromkeys(
+                           (kind.headline_metric, "macro_f1", kind.primary_metric))},
                        "labels": len(challenger_labels), "test_rows": len(actual),
-                       **({"probe_accuracy": metrics["baseline_probe"]["accuracy"],
-                           "gain_over_probe": round(metrics["accuracy"] - metrics["baseline_probe"]["accuracy"], 6)}
-                          if "baseline_probe" in metrics else {})},
+                       **(probe_gain(metrics, kind.headline_metric) if "baseline_probe" in metrics else {})},
         "checks": [asdict(c) for c in checks],
         "reasons": [c.detail for c in checks if not c.passed],
         "params": cfg.model_dump(),
@@ -109,15 +108,24 @@ def verdict(metrics: dict[str, Any], behavioral: dict[str, Any], actual: list[st
 
 
 
-def gate_numbers(report: dict[str, Any]) -> dict[str, float]:
+def probe_gain(metrics: dict[str, Any], key: str) -> dict[str, float]:
+    """The probe's headline figure and the model's gain over it (`probe_accuracy` for one label per text)."""
+    probe = metrics["baseline_probe"][key]
+    return {f"probe_{key}": probe, "gain_over_probe": round(metrics[key] - probe, 6)}
+
+
+def gate_numbers(report: dict[str, Any], task: str = DEFAULT_TASK) -> dict[str, float]:
     """Numbers only, for `dvc metrics show` / `dvc exp show`."""
     numbers: dict[str, float] = {"passed": int(report["passed"]),
                                  "failed_checks": sum(not c["passed"] for c in report["checks"])}
     if "bootstrap" in report:
         boot = report["bootstrap"]
-        numbers.update(macro_f1_delta=round(boot["delta"], 6), ci_low=round(boot["low"], 6),
-                       ci_high=round(boot["high"], 6), mcnemar_p=round(report["mcnemar"]["p_value"], 6),
-                       worst_class_recall_drop=report["per_class"][0]["drop"] if report["per_class"] else 0.0)
+        drops = report.get("per_class", report.get("per_label")) or []
+        numbers.update({f"{task_type(task).primary_metric}_delta": round(boot["delta"], 6),
+                        "ci_low": round(boot["low"], 6), "ci_high": round(boot["high"], 6)})
+        if "mcnemar" in report:
+            numbers["mcnemar_p"] = round(report["mcnemar"]["p_value"], 6)
+        numbers["worst_class_recall_drop"] = drops[0]["drop"] if drops else 0.0
     return numbers
 
 
@@ -128,7 +136,7 @@ def champion_predictions(registry: Registry, texts: list[str], device: str, batc
         return None
     champion = load_version(registry, state.champion, device)
     task = task_of(registry.require(state.champion))
-    return Champion(state.champion, list(champion.labels), champion.predict(texts, batch_size).labels(), task)
+    return Champion(state.champion, list(champion.labels), champion.predict(texts, batch_size).answers(), task)
 
 
 def judge(registry: Registry, test: pd.DataFrame, metrics: dict[str, Any], behavioral: dict[str, Any],
@@ -139,8 +147,8 @@ def judge(registry: Registry, test: pd.DataFrame, metrics: dict[str, Any], behav
     generation = registry.aliases().generation
     champion = champion_predictions(registry, list(test["text"]), pick_device(params.train.device),
                                     params.evaluate.batch_size)
-    report = verdict(metrics, behavioral, list(test["label"]), predicted, labels, champion, params.gate,
-                     params.model.task)
+    report = verdict(metrics, behavioral, task_type(params.model.task).targets(test), predicted, labels, champion,
+                     params.gate, params.model.task)
     report["registry"] = {"uri": registry.store.location, "alias_generation": generation}
     return report
 
@@ -150,14 +158,16 @@ def run(params: StageParams) -> dict[str, Any]:
     paths = params.paths
     test_file = Path(paths.splits) / "test.parquet"
     test, predictions = pd.read_parquet(test_file), pd.read_parquet(paths.predictions)
-    if len(test) != len(predictions) or list(test["label"]) != list(predictions["actual"]):
+    kind = task_type(params.model.task)
+    answers = kind.targets(predictions.rename(columns={"predicted": kind.target_column}))
+    if len(test) != len(predictions) or kind.targets(test) != kind.targets(
+            predictions.rename(columns={"actual": kind.target_column})):
         raise DataError(f"{paths.predictions} does not match {test_file}; rerun the evaluate stage (dvc repro)")
     report = judge(project_registry(Path.cwd(), params), test, read_json(Path(paths.metrics)),
-                   read_json(Path(paths.behavioral)), list(predictions["predicted"]),
-                   load_label_map(Path(paths.model)), params)
+                   read_json(Path(paths.behavioral)), answers, load_label_map(Path(paths.model)), params)
     write_json(report, Path(paths.gate_report))
     Path(paths.gate_markdown).write_text(gate_markdown(report), encoding="utf-8")
-    write_json(gate_numbers(report), Path(paths.gate_metrics))
+    write_json(gate_numbers(report, params.model.task), Path(paths.gate_metrics))
     return {"passed": report["passed"], "mode": report["mode"], "reasons": report["reasons"]}
 
 
@@ -203,6 +213,7 @@ def gate_ensemble(root: Path, params: StageParams, specs: list[str], run: str,
         manifest, _ = registry.register(folder, made, result.metrics,
                                         report, run, reason=f"ensemble of {len(members)} versions; {why}")
     moved = apply_gate(root, params, manifest["version"], run, gate=report)
+    headline = task_type(params.model.task).headline_metric
     return {"version": manifest["version"], "passed": report["passed"], "reasons": report["reasons"],
-            "accuracy": result.metrics["accuracy"], "macro_f1": result.metrics["macro_f1"],
+            headline: result.metrics[headline], "macro_f1": result.metrics["macro_f1"],
             "members": spec["members"], "champion": report["champion"], "aliases": moved["aliases"]}

@@ -55,6 +55,7 @@ class PathsConfig(_Section):
     per_class: str = "reports/per_class.json"
     confusion: str = "reports/confusion.csv"
     calibration: str = "reports/calibration.csv"
+    pr_curves: str = "reports/pr_curves.csv"
     slices: str = "reports/slices.json"
     behavioral: str = "reports/behavioral.json"
     predictions: str = "reports/predictions.parquet"
@@ -331,6 +332,7 @@ class GateConfig(_Section):
     # First model (no champion yet): absolute thresholds on the test split.
     min_accuracy: float = Field(0.8, ge=0, le=1)
     min_macro_f1: float = Field(0.8, ge=0, le=1)
+    min_micro_f1: float = Field(0.8, ge=0, le=1)     # label sets (model.task multi_label)
     # Later models, scored with the champion on the same test split:
     margin: float = Field(0.01, ge=0, le=1)         # CI lower bound of (challenger - champion) macro-F1 >= -margin
     confidence: float = Field(0.95, gt=0.5, lt=1)

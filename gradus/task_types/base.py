@@ -11,15 +11,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from gradus.config.pipeline import GateConfig, SplitConfig, StageParams
-from gradus.probe import LinearHead
+from gradus.config.pipeline import EvaluateConfig, GateConfig, SplitConfig, StageParams
+
+if TYPE_CHECKING:  # the probe imports the model code, which reads task types: no import at load time
+    from gradus.probe import LinearHead
 
 DEFAULT_TASK = "classification"  # model.task's default, and the task of every version registered before it existed
+# How reports spell the metrics' keys.
+METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "micro_f1": "micro-F1", "samples_f1": "samples-F1",
+                "weighted_f1": "weighted-F1", "subset_accuracy": "subset accuracy", "hamming_loss": "Hamming loss"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,18 @@ class Targets:
     vocabulary: list[str]
     inferred: bool
     counts: dict[str, int] = field(default_factory=dict)  # numbers for the validation report (repairs made)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A model's answers on the test split, scored by its task type: the headline figures (metrics.json), the
+    per-label table (per_class.json), the DVC plots' rows (confusion, calibration, pr_curves) and a confidence per
+    text (the predictions file)."""
+
+    metrics: dict[str, Any]
+    per_label: dict[str, Any]
+    plots: dict[str, pd.DataFrame]
+    confidence: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -120,6 +137,16 @@ class TaskType(Protocol):
 
     target_form: str       # the internal form's name ("label", "label_set"): data checks pick their model by it
     problem_type: str      # transformers' problem_type of the model's head (the loss its model computes)
+    headline_metric: str   # the figure reports lead with and the probe's gain is measured in ("accuracy")
+    report_metrics: tuple[str, ...]  # the test figures reports, `models show` and `diff` print, in order
+
+    def targets(self, frame: pd.DataFrame) -> list[Any]:
+        """A split's targets as plain Python values of the internal form (Parquet hands lists back as arrays)."""
+        ...
+
+    def floors(self, cfg: GateConfig) -> list[tuple[str, str, float]]:
+        """The first model's absolute floors: (check name, metric key, the gate setting's floor)."""
+        ...
 
     def read_targets(self, frame: pd.DataFrame, params: StageParams) -> Targets:
         """The validate stage's view of the raw snapshot's label cells (`label`, `label_type`): parsed into the
@@ -165,9 +192,31 @@ class TaskType(Protocol):
         stored with the model as decision.json; {} when the type decodes without one (argmax)."""
         ...
 
+    def scores(self, logits: np.ndarray) -> np.ndarray:
+        """A model's scores from its raw logits (softmax probabilities; sigmoid scores): its `Output`."""
+        ...
+
+    def decode(self, scores: np.ndarray, labels: Sequence[str], decision: dict[str, Any]) -> list[Any]:
+        """Each text's answer from the scores: the most probable label; the labels over their thresholds."""
+        ...
+
     def metrics(self, targets: np.ndarray, output: np.ndarray, decision: dict[str, Any]) -> dict[str, float]:
         """Validation scores from a model's raw output and the encoded targets (the Trainer's compute_metrics):
         the primary metric and what is reported beside it."""
+        ...
+
+    def score_answers(self, actual: list[Any], predicted: list[Any], scores: np.ndarray, labels: list[str],
+                      cfg: EvaluateConfig) -> Scored:
+        """The evaluate stage's figures of a model's answers and scores against the test split's targets."""
+        ...
+
+    def slice_scores(self, actual: list[Any], predicted: list[Any], labels: list[str]) -> dict[str, float]:
+        """The figures reported per slice of the test split (text length, a metadata column's value)."""
+        ...
+
+    def baseline(self, train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame) -> dict[str, float]:
+        """A TF-IDF + logistic regression baseline fitted on train (val where it chooses something), scored on
+        test with `slice_scores`' figures: what a fine-tuned model must beat cheaply."""
         ...
 
     def compare(self, actual: list[Any], challenger: list[Any], champion: Champion, challenger_labels: list[str],

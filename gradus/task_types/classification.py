@@ -5,26 +5,38 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from gradus.config.pipeline import GateConfig, SplitConfig, StageParams
+from gradus.config.pipeline import EvaluateConfig, GateConfig, SplitConfig, StageParams
 from gradus.errors import DataError
-from gradus.probe import LinearHead, label_head
-from gradus.scoring import encode, mcnemar_exact, paired_bootstrap, recall_by_class, weighted_macro_f1
+from gradus.scoring import (
+    encode,
+    expected_calibration_error,
+    mcnemar_exact,
+    paired_bootstrap,
+    precision_recall_rows,
+    recall_by_class,
+    reliability_table,
+    weighted_macro_f1,
+)
 from gradus.stratify import split_by_label
 from gradus.task_types.base import (
     Champion,
     Check,
     RowRule,
+    Scored,
     Targets,
     imbalance_failure,
     label_changes,
     short_labels,
     weighted_mean,
 )
+
+if TYPE_CHECKING:
+    from gradus.probe import LinearHead
 
 
 def inferred_labels(labels: pd.Series, min_examples: int) -> list[str]:
@@ -41,6 +53,15 @@ class Classification:
     primary_metric_name = "macro-F1"
     target_form = "label"
     problem_type = "single_label_classification"
+    headline_metric = "accuracy"
+    report_metrics = ("accuracy", "macro_f1")
+
+    def targets(self, frame: pd.DataFrame) -> list[str]:
+        return list(frame[self.target_column])
+
+    def floors(self, cfg: GateConfig) -> list[tuple[str, str, float]]:
+        """gate.min_accuracy and gate.min_macro_f1."""
+        return [("min_accuracy", "accuracy", cfg.min_accuracy), ("min_macro_f1", "macro_f1", cfg.min_macro_f1)]
 
     def vocabulary(self, frame: pd.DataFrame) -> list[str]:
         return sorted(frame[self.target_column].unique())
@@ -56,6 +77,8 @@ class Classification:
     def fit_probe_head(self, train_x: np.ndarray, train: pd.DataFrame, val_x: np.ndarray, val: pd.DataFrame,
                        seed: int) -> LinearHead:
         """A multinomial logistic regression (gradus/probe.py), scored by accuracy and macro-F1."""
+        from gradus.probe import label_head
+
         return label_head(train_x, train, val_x, val, seed)
 
     def loss_function(self, targets: list[Any], params: StageParams) -> None:
@@ -101,6 +124,15 @@ class Classification:
         """Stratified by the label (each group by its most common one)."""
         return split_by_label(frame, cfg, self.target_column)
 
+    def scores(self, logits: np.ndarray) -> np.ndarray:
+        """The softmax over the labels."""
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+
+    def decode(self, scores: np.ndarray, labels: Sequence[str], decision: dict[str, Any]) -> list[str]:
+        """The most probable label of each text."""
+        return [labels[i] for i in np.asarray(scores).argmax(axis=1)]
+
     def metrics(self, targets: np.ndarray, output: np.ndarray, decision: dict[str, Any]) -> dict[str, float]:
         """Accuracy and macro-F1 of the argmax label (label ids against logits)."""
         from sklearn.metrics import f1_score
@@ -108,6 +140,56 @@ class Classification:
         predicted = np.argmax(output, axis=-1)
         return {"accuracy": float((predicted == targets).mean()),
                 "macro_f1": float(f1_score(targets, predicted, average="macro"))}
+
+    def score_answers(self, actual: list[str], predicted: list[str], scores: np.ndarray, labels: list[str],
+                      cfg: EvaluateConfig) -> Scored:
+        """Accuracy, macro and weighted F1, the majority class's accuracy, calibration of the top probability
+        (ECE, mean confidence), the per-class report; plots: the confusion pairs, the reliability diagram, each
+        class's precision-recall curve (one-vs-rest on its probability)."""
+        from sklearn.metrics import accuracy_score, classification_report, f1_score
+
+        report = classification_report(actual, predicted, labels=labels, output_dict=True, zero_division=0)
+        per_class = {label: {k: round(float(v), 6) for k, v in report[label].items()} for label in labels}
+        confidence = scores.max(axis=1) if len(scores) else np.zeros(0)
+        reliability = reliability_table(confidence, np.array(actual) == np.array(predicted), cfg.calibration_bins)
+        majority = pd.Series(actual).value_counts(normalize=True).iloc[0] if actual else 0.0
+        metrics = {
+            "accuracy": round(float(accuracy_score(actual, predicted)), 6),
+            "macro_f1": round(float(f1_score(actual, predicted, labels=labels, average="macro", zero_division=0)), 6),
+            "weighted_f1": round(float(f1_score(actual, predicted, labels=labels, average="weighted",
+                                                zero_division=0)), 6),
+            "majority_class_accuracy": round(float(majority), 6),
+            "ece": round(expected_calibration_error(reliability), 6),
+            "mean_confidence": round(float(confidence.mean()), 6) if len(confidence) else 0.0,
+        }
+        truth = (encode(actual, labels)[:, None] == np.arange(len(labels))[None, :]).astype(float)
+        plots = {"confusion": pd.DataFrame({"actual": actual, "predicted": predicted}),
+                 "calibration": reliability.dropna(),
+                 "pr_curves": pd.DataFrame(precision_recall_rows(truth, scores, labels),
+                                           columns=["label", "threshold", "precision", "recall"])}
+        return Scored(metrics, per_class, plots, confidence)
+
+    def slice_scores(self, actual: list[str], predicted: list[str], labels: list[str]) -> dict[str, float]:
+        """Accuracy and macro-F1 over the labels the slice holds."""
+        from sklearn.metrics import accuracy_score, f1_score
+
+        present = sorted(set(actual) & set(labels)) or labels
+        return {"accuracy": round(float(accuracy_score(actual, predicted)), 6),
+                "macro_f1": round(float(f1_score(actual, predicted, labels=present, average="macro",
+                                                 zero_division=0)), 6)}
+
+    def baseline(self, train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame) -> dict[str, float]:
+        """Word 1-2-gram TF-IDF and a multinomial logistic regression (C 10)."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import accuracy_score, f1_score
+
+        vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+        model = LogisticRegression(max_iter=2000, C=10.0)
+        model.fit(vectorizer.fit_transform(train["text"]), train["label"])
+        predicted = model.predict(vectorizer.transform(test["text"]))
+        return {"accuracy": round(float(accuracy_score(test["label"], predicted)), 6),
+                "macro_f1": round(float(f1_score(test["label"], predicted, average="macro")), 6)}
 
     def compare(self, actual: list[str], challenger: list[str], champion: Champion, challenger_labels: list[str],
                 cfg: GateConfig) -> tuple[dict[str, Any], list[Check]]:

@@ -11,27 +11,35 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from gradus.config.pipeline import GateConfig, SplitConfig, StageParams
+from gradus.config.pipeline import EvaluateConfig, GateConfig, SplitConfig, StageParams
 from gradus.errors import DataError
 from gradus.pooled import MULTI_HOT
-from gradus.probe import C_GRID, LinearHead
-from gradus.scoring import paired_bootstrap_of
+from gradus.scoring import (
+    expected_calibration_error,
+    paired_bootstrap_of,
+    precision_recall_rows,
+    reliability_table,
+)
 from gradus.stratify import split_by_strata
 from gradus.task_types.base import (
     Champion,
     Check,
     RowRule,
+    Scored,
     Targets,
     imbalance_failure,
     label_changes,
     short_labels,
     weighted_mean,
 )
+
+if TYPE_CHECKING:
+    from gradus.probe import LinearHead
 
 DEFAULT_THRESHOLD = 0.5  # before a decision is chosen on the validation split (during training)
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
@@ -230,29 +238,9 @@ def per_label_table(truth: np.ndarray, predicted: np.ndarray, labels: Sequence[s
     return rows
 
 
-def precision_recall_rows(truth: np.ndarray, scores: np.ndarray, labels: Sequence[str],
-                          points: int = 51) -> list[dict[str, Any]]:
-    """Each label's precision-recall curve, thinned to at most `points` thresholds (rows for a DVC plot:
-    label, threshold, precision, recall); a label without positives has no curve."""
-    from sklearn.metrics import precision_recall_curve
-
-    rows = []
-    for c, label in enumerate(labels):
-        if not truth[:, c].any():
-            continue
-        precision, recall, thresholds = precision_recall_curve(truth[:, c], scores[:, c])
-        keep = np.unique(np.linspace(0, len(thresholds) - 1, min(points, len(thresholds))).round().astype(int))
-        rows.extend({"label": label, "threshold": round(float(thresholds[i]), 4),
-                     "precision": round(float(precision[i]), 4), "recall": round(float(recall[i]), 4)}
-                    for i in keep)
-    return rows
-
-
 def calibration_by_label(truth: np.ndarray, scores: np.ndarray, labels: Sequence[str],
                          bins: int) -> dict[str, float]:
     """Per label, the expected calibration error of its sigmoid score as a probability that the label holds."""
-    from gradus.scoring import expected_calibration_error, reliability_table
-
     return {label: round(expected_calibration_error(reliability_table(scores[:, c], truth[:, c] > 0, bins)), 4)
             for c, label in enumerate(labels)}
 
@@ -274,6 +262,15 @@ class MultiLabel:
     primary_metric_name = "micro-F1"
     target_form = "label_set"
     problem_type = MULTI_HOT
+    headline_metric = "micro_f1"
+    report_metrics = ("micro_f1", "macro_f1", "samples_f1", "subset_accuracy")
+
+    def targets(self, frame: pd.DataFrame) -> list[list[str]]:
+        return [list(labels) for labels in frame[self.target_column]]
+
+    def floors(self, cfg: GateConfig) -> list[tuple[str, str, float]]:
+        """gate.min_micro_f1 and gate.min_macro_f1."""
+        return [("min_micro_f1", "micro_f1", cfg.min_micro_f1), ("min_macro_f1", "macro_f1", cfg.min_macro_f1)]
 
     def vocabulary(self, frame: pd.DataFrame) -> list[str]:
         return sorted(self.frequencies(frame[self.target_column]))
@@ -290,6 +287,8 @@ class MultiLabel:
         """One logistic regression per label (one-vs-rest) on the frozen embeddings, the C shared by every label
         chosen by validation micro-F1 at the default threshold; scored as `metrics` scores."""
         from sklearn.linear_model import LogisticRegression
+
+        from gradus.probe import C_GRID, LinearHead
 
         labels = self.vocabulary(train)
         y, val_y = (multi_hot(list(frame[self.target_column]), labels) for frame in (train, val))
@@ -407,10 +406,71 @@ class MultiLabel:
         predicted = sigmoid(output) >= thresholds_of(decision, labels)
         return set_scores(np.asarray(targets), predicted)
 
+    def scores(self, logits: np.ndarray) -> np.ndarray:
+        """A sigmoid per label."""
+        return sigmoid(logits)
+
     def decode(self, scores: np.ndarray, labels: Sequence[str], decision: dict[str, Any]) -> list[list[str]]:
         """The labels whose sigmoid score reaches their threshold, per text (sorted as `labels`)."""
         keep = scores >= thresholds_of(decision, labels)
         return [[labels[c] for c in np.flatnonzero(row)] for row in keep]
+
+    def score_answers(self, actual: list[list[str]], predicted: list[list[str]], scores: np.ndarray,
+                      labels: list[str], cfg: EvaluateConfig) -> Scored:
+        """Micro, macro and samples F1, subset accuracy, Hamming loss, true and predicted cardinality, calibration
+        of every label's score (ECE over all text x label cells, and per label); per label: support, predicted,
+        precision, recall, F1, ECE; plots: label-level confusion pairs (a label found is (label, label), one
+        missed (label, "(missed)"), one answered wrongly ("(not given)", label)), the reliability diagram over
+        the cells, each label's precision-recall curve."""
+        truth, answered = multi_hot(actual, labels), multi_hot(predicted, labels)
+        reliability = reliability_table(scores.ravel(), truth.ravel() > 0, cfg.calibration_bins)
+        confidence = scores.max(axis=1, initial=0.0) if len(scores) else np.zeros(0)
+        metrics = {**{k: round(v, 6) for k, v in set_scores(truth, answered).items()},
+                   "ece": round(expected_calibration_error(reliability), 6),
+                   "mean_confidence": round(float(confidence.mean()), 6) if len(confidence) else 0.0}
+        calibration = calibration_by_label(truth, scores, labels, cfg.calibration_bins)
+        per_label = {row["label"]: {k: v for k, v in row.items() if k != "label"} | {"ece": calibration[row["label"]]}
+                     for row in per_label_table(truth, answered, labels)}
+        pairs = []
+        for given, answer in zip(actual, predicted, strict=True):
+            pairs += [(label, label if label in answer else "(missed)") for label in given]
+            pairs += [("(not given)", label) for label in answer if label not in given]
+        plots = {"confusion": pd.DataFrame(pairs, columns=["actual", "predicted"]),
+                 "calibration": reliability.dropna(),
+                 "pr_curves": pd.DataFrame(precision_recall_rows(truth, scores, labels),
+                                           columns=["label", "threshold", "precision", "recall"])}
+        return Scored(metrics, per_label, plots, confidence)
+
+    def slice_scores(self, actual: list[list[str]], predicted: list[list[str]], labels: list[str]) -> dict[str, float]:
+        """Micro- and macro-F1 (over the labels the slice holds) and subset accuracy."""
+        present = sorted({label for answer in actual for label in answer} & set(labels)) or labels
+        figures = set_scores(multi_hot(actual, present), multi_hot(predicted, present))
+        return {key: round(figures[key], 6) for key in ("micro_f1", "macro_f1", "subset_accuracy")}
+
+    def baseline(self, train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame) -> dict[str, float]:
+        """Word 1-2-gram TF-IDF and one logistic regression per label (C 10), one global threshold chosen on val
+        by micro-F1."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        labels = self.vocabulary(train)
+        vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+        train_x = vectorizer.fit_transform(train["text"])
+        y = multi_hot(list(train[self.target_column]), labels)
+        scores = {name: np.zeros((len(frame), len(labels))) for name, frame in (("val", val), ("test", test))}
+        for column in range(len(labels)):
+            if y[:, column].all():
+                scores["val"][:, column] = scores["test"][:, column] = 1.0
+                continue
+            model = LogisticRegression(max_iter=2000, C=10.0).fit(train_x, y[:, column])
+            for name, frame in (("val", val), ("test", test)):
+                if len(frame):
+                    scores[name][:, column] = model.predict_proba(vectorizer.transform(frame["text"]))[:, 1]
+        decision = choose_decision(multi_hot(list(val[self.target_column]), labels), scores["val"], labels,
+                                   per_label=False)
+        answers = self.decode(scores["test"], labels, decision)
+        return {"threshold": decision["global"],
+                **self.slice_scores(list(test[self.target_column]), answers, labels)}
 
     def compare(self, actual: list[list[str]], challenger: list[list[str]], champion: Champion,
                 challenger_labels: list[str], cfg: GateConfig) -> tuple[dict[str, Any], list[Check]]:

@@ -12,7 +12,7 @@ from gradus.task_types.base import DEFAULT_TASK, Check, TaskType
 _MODULES = {"classification": "gradus.task_types.classification", "multi_label": "gradus.task_types.multi_label"}
 TASK_TYPES = tuple(_MODULES)
 
-__all__ = ["DEFAULT_TASK", "TASK_TYPES", "cross_task_check", "task_of", "task_type"]
+__all__ = ["DEFAULT_TASK", "TASK_TYPES", "cross_task_check", "task_of", "task_of_model", "task_type"]
 
 
 def task_type(name: str) -> TaskType:
@@ -29,6 +29,16 @@ def task_of(manifest: dict[str, Any]) -> str:
         return str(manifest["task"])
     params = (manifest.get("lineage") or {}).get("params") or {}
     return str((params.get("model") or {}).get("task") or DEFAULT_TASK)
+
+
+def task_of_model(config: Any) -> str:
+    """The task type a model folder was trained for, from its config's problem_type (the head's loss): the type
+    whose head has it, else the default (heads of one label per text leave it unset or set it to theirs)."""
+    problem_type = getattr(config, "problem_type", None)
+    for name in TASK_TYPES:
+        if name != DEFAULT_TASK and task_type(name).problem_type == problem_type:
+            return name
+    return DEFAULT_TASK
 
 
 def cross_task_check(champion: str, challenger: str, champion_version: str) -> Check | None:

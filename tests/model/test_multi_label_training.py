@@ -94,3 +94,47 @@ def test_positive_weights_weigh_rare_labels_up(tmp_path: Path, tiny_model_dir: P
     negative = np.log(2.0) / 2  # each cell's BCE at logit 0 is log 2; one of two cells is positive
     assert float(only_a) == pytest.approx(negative + np.log(2.0) / 2 * 1.0)
     assert float(only_b) == pytest.approx(negative + np.log(2.0) / 2 * 3.0)
+
+
+def test_the_evaluate_stage_scores_label_sets(tmp_path: Path, tiny_model_dir: Path,
+                                              splits: dict[str, pd.DataFrame]) -> None:
+    from gradus.probe import probe_baseline
+    from tasks.evaluate import evaluate_model
+
+    params = params_for(tmp_path, tiny_model_dir, **{"train.method": "finetune", "evaluate.slice_columns": "[]"})
+    out = tmp_path / "model"
+    fine_tune(params, splits["train"], splits["val"], out)
+    rows = pd.read_csv(GOEMOTIONS / "test.csv")
+    rows["labels"] = rows["labels"].str.split("|").map(sorted)
+    test = rows[rows["labels"].map(lambda labels: set(labels) <= set(LABELS))].head(300).reset_index(drop=True)
+    result = evaluate_model(out, splits["train"], test, params, val=splits["val"])
+
+    labels = json.loads((out / "labels.json").read_text())["labels"]
+    decision = json.loads((out / DECISION_FILE).read_text())
+    model = load_classifier(out)
+    scores, _ = forward(model.model, model.tokenizer, list(test["text"]), 64, params.train.max_length)
+    expected = TASK.decode(scores, labels, decision)
+    assert result.predicted == expected and all(isinstance(answer, list) for answer in result.predicted)
+    metrics = result.metrics
+    truth = multi_hot(list(test["labels"]), labels)
+    logits = np.log(scores / (1 - scores))
+    assert metrics["micro_f1"] == pytest.approx(TASK.metrics(truth, logits, decision)["micro_f1"], abs=1e-6)
+    for key in ("macro_f1", "samples_f1", "subset_accuracy", "hamming_loss", "cardinality_true",
+                "cardinality_predicted", "ece"):
+        assert key in metrics, key
+    assert metrics["cardinality_true"] == pytest.approx(truth.sum(axis=1).mean(), abs=1e-6)
+    assert set(result.per_class) == set(labels)
+    assert sum(row["support"] for row in result.per_class.values()) == int(truth.sum())
+    # Label-level confusion: every given label once (found or missed), every extra answer once.
+    confusion = result.plots["confusion"]
+    extra = sum(len(set(p) - set(a)) for a, p in zip(test["labels"], result.predicted, strict=True))
+    assert len(confusion) == int(truth.sum()) + extra
+    curves = result.plots["pr_curves"]
+    assert set(curves["label"]) == {label for label in labels if truth[:, labels.index(label)].any()}
+    assert metrics["baseline_tfidf"]["micro_f1"] > 0 and 0.05 <= metrics["baseline_tfidf"]["threshold"] <= 0.95
+    assert set(result.slices["text_length_chars"]["<=20"]) >= {"rows", "micro_f1", "macro_f1", "subset_accuracy"}
+    assert {"case", "punctuation", "typo"} <= set(result.behavioral)
+
+    probe = probe_baseline(str(tiny_model_dir), None, splits["train"], splits["val"], test, params.train.max_length,
+                           64, "cpu", params.train.seed, task=TASK.name, params=params)
+    assert 0 <= probe["micro_f1"] <= 1 and "val_micro_f1" in probe and probe["C"] > 0

@@ -33,7 +33,7 @@ def test_repro_builds_every_output_and_caches(project_repo: Path) -> None:
     params = yaml.safe_load((project_repo / "params.yaml").read_text())
     paths = {key: project_repo / value for key, value in params["paths"].items()}
     for key in ("raw", "raw_manifest", "validated", "quarantine", "validation_report", "train_summary",
-                "metrics", "per_class", "confusion", "calibration", "slices", "behavioral", "predictions",
+                "metrics", "per_class", "confusion", "calibration", "pr_curves", "slices", "behavioral", "predictions",
                 "gate_report", "gate_markdown", "gate_metrics"):
         assert paths[key].is_file() and paths[key].stat().st_size > 0, key
     model = paths["model"]
@@ -63,7 +63,7 @@ def test_repro_builds_every_output_and_caches(project_repo: Path) -> None:
     plots = json.loads(sh([*DVC, "plots", "show", "--json"], project_repo).stdout)
     shown = json.dumps(plots)
     assert "reports/training/plots/metrics" in shown and "eval/macro_f1" in shown and "confusion" in shown
-    assert "reports/calibration.csv" in shown
+    assert "reports/calibration.csv" in shown and "reports/pr_curves.csv" in shown
 
     # Evaluation extras: calibration, latency, slices, behavioral checks; the gate's verdict as a DVC metric.
     assert 0 <= metrics["ece"] <= 1 and metrics["latency"]["batch1_p95_ms"] >= metrics["latency"]["batch1_p50_ms"] > 0

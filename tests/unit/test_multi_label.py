@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 from gradus.config.pipeline import GateConfig
+from gradus.scoring import precision_recall_rows
 from gradus.task_types.base import Champion
 from gradus.task_types.multi_label import (
     MIN_POSITIVES_FOR_OWN_THRESHOLD,
@@ -17,7 +18,6 @@ from gradus.task_types.multi_label import (
     multi_hot,
     normalise_label_set,
     per_label_table,
-    precision_recall_rows,
     prediction_signals,
     read_label_set,
     sigmoid,
