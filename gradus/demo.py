@@ -231,6 +231,52 @@ def _row(rng: random.Random, labels: list[str]) -> dict[str, str]:
     return {"text": _style(_fill(rng.choice(_INTENTS[label]), rng), rng), "label": label}
 
 
+# Label sets (model.task multi_label): a ticket raising one, two or three of the intents at once.
+_CONNECTORS = [" and ", ", also ", ". also ", " - and ", ", plus ", ". another thing: ", " and on top of that "]
+SET_SIZES = ((1, 0.55), (2, 0.38), (3, 0.07))
+_MALFORMED_SETS: list[dict[str, object]] = [
+    {"text": "my card has not arrived yet", "label": ["card_arrival"]},          # exact duplicate of a clean row
+    {"text": "My card has not arrived yet!", "label": ["card_arrival"]},         # normalised duplicate
+    {"text": "my card has not arrived yet", "label": ["card_declined"]},         # conflicting label set
+    {"text": "", "label": ["card_arrival"]},
+    {"text": None, "label": ["refund_request", "transfer_fee"]},
+    {"text": "my card was declined again", "label": []},                         # empty set (not allowed)
+    {"text": "how do i change my pin and close my account", "label": ["change_pin|close_account"]},  # separator
+    {"text": "i want to upgrade my plan", "label": ["card_arrival", "plan_upgrade"]},  # a label on one row only
+    {"text": "\t\n", "label": ["close_account"]},
+]
+
+
+def _set_row(rng: random.Random, labels: list[str]) -> dict[str, object]:
+    size = rng.choices([k for k, _ in SET_SIZES], weights=[w for _, w in SET_SIZES])[0]
+    chosen: list[str] = []
+    while len(chosen) < size:  # skewed like the single-label demo: the first intents are more common
+        label = rng.choices(labels, weights=[3 - 2 * i / len(labels) for i in range(len(labels))])[0]
+        if label not in chosen:
+            chosen.append(label)
+    parts = [_paraphrase(_fill(rng.choice(_INTENTS[label]), rng), rng) for label in chosen]
+    text = parts[0] + "".join(rng.choice(_CONNECTORS) + part for part in parts[1:])
+    return {"text": _style(text, rng), "label": sorted(chosen)}
+
+
+def generate_sets(rows: int = 3000, seed: int = 7) -> pd.DataFrame:
+    """`rows` support tickets (text, label: a list of intents), malformed ones included, identical for the same
+    (rows, seed): the demo for label sets."""
+    rng = random.Random(seed)
+    labels = intents()
+    seen = {normalize_text(str(_MALFORMED_SETS[0]["text"]))}
+    records: list[dict[str, object]] = [dict(_MALFORMED_SETS[0])]
+    while len(records) < rows - len(_MALFORMED_SETS) + 1:
+        row = _set_row(rng, labels)
+        key = normalize_text(str(row["text"]))
+        if key not in seen:
+            seen.add(key)
+            records.append(row)
+    for bad in _MALFORMED_SETS[1:]:
+        records.insert(rng.randrange(len(records) + 1), dict(bad))
+    return pd.DataFrame.from_records(records, columns=["text", "label"])
+
+
 def generate(rows: int = 3000, seed: int = 7) -> pd.DataFrame:
     """Return `rows` rows (text, label), malformed ones included, identical for the same (rows, seed)."""
     rng = random.Random(seed)

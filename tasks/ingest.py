@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradus import demo, storage
+from gradus import storage
 from gradus.catalogue import read_catalogue
 from gradus.config.pipeline import (
     DataConfig,
@@ -25,15 +25,16 @@ from gradus.config.pipeline import (
 )
 from gradus.errors import DataError
 from gradus.io import SNAPSHOT_COLUMNS, TYPE_COLUMNS, write_json, write_parquet
+from gradus.task_types.seam import DEFAULT_TASK, task_type
 
 Loaded = list[tuple[pd.DataFrame, dict[str, Any]]]
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
-def load_demo(source: DemoSource) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The embedded demo dataset, as a source."""
-    frame = demo.generate(source.rows, source.seed)
-    uri = f"demo://support-intents?rows={source.rows}&seed={source.seed}"
+def load_demo(source: DemoSource, task: str = DEFAULT_TASK) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The embedded demo dataset of the task type (support intents; tickets with label sets), as a source."""
+    frame, name = task_type(task).demo(source.rows, source.seed)
+    uri = f"demo://{name}?rows={source.rows}&seed={source.seed}"
     return _frame(frame["text"], frame["label"], uri), {"uri": uri, "rows": len(frame)}
 
 
@@ -148,10 +149,10 @@ def load_hf(source: HFSource) -> tuple[pd.DataFrame, dict[str, Any]]:
                   extra), info
 
 
-def load_source(source: Source) -> Loaded:
+def load_source(source: Source, task: str = DEFAULT_TASK) -> Loaded:
     """Read one configured source into (frame, manifest entry) pairs, one per file or object."""
     if isinstance(source, DemoSource):
-        return [load_demo(source)]
+        return [load_demo(source, task)]
     return [load_hf(source)] if isinstance(source, HFSource) else load_tables(source)
 
 
@@ -173,13 +174,13 @@ def declared_sources(params: StageParams) -> list[tuple[str, Source]]:
             + [(entry.file, entry.source) for entry in entries])
 
 
-def collect(cfg: DataConfig,
-            sources: list[tuple[str, Source]] | None = None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def collect(cfg: DataConfig, sources: list[tuple[str, Source]] | None = None,
+            task: str = DEFAULT_TASK) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Read every source, in order, into one frame; normalise labels per params."""
     sources = sources if sources is not None else [(f"data.sources.{i}", s) for i, s in enumerate(cfg.sources)]
     frames, manifest = [], []
     for where, source in sources:
-        for frame, info in not_empty(source, where, load_source(source)):
+        for frame, info in not_empty(source, where, load_source(source, task)):
             frames.append(frame)
             manifest.append({"kind": source.kind, "declared_in": where, **info})
     raw = pd.concat(frames, ignore_index=True)
@@ -203,7 +204,7 @@ def normalize_labels(labels: pd.Series, case: str) -> pd.Series:
 
 def run(params: StageParams) -> dict[str, Any]:
     """Write the raw snapshot and its manifest."""
-    raw, manifest = collect(params.data, declared_sources(params))
+    raw, manifest = collect(params.data, declared_sources(params), params.model.task)
     write_parquet(raw, Path(params.paths.raw))
     write_json({"rows": len(raw), "sources": manifest}, Path(params.paths.raw_manifest))
     return {"rows": len(raw), "sources": len(manifest), "snapshot": params.paths.raw}

@@ -148,6 +148,10 @@ class TaskType(Protocol):
         """The first model's absolute floors: (check name, metric key, the gate setting's floor)."""
         ...
 
+    def demo(self, rows: int, seed: int) -> tuple[pd.DataFrame, str]:
+        """The embedded demo data of this type (text, label columns as the type reads them) and its name."""
+        ...
+
     def read_targets(self, frame: pd.DataFrame, params: StageParams) -> Targets:
         """The validate stage's view of the raw snapshot's label cells (`label`, `label_type`): parsed into the
         internal form, normalised, with the derived columns the row rules check."""

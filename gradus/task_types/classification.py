@@ -90,6 +90,12 @@ class Classification:
         """None to choose: the answer is the most probable label."""
         return {}
 
+    def demo(self, rows: int, seed: int) -> tuple[pd.DataFrame, str]:
+        """Support messages, one intent each."""
+        from gradus.demo import generate
+
+        return generate(rows, seed), "support-intents"
+
     def read_targets(self, frame: pd.DataFrame, params: StageParams) -> Targets:
         """The label cell as ingest normalised it; the vocabulary is validate.allowed_labels, else every label
         with validate.min_examples_per_class rows."""

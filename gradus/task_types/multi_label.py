@@ -340,6 +340,12 @@ class MultiLabel:
         return choose_decision(np.asarray(targets, dtype=np.float64), scores(), vocabulary,
                                per_label=params.multi_label.thresholds == "per_label")
 
+    def demo(self, rows: int, seed: int) -> tuple[pd.DataFrame, str]:
+        """Support tickets raising one to three intents each (a list per row)."""
+        from gradus.demo import generate_sets
+
+        return generate_sets(rows, seed), "support-tickets"
+
     def read_targets(self, frame: pd.DataFrame, params: StageParams) -> Targets:
         """Each cell read as a label set (a list from JSONL / Parquet, or a text split on the separator),
         normalised; `label_problem` says why a row's set cannot be used ('' when it can), `labels` holds the set
