@@ -8,6 +8,8 @@ bag-of-words baseline stays well below 100 %. A handful of malformed rows exerci
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 
@@ -262,34 +264,29 @@ def _set_row(rng: random.Random, labels: list[str]) -> dict[str, object]:
 def generate_sets(rows: int = 3000, seed: int = 7) -> pd.DataFrame:
     """`rows` support tickets (text, label: a list of intents), malformed ones included, identical for the same
     (rows, seed): the demo for label sets."""
-    rng = random.Random(seed)
-    labels = intents()
-    seen = {normalize_text(str(_MALFORMED_SETS[0]["text"]))}
-    records: list[dict[str, object]] = [dict(_MALFORMED_SETS[0])]
-    while len(records) < rows - len(_MALFORMED_SETS) + 1:
-        row = _set_row(rng, labels)
-        key = normalize_text(str(row["text"]))
-        if key not in seen:
-            seen.add(key)
-            records.append(row)
-    for bad in _MALFORMED_SETS[1:]:
-        records.insert(rng.randrange(len(records) + 1), dict(bad))
-    return pd.DataFrame.from_records(records, columns=["text", "label"])
+    return _assemble(rows, seed, _set_row, _MALFORMED_SETS)
 
 
 def generate(rows: int = 3000, seed: int = 7) -> pd.DataFrame:
     """Return `rows` rows (text, label), malformed ones included, identical for the same (rows, seed)."""
+    return _assemble(rows, seed, _row, _MALFORMED)
+
+
+def _assemble(rows: int, seed: int, make: Callable[[random.Random, list[str]], dict[str, Any]],
+              malformed: list[dict[str, Any]]) -> pd.DataFrame:
+    """Distinct generated rows (the first malformed row, a clean text, leads), the other malformed rows at
+    seeded places."""
     rng = random.Random(seed)
     labels = intents()
     # Real support traffic rarely repeats a message word for word: keep each normalised text once.
-    seen = {normalize_text(_MALFORMED[0]["text"] or "")}
-    records: list[dict[str, str | None]] = [dict(_MALFORMED[0])]
-    while len(records) < rows - len(_MALFORMED) + 1:
-        row = _row(rng, labels)
-        key = normalize_text(row["text"])
+    seen = {normalize_text(str(malformed[0]["text"] or ""))}
+    records: list[dict[str, Any]] = [dict(malformed[0])]
+    while len(records) < rows - len(malformed) + 1:
+        row = make(rng, labels)
+        key = normalize_text(str(row["text"]))
         if key not in seen:
             seen.add(key)
             records.append(row)
-    for bad in _MALFORMED[1:]:
+    for bad in malformed[1:]:
         records.insert(rng.randrange(len(records) + 1), dict(bad))
     return pd.DataFrame.from_records(records, columns=["text", "label"])
