@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gradus import __version__
 from gradus.config.params import Params
+from gradus.task_types.seam import task_type
 from gradus.text import CONTROL_CHARS
 from serving.middleware import Guard
 from serving.routes import router
@@ -86,8 +87,8 @@ def _document_text_rules(app: FastAPI, service: Service) -> None:
         predict.update(items=text, maxItems=service.cfg.max_texts)
         feedback = schemas["FeedbackRequest"]
         labels = sorted(service.models.labels())
-        if labels:
-            feedback["properties"]["label"] = {"type": "string", "enum": labels, "description": "the right label"}
+        if labels:  # the served task type's answer field: `label` or `labels`, of the labels served now
+            feedback["allOf"] = [task_type(service.models.task()).feedback_schema(labels)]
         feedback["oneOf"] = [
             {"required": ["request_id"], "properties": {"request_id": {"type": "string"}, "text": {"type": "null"}}},
             {"required": ["text"], "properties": {"text": text, "request_id": {"type": "null"}}}]

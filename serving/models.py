@@ -22,6 +22,7 @@ from gradus.modeling import Classifier
 from gradus.monitoring.records import MonitorRecords
 from gradus.registry.versions import Registry
 from gradus.servable import load_version
+from gradus.task_types.seam import DEFAULT_TASK
 from serving.batching import Slot, service_lanes
 
 log = logging.getLogger("gradus.serving")
@@ -92,6 +93,11 @@ class ModelSet:
 
     def labels(self) -> set[str]:
         return {label for slot in list(self.slots.values()) for label in slot.model.labels}
+
+    def task(self) -> str:
+        """The task type the served models answer (release and the gate keep one per registry): the champion's."""
+        slots = list(self.slots.values())
+        return getattr(slots[0].model, "task", DEFAULT_TASK) if slots else DEFAULT_TASK
 
     # -- hot swap
 

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, ORJSONResponse, PlainTextResponse, R
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gradus import __version__
+from gradus.task_types.seam import DEFAULT_TASK, task_type
 from serving.schemas import (
     PREDICT_ERRORS,
     V2_EXTENSIONS,
@@ -70,14 +71,19 @@ async def predict(body: PredictRequest, request: Request, service: ServiceDep) -
 @router.post("/v1/feedback", status_code=201, tags=["inference"], response_model=FeedbackStored,
           responses=_errors(400, 404, 413, 422))
 async def feedback(body: FeedbackRequest, request: Request, service: ServiceDep) -> dict[str, Any]:
-    """Store the right label for an answered text (by request id and index) or for a text."""
+    """Store the right answer for an answered text (by request id and index) or for a text: `label` where the
+    model answers one label per text, `labels` (a list) where it answers a label set."""
     if body.text is not None:
         service.check_texts([body.text], "text")
+    target, why = task_type(service.models.task()).feedback_target(body.label, body.labels)
+    if why is not None:
+        raise HTTPException(422, why)
     known = service.models.labels()
-    if body.label not in known:
-        raise HTTPException(422, f"label {body.label!r} is not one the served models know ({len(known)} labels, "
+    unknown = [label for label in ([target] if isinstance(target, str) else target) if label not in known]
+    if unknown:
+        raise HTTPException(422, f"label {unknown[0]!r} is not one the served models know ({len(known)} labels, "
                                  f"e.g. {sorted(known)[:5]})")
-    record: dict[str, Any] = {"time": datetime.now(UTC).isoformat(), "label": body.label, "text": body.text,
+    record: dict[str, Any] = {"time": datetime.now(UTC).isoformat(), "label": target, "text": body.text,
                               "request_id": body.request_id, "version": None, "alias": None,
                               "predicted_label": None}
     if body.request_id is not None:
@@ -93,7 +99,7 @@ async def feedback(body: FeedbackRequest, request: Request, service: ServiceDep)
         request.state.alias, request.state.version = remembered["alias"], remembered["version"]
     await asyncio.to_thread(service.feedback.append, record)
     service.metrics.feedback.labels(record["alias"] or "-", record["version"] or "-").inc()
-    return {"stored": True, "label": body.label, "request_id": body.request_id}
+    return {"stored": True, "label": target, "request_id": body.request_id}
 
 @router.get("/v2", tags=["v2"], response_model=ServerMetadata)
 async def server_metadata() -> dict[str, Any]:
@@ -112,8 +118,7 @@ async def model_metadata(service: ServiceDep, name: str = Depends(served_model))
     return {"name": name, "versions": [v for v in service.models.describe()["slots"].values() if v],
             "platform": "pytorch_safetensors",
             "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
-            "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]},
-                        {"name": "confidence", "datatype": "FP32", "shape": [-1]}]}
+            "outputs": task_type(service.models.task()).v2_output_metadata()}
 
 @router.get("/v2/models/{name}/ready", tags=["v2"],
          responses={**_errors(404, v2=True), 503: {"description": "not ready"}})
@@ -125,7 +130,9 @@ async def model_ready(service: ServiceDep, name: str = Depends(served_model)) ->
           openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
               "schema": _inlined(InferRequest.model_json_schema())}}}})
 async def infer(request: Request, service: ServiceDep, name: str = Depends(served_model)) -> Response:
-    """Open Inference Protocol v2: one BYTES input of texts; outputs `label` (BYTES), `confidence` (FP32).
+    """Open Inference Protocol v2: one BYTES input of texts; outputs `label` (BYTES), `confidence` (FP32) for one
+    label per text; `labels` (BYTES: each text's label set as a JSON array) and `scores` (FP32 [texts, labels],
+    columns in the order of parameters.labels) for label sets.
     The body is JSON with or without a content type (clients such as tritonclient send none), or the
     binary tensor data extension (Inference-Header-Content-Length: a JSON header, then each BYTES element
     as a 4-byte little-endian length and its UTF-8 bytes). Answers are JSON."""
@@ -143,13 +150,12 @@ async def infer(request: Request, service: ServiceDep, name: str = Depends(serve
     request_id = request.state.request_id = body.id or service.request_id()
     answer, route = await service.infer(texts, key, request)
     predictions = service.answered(request_id, texts, answer, route, started)
+    kind, labels = task_type(getattr(answer.model, "task", DEFAULT_TASK)), list(answer.model.labels)
+    parameters = {"alias": route.alias, **kind.v2_parameters(labels)}
     # response_model documents the answer; not validated again per request, as for /v1/predict.
     return ORJSONResponse({"model_name": name, "model_version": answer.model.version, "id": request_id,
-                           "parameters": {"alias": route.alias},
-                           "outputs": [{"name": "label", "datatype": "BYTES", "shape": [len(predictions)],
-                                        "data": [p["label"] for p in predictions]},
-                                       {"name": "confidence", "datatype": "FP32", "shape": [len(predictions)],
-                                        "data": [p["confidence"] for p in predictions]}]})
+                           "parameters": parameters,
+                           "outputs": kind.v2_outputs(predictions, answer.probabilities, labels)})
 
 @router.get("/metrics", tags=["operations"], response_class=PlainTextResponse,
          responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},

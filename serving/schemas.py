@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 CLIENT_GONE = 499  # nginx's code for "client closed the request": nothing is sent, it is only counted
@@ -21,6 +21,7 @@ class _Strict(BaseModel):
 class PredictRequest(_Strict):
     texts: list[StrictStr] = Field(min_length=1, description="the texts to classify")
     key: StrictStr | None = Field(None, description="routing key: the same key always reaches the same version")
+    scores: StrictBool = Field(False, description="also answer every label's score per text")
 
 
 class Score(BaseModel):
@@ -29,9 +30,20 @@ class Score(BaseModel):
 
 
 class Prediction(BaseModel):
+    """One label per text (model.task classification): the most probable label and the top_k."""
+
     label: str
     confidence: float
     top_k: list[Score]
+    scores: dict[str, float] | None = Field(None, description="every label's probability (when asked)")
+
+
+class LabelSetPrediction(BaseModel):
+    """A label set per text (model.task multi_label): the labels whose sigmoid score reaches their threshold (the
+    decision stored with the model), by falling score; none when no label applies."""
+
+    labels: list[Score]
+    scores: dict[str, float] | None = Field(None, description="every label's sigmoid score (when asked)")
 
 
 class ModelRef(BaseModel):
@@ -42,11 +54,12 @@ class ModelRef(BaseModel):
 class PredictResponse(BaseModel):
     request_id: str
     model: ModelRef
-    predictions: list[Prediction]
+    predictions: list[Prediction | LabelSetPrediction]
 
 
 class FeedbackRequest(_Strict):
-    label: StrictStr = Field(min_length=1, description="the right label")
+    label: StrictStr | None = Field(None, min_length=1, description="the right label (one label per text)")
+    labels: list[StrictStr] | None = Field(None, description="the right labels (a label set per text; [] for none)")
     request_id: StrictStr | None = Field(None, description="a request this service answered ...")
     index: int = Field(0, ge=0, description="... and which of its texts (0 = the first)")
     text: StrictStr | None = Field(None, description="or the text itself")
@@ -55,6 +68,8 @@ class FeedbackRequest(_Strict):
     def _one_reference(self) -> FeedbackRequest:
         if (self.request_id is None) == (self.text is None):
             raise ValueError("give exactly one of request_id (with index) or text")
+        if (self.label is None) == (self.labels is None):
+            raise ValueError("give exactly one of label (one label per text) or labels (a label set)")
         return self
 
 
@@ -76,7 +91,7 @@ class InferRequest(_Strict):
 
 class FeedbackStored(BaseModel):
     stored: bool
-    label: str
+    label: str | list[str]
     request_id: str | None
 
 

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import HTTPException, Request
 
 from gradus.config.params import Params
 from gradus.modeling import pick_device
 from gradus.registry.versions import project_registry
+from gradus.task_types.seam import DEFAULT_TASK, task_type
 from gradus.text import text_problem
 from serving.batching import Answer, Job, service_threads
 from serving.metrics import Metrics
@@ -99,7 +99,7 @@ class Service:
         self.check_key(body.key)
         answer, route = await self.infer(body.texts, body.key, request)
         return {"request_id": request_id, "model": {"version": answer.model.version, "alias": route.alias},
-                "predictions": self.answered(request_id, body.texts, answer, route, started)}
+                "predictions": self.answered(request_id, body.texts, answer, route, started, body.scores)}
 
     def copy_to_shadow(self, request_id: str, texts: list[str], served_by: str | None) -> None:
         """During a release, both models answer the same texts: the shadow version gets a copy of what another
@@ -147,33 +147,35 @@ class Service:
             raise HTTPException(422, "key refused (text_control_chars): invalid Unicode (a lone surrogate)")
 
     def log_answers(self, request_id: str, texts: list[str], answer: Answer, alias: str,
-                    started: float) -> list[str]:
-        """Log and count one request's answers (a served or a shadow one); returns the predicted labels."""
-        model, probabilities = answer.model, answer.probabilities
-        best = answer.ranked[:, 0]
-        predicted = np.asarray(model.labels)[best].tolist()
+                    started: float) -> list[Any]:
+        """Log and count one request's answers (a served or a shadow one); returns them (a label; a label set,
+        as the model's task type answers)."""
+        model = answer.model
+        kind = task_type(getattr(model, "task", DEFAULT_TASK))
+        predicted, confidence = kind.logged(answer.probabilities, answer.ranked, list(model.labels),
+                                            getattr(model, "decision", {}))
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         now = datetime.now(UTC).isoformat()
         version = model.version or "-"
         self.predictions.record([{"time": now, "request_id": request_id, "text": text, "version": version,
-                                  "alias": alias, "predicted_label": label,
-                                  "confidence": float(probabilities[i, best[i]]), "latency_ms": latency_ms}
+                                  "alias": alias, "predicted_label": label, "confidence": confidence[i],
+                                  "latency_ms": latency_ms}
                                  for i, (text, label) in enumerate(zip(texts, predicted, strict=True))])
-        for label in predicted:
-            self.metrics.predictions.labels(label, alias, version).inc()
+        for answered in predicted:
+            for label in kind.counted(answered):
+                self.metrics.predictions.labels(label, alias, version).inc()
         return predicted
 
     def answered(self, request_id: str, texts: list[str], answer: Answer, route: Route,
-                 started: float) -> list[dict[str, Any]]:
+                 started: float, all_scores: bool = False) -> list[dict[str, Any]]:
         """The per-text answers. Logging, counting, remembering them for feedback and the shadow's copy run
         right after, once the event loop has sent the answers ready now: when a pass ends, its requests are
         answered one after another on the event loop, and the next pass waits for their clients' next texts.
         (Any request, a feedback one too, is read from its socket only after these callbacks have run.)"""
-        labels, probabilities = answer.model.labels, answer.probabilities
-        top = answer.ranked[:, :self.cfg.top_k]
-        predictions = [{"label": labels[top[i, 0]], "confidence": float(probabilities[i, top[i, 0]]),
-                        "top_k": [{"label": labels[j], "score": float(probabilities[i, j])} for j in top[i]]}
-                       for i in range(len(texts))]
+        model = answer.model
+        predictions = task_type(getattr(model, "task", DEFAULT_TASK)).answer_json(
+            answer.probabilities, answer.ranked, model.labels, getattr(model, "decision", {}), self.cfg.top_k,
+            all_scores)
         asyncio.get_running_loop().call_soon(self._after_answer, request_id, texts, answer, route, started)
         return predictions
 

@@ -223,6 +223,35 @@ class TaskType(Protocol):
         test with `slice_scores`' figures: what a fine-tuned model must beat cheaply."""
         ...
 
+    def answer_json(self, scores: np.ndarray, ranked: np.ndarray, labels: Sequence[str], decision: dict[str, Any],
+                    top_k: int, all_scores: bool) -> list[dict[str, Any]]:
+        """The service's answer per text (/v1/predict): one label with its confidence and the top_k; the labels
+        over their thresholds with their scores. `ranked`: each row's label indexes by falling score."""
+        ...
+
+    def logged(self, scores: np.ndarray, ranked: np.ndarray, labels: Sequence[str],
+               decision: dict[str, Any]) -> tuple[list[Any], list[float]]:
+        """Each text's answer as the prediction log stores it (a label; a label list) and its confidence (the
+        answered label's probability; the highest score)."""
+        ...
+
+    def v2_outputs(self, answers: list[dict[str, Any]], scores: np.ndarray, labels: Sequence[str]) -> list[dict]:
+        """The Open Inference Protocol v2 output tensors of a batch of answers (docs/serving.md lists them)."""
+        ...
+
+    def v2_parameters(self, labels: Sequence[str]) -> dict[str, Any]:
+        """What an infer response's parameters add to read its outputs (the label order of a score matrix)."""
+        ...
+
+    def v2_output_metadata(self) -> list[dict[str, Any]]:
+        """The output tensors' names, datatypes and shapes, as the v2 model metadata states them."""
+        ...
+
+    def feedback_target(self, label: str | None, labels: list[str] | None) -> tuple[Any, str | None]:
+        """(The target a feedback request gives, in the internal form; or None and why it gives none): one
+        `label`; a `labels` list."""
+        ...
+
     def compare(self, actual: list[Any], challenger: list[Any], champion: Champion, challenger_labels: list[str],
                 cfg: GateConfig) -> tuple[dict[str, Any], list[Check]]:
         """Champion vs challenger on the same test texts: the gate's comparison checks and their numbers."""
@@ -230,6 +259,14 @@ class TaskType(Protocol):
 
     def agreement(self, left: Sequence[Any], right: Sequence[Any]) -> np.ndarray:
         """Per text, how far two answers agree, in [0, 1] (1 = the same answer)."""
+        ...
+
+    def feedback_schema(self, labels: list[str]) -> dict[str, Any]:
+        """The JSON Schema part of a feedback request that carries the right answer, over the labels served."""
+        ...
+
+    def counted(self, answer: Any) -> list[str]:
+        """The labels one answer counts towards (the service's per-label prediction counter)."""
         ...
 
     def frequencies(self, answers: Iterable[Any]) -> Counter[str]:

@@ -197,6 +197,50 @@ class Classification:
         return {"accuracy": round(float(accuracy_score(test["label"], predicted)), 6),
                 "macro_f1": round(float(f1_score(test["label"], predicted, average="macro")), 6)}
 
+    def answer_json(self, scores: np.ndarray, ranked: np.ndarray, labels: Sequence[str], decision: dict[str, Any],
+                    top_k: int, all_scores: bool) -> list[dict[str, Any]]:
+        """{label, confidence, top_k: [{label, score}]} (and every label's score when asked)."""
+        top = ranked[:, :top_k]
+        answers = [{"label": labels[top[i, 0]], "confidence": float(scores[i, top[i, 0]]),
+                    "top_k": [{"label": labels[j], "score": float(scores[i, j])} for j in top[i]]}
+                   for i in range(len(scores))]
+        if all_scores:
+            for i, answer in enumerate(answers):
+                answer["scores"] = dict(zip(labels, scores[i].tolist(), strict=True))
+        return answers
+
+    def logged(self, scores: np.ndarray, ranked: np.ndarray, labels: Sequence[str],
+               decision: dict[str, Any]) -> tuple[list[str], list[float]]:
+        best = ranked[:, 0]
+        return np.asarray(labels)[best].tolist(), scores[np.arange(len(scores)), best].astype(float).tolist()
+
+    def v2_outputs(self, answers: list[dict[str, Any]], scores: np.ndarray, labels: Sequence[str]) -> list[dict]:
+        """`label` (BYTES [n]) and `confidence` (FP32 [n])."""
+        return [{"name": "label", "datatype": "BYTES", "shape": [len(answers)], "data": [a["label"] for a in answers]},
+                {"name": "confidence", "datatype": "FP32", "shape": [len(answers)],
+                 "data": [a["confidence"] for a in answers]}]
+
+    def v2_parameters(self, labels: Sequence[str]) -> dict[str, Any]:
+        return {}
+
+    def v2_output_metadata(self) -> list[dict[str, Any]]:
+        return [{"name": "label", "datatype": "BYTES", "shape": [-1]},
+                {"name": "confidence", "datatype": "FP32", "shape": [-1]}]
+
+    def feedback_target(self, label: str | None, labels: list[str] | None) -> tuple[Any, str | None]:
+        if label is None or labels is not None:
+            return None, "give the right label as `label` (a string): this model answers one label per text"
+        return label, None
+
+    def feedback_schema(self, labels: list[str]) -> dict[str, Any]:
+        """`label`: one of the labels."""
+        return {"required": ["label"], "properties": {
+            "label": {"type": "string", "enum": labels, "description": "the right label"},
+            "labels": {"type": "null"}}}
+
+    def counted(self, answer: str) -> list[str]:
+        return [answer]
+
     def compare(self, actual: list[str], challenger: list[str], champion: Champion, challenger_labels: list[str],
                 cfg: GateConfig) -> tuple[dict[str, Any], list[Check]]:
         """Champion vs challenger on the test rows whose true label both models know: macro-F1 non-inferiority

@@ -478,6 +478,54 @@ class MultiLabel:
         return {"threshold": decision["global"],
                 **self.slice_scores(list(test[self.target_column]), answers, labels)}
 
+    def answer_json(self, scores: np.ndarray, ranked: np.ndarray, labels: Sequence[str], decision: dict[str, Any],
+                    top_k: int, all_scores: bool) -> list[dict[str, Any]]:
+        """{labels: [{label, score}] over their thresholds, by falling score} (and every label's score when
+        asked)."""
+        keep = scores >= thresholds_of(decision, labels)
+        answers = [{"labels": [{"label": labels[j], "score": float(scores[i, j])} for j in ranked[i] if keep[i, j]]}
+                   for i in range(len(scores))]
+        if all_scores:
+            for i, answer in enumerate(answers):
+                answer["scores"] = dict(zip(labels, scores[i].tolist(), strict=True))
+        return answers
+
+    def logged(self, scores: np.ndarray, ranked: np.ndarray, labels: Sequence[str],
+               decision: dict[str, Any]) -> tuple[list[list[str]], list[float]]:
+        return self.decode(scores, labels, decision), scores.max(axis=1, initial=0.0).astype(float).tolist()
+
+    def v2_outputs(self, answers: list[dict[str, Any]], scores: np.ndarray, labels: Sequence[str]) -> list[dict]:
+        """`labels` (BYTES [n]: each text's answered labels as a JSON array) and `scores` (FP32 [n, L]: every
+        label's sigmoid score, columns in the order of the response's parameters.labels)."""
+        return [{"name": "labels", "datatype": "BYTES", "shape": [len(answers)],
+                 "data": [json.dumps([item["label"] for item in a["labels"]]) for a in answers]},
+                {"name": "scores", "datatype": "FP32", "shape": [len(answers), len(labels)],
+                 "data": scores.astype(float).ravel().tolist()}]
+
+    def v2_parameters(self, labels: Sequence[str]) -> dict[str, Any]:
+        """The label order of the `scores` columns."""
+        return {"labels": list(labels)}
+
+    def v2_output_metadata(self) -> list[dict[str, Any]]:
+        return [{"name": "labels", "datatype": "BYTES", "shape": [-1]},
+                {"name": "scores", "datatype": "FP32", "shape": [-1, -1]}]
+
+    def feedback_target(self, label: str | None, labels: list[str] | None) -> tuple[Any, str | None]:
+        if labels is None:
+            return None, ("give the right labels as `labels` (a list, [] for none): this model answers a label set "
+                          "per text")
+        return normalise_label_set(labels, "keep")[0], None
+
+    def feedback_schema(self, labels: list[str]) -> dict[str, Any]:
+        """`labels`: a list of distinct labels (empty: none applies)."""
+        return {"required": ["labels"], "properties": {
+            "labels": {"type": "array", "items": {"type": "string", "enum": labels}, "uniqueItems": True,
+                       "description": "the right labels"},
+            "label": {"type": "null"}}}
+
+    def counted(self, answer: list[str]) -> list[str]:
+        return list(answer)
+
     def compare(self, actual: list[list[str]], challenger: list[list[str]], champion: Champion,
                 challenger_labels: list[str], cfg: GateConfig) -> tuple[dict[str, Any], list[Check]]:
         """Champion vs challenger on the same test texts, over the labels both know (a label only one knows is
