@@ -159,7 +159,6 @@ def run_multi_label(dataset: str, overrides: list[str], tag: str) -> dict:
         frame = pd.read_csv(DATA / dataset / f"{name}.csv")
         splits[name] = frame.assign(labels=frame["labels"].str.split("|").map(sorted))[["text", "labels"]]
     fit, val, test = splits["train"], splits["dev"], splits["test"]
-    dev_y, test_y = (multi_hot(list(frame["labels"]), labels) for frame in (val, test))
     with tempfile.TemporaryDirectory(prefix=f"gradus-{dataset}-") as work:
         params = load_params(ROOT / "params.yaml", [f"model.task={task}", *overrides,
                                                     f"paths.checkpoints={work}/checkpoints",
@@ -167,10 +166,12 @@ def run_multi_label(dataset: str, overrides: list[str], tag: str) -> dict:
         started = time.perf_counter()
         summary = fine_tune(params, fit, val, Path(work) / "model")
         model = load_classifier(Path(work) / "model", max_length=params.train.max_length)
-        assert list(model.labels) == labels, (model.labels, labels)
+        assert set(model.labels) == set(labels), (model.labels, labels)
+        labels = list(model.labels)  # the model's column order (sorted), not labels.txt's
         dev_scores, test_scores = (forward(model.model, model.tokenizer, list(frame["text"]), 128,
                                            params.train.max_length)[0] for frame in (val, test))
         wall = time.perf_counter() - started
+    dev_y, test_y = (multi_hot(list(frame["labels"]), labels) for frame in (val, test))
     rules = threshold_rules(dev_y, dev_scores, labels, summary.get("decision"))
 
     def figures(scores: Any, decision: dict) -> dict[str, float]:
