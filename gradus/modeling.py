@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from gradus.errors import ModelError
 from gradus.pooled import MULTI_HOT, classes, pool
 from gradus.task_types.base import DEFAULT_TASK
-from gradus.task_types.seam import task_of_model
+from gradus.task_types.seam import task_of_model, task_type
 
 PACKAGED = "packaged"
 PACKAGED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -112,8 +112,6 @@ class Predictions:
 
     def answers(self) -> list[Any]:
         """Each text's answer in the task type's form (a label; a label set over its thresholds)."""
-        from gradus.task_types.seam import task_type
-
         return task_type(self.task).decode(self.probabilities, list(self.label_names), self.decision)
 
     @property
