@@ -21,10 +21,7 @@ def format_result(result: dict[str, Any]) -> str:
         "gradus training pipeline finished",
         f"  data           {data['rows_in']} rows in, {data['rows_kept']} kept, "
         f"{data['rows_quarantined']} quarantined with reasons (see quarantine below)",
-        *[f"  {'test ' + METRIC_NAMES.get(key, key):<15}{metrics[key]:.4f}   (TF-IDF baseline "
-          f"{baseline.get(key, 0):.4f}"
-          + (f", majority class {metrics['majority_class_accuracy']:.4f})" if key == "accuracy" else ")")
-          for key in task_type(task).report_metrics],
+        *[metric_line(key, metrics, baseline) for key in task_type(task).report_metrics],
         *probe_lines(metrics, task),
         *training_lines(result.get("training") or {}, task),
         f"  stages run     {', '.join(s['stage'] for s in result['stages'] if s['ran']) or 'none (all up to date)'}"
@@ -44,6 +41,16 @@ def format_result(result: dict[str, Any]) -> str:
     ]
     lines += [f"    {name:<18} {path}" for name, path in result["outputs"].items()]
     return "\n".join(lines)
+
+
+def metric_line(key: str, metrics: dict[str, Any], baseline: dict[str, Any]) -> str:
+    """One test figure, with the TF-IDF baseline's (and the majority class's, for accuracy) where measured."""
+    label = "test " + METRIC_NAMES.get(key, key)
+    beside = [f"TF-IDF baseline {baseline[key]:.4f}"] if key in baseline else []
+    if key == "accuracy" and "majority_class_accuracy" in metrics:
+        beside.append(f"majority class {metrics['majority_class_accuracy']:.4f}")
+    return (f"  {label:<15}" if len(label) < 15 else f"  {label} ") + f"{metrics[key]:.4f}" + (
+        f"   ({', '.join(beside)})" if beside else "")
 
 
 def workspace_line(workspace: dict[str, Any]) -> str:

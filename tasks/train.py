@@ -259,7 +259,7 @@ def training_arguments(cfg: TrainConfig, device: str, output_dir: str, plan: Tra
 def run_fingerprint(params: StageParams, split_files: list[Path]) -> str:
     """What makes two training runs the same run: training and model params, and the exact split files."""
     settings = (params.train.model_dump(exclude={"resume"}) | params.model.model_dump()
-                | {"multi_label": params.multi_label.model_dump()})
+                | task_type(params.model.task).settings(params))
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for path in split_files:
         digest.update(sha256_file(path).encode())

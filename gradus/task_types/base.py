@@ -148,6 +148,10 @@ class TaskType(Protocol):
         """The first model's absolute floors: (check name, metric key, the gate setting's floor)."""
         ...
 
+    def settings(self, params: StageParams) -> dict[str, Any]:
+        """The type's own section of params.yaml as a dict (what makes two trainings of it differ); {} if none."""
+        ...
+
     def demo(self, rows: int, seed: int) -> tuple[pd.DataFrame, str]:
         """The embedded demo data of this type (text, label columns as the type reads them) and its name."""
         ...

@@ -90,6 +90,9 @@ class Classification:
         """None to choose: the answer is the most probable label."""
         return {}
 
+    def settings(self, params: StageParams) -> dict[str, Any]:
+        return {}
+
     def demo(self, rows: int, seed: int) -> tuple[pd.DataFrame, str]:
         """Support messages, one intent each."""
         from gradus.demo import generate

@@ -340,6 +340,10 @@ class MultiLabel:
         return choose_decision(np.asarray(targets, dtype=np.float64), scores(), vocabulary,
                                per_label=params.multi_label.thresholds == "per_label")
 
+    def settings(self, params: StageParams) -> dict[str, Any]:
+        """The multi_label section (thresholds, positive weighting, cardinality bounds)."""
+        return {"task_settings": params.multi_label.model_dump()}
+
     def demo(self, rows: int, seed: int) -> tuple[pd.DataFrame, str]:
         """Support tickets raising one to three intents each (a list per row)."""
         from gradus.demo import generate_sets
@@ -474,9 +478,9 @@ class MultiLabel:
                     scores[name][:, column] = model.predict_proba(vectorizer.transform(frame["text"]))[:, 1]
         decision = choose_decision(multi_hot(list(val[self.target_column]), labels), scores["val"], labels,
                                    per_label=False)
-        answers = self.decode(scores["test"], labels, decision)
-        return {"threshold": decision["global"],
-                **self.slice_scores(list(test[self.target_column]), answers, labels)}
+        answered = self.decode(scores["test"], labels, decision)
+        figures = set_scores(multi_hot(self.targets(test), labels), multi_hot(answered, labels))
+        return {"threshold": decision["global"], **{key: round(value, 6) for key, value in figures.items()}}
 
     def answer_json(self, scores: np.ndarray, ranked: np.ndarray, labels: Sequence[str], decision: dict[str, Any],
                     top_k: int, all_scores: bool) -> list[dict[str, Any]]:
