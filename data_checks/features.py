@@ -54,10 +54,3 @@ def conflicting_labels(keys: pd.Series, labels: pd.Series) -> pd.Series:
     several = pairs[pairs["key"].duplicated(keep=False)]  # distinct (key, label) pairs: a repeated key conflicts
     joined = several.sort_values("label").groupby("key")["label"].agg("|".join)
     return keys.map(joined).fillna("")
-
-
-def inferred_labels(labels: pd.Series, min_examples: int) -> list[str]:
-    """Labels with at least min_examples rows: the label set when params name none."""
-    counts = labels.dropna()
-    counts = counts[counts.str.strip() != ""].value_counts()
-    return sorted(counts[counts >= min_examples].index)
