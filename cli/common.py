@@ -26,7 +26,7 @@ def fail(exc: Exception, code: int = EXIT_BAD_REQUEST, prefix: str = "error") ->
     return typer.Exit(code=code)
 
 
-def guarded(action: Callable[[], None]) -> None:
+def guarded(action: Callable[[], object]) -> None:
     """Run a command body, mapping gradus's errors to one line and a distinct exit code (no traceback)."""
     try:
         action()

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 
-async def replay(url: str, texts: list[str], labels: list[str | None], *, rate: float, duration: float,
+async def replay(url: str, texts: list[str], labels: list[Any], *, rate: float, duration: float,
                  feedback_delay: float, users: int) -> dict[str, Any]:
     """Send `rate` requests per second for `duration` seconds (cycling through the texts), each keyed by one of
     `users` routing keys; post each label `feedback_delay` seconds after its answer."""
@@ -28,10 +28,12 @@ async def replay(url: str, texts: list[str], labels: list[str | None], *, rate: 
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
         origin = time.perf_counter() + 0.05
 
-        async def give_feedback(request_id: str, label: str) -> None:
+        async def give_feedback(request_id: str, label: Any) -> None:
             await asyncio.sleep(feedback_delay)
+            # A list is a label set (a model answering label sets takes `labels`); anything else one label.
+            answer = {"labels": [str(v) for v in label]} if isinstance(label, list | tuple) else {"label": str(label)}
             try:
-                response = await client.post("/v1/feedback", json={"request_id": request_id, "label": label})
+                response = await client.post("/v1/feedback", json={"request_id": request_id, **answer})
             except httpx.HTTPError as exc:  # the service went away meanwhile: counted, like a send
                 feedback[type(exc).__name__] += 1
                 return
@@ -52,7 +54,7 @@ async def replay(url: str, texts: list[str], labels: list[str | None], *, rate: 
                 body = response.json()
                 answered_by[f"{body['model']['alias']} {body['model']['version']}"] += 1
                 if labels[row] is not None:
-                    pending.append(asyncio.create_task(give_feedback(body["request_id"], str(labels[row]))))
+                    pending.append(asyncio.create_task(give_feedback(body["request_id"], labels[row])))
 
         await asyncio.gather(*(one(i) for i in range(count)))
         await asyncio.gather(*pending)
@@ -62,18 +64,20 @@ async def replay(url: str, texts: list[str], labels: list[str | None], *, rate: 
                            for q in ("p50", "p99")}}
 
 
-def load_rows(location: str, text_column: str, label_column: str | None) -> tuple[list[str], list[str | None]]:
-    """The texts (and labels, when the column is there) of a file, glob or s3:// prefix."""
+def load_rows(location: str, text_column: str, label_column: str | None) -> tuple[list[str], list[Any]]:
+    """The texts (and labels, when the column is there: a label, or a list for a label set) of a file, glob or
+    s3:// prefix."""
     from gradus.storage import read_tables
 
     tables = read_tables(location, columns=[text_column], fix="Pass --text-column (and --label-column)")
     texts: list[str] = []
-    labels: list[str | None] = []
+    labels: list[Any] = []
     for table in tables:
         frame = table.frame[table.frame[text_column].map(lambda v: isinstance(v, str) and bool(v.strip()))]
         texts += frame[text_column].tolist()
         has_labels = label_column is not None and label_column in frame.columns
-        labels += frame[label_column].tolist() if has_labels else [None] * len(frame)
+        column = frame[label_column].tolist() if has_labels else [None] * len(frame)
+        labels += [value.tolist() if isinstance(value, np.ndarray) else value for value in column]  # Parquet lists
     return texts, labels
 
 

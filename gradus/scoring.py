@@ -62,6 +62,26 @@ def weighted_macro_f1(weights: np.ndarray, actual: np.ndarray, predicted: np.nda
     return np.nanmean(f1, axis=1)
 
 
+def z_value(confidence: float) -> float:
+    """Two-sided normal quantile for a confidence level (0.95 -> 1.96)."""
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
+def paired_difference(candidate: np.ndarray, champion: np.ndarray, z: float) -> tuple[float, float, float]:
+    """Mean of candidate - champion (per-item scores on the same items) with a normal interval."""
+    return mean_interval(candidate.astype(float) - champion.astype(float), z)
+
+
+def mean_interval(values: np.ndarray, z: float) -> tuple[float, float, float]:
+    """The mean of per-item values with a normal interval (mean ± z·se; no interval from one item)."""
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    se = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("inf")
+    return mean, mean - z * se, mean + z * se
+
+
 @dataclass(frozen=True)
 class BootstrapResult:
     delta: float  # challenger - champion on the full test split

@@ -9,8 +9,9 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gradus.config.pipeline import TableFormat, TrainConfig, _Section
 
+# label_cardinality and label_scores are label sets' (model.task multi_label); a champion of another type skips them.
 DriftSignal = Literal["text_length", "word_count", "non_letter_share", "oov_share", "predicted_label",
-                      "confidence", "embeddings"]
+                      "confidence", "embeddings", "label_cardinality", "label_scores"]
 
 
 class DriftConfig(_Section):
@@ -21,7 +22,8 @@ class DriftConfig(_Section):
     format: TableFormat = "auto"
     endpoint_url: str | None = None       # for s3:// batches on an S3-compatible server
     signals: tuple[DriftSignal, ...] = ("text_length", "word_count", "non_letter_share", "oov_share",
-                                        "predicted_label", "confidence", "embeddings")
+                                        "predicted_label", "confidence", "embeddings", "label_cardinality",
+                                        "label_scores")
     min_drifted_signals: int = Field(1, ge=1)   # retrain only when at least this many signals drift
     numerical_method: str = "ks"                # Evidently stat test for numerical signals (ks: p-value)
     numerical_threshold: float = Field(0.001, gt=0)
@@ -123,13 +125,14 @@ class ReleaseConfig(_Section):
     failure_limit: int = Field(2, ge=1)     # failed checks that fail a step (and roll back)
     min_samples: int = Field(100, ge=1)     # texts a comparison needs before it is judged
     confidence: float = Field(0.95, gt=0.5, lt=1)  # of the intervals (Wilson, paired accuracy)
-    min_agreement: float = Field(0.85, ge=0, le=1)  # Wilson lower bound of agreement with the champion
+    min_agreement: float = Field(0.85, ge=0, le=1)  # lower bound of agreement (label sets: mean Jaccard)
+    min_exact_agreement: float = Field(0.7, ge=0, le=1)  # label sets: Wilson lower bound of texts given the same set
     max_label_js: float = Field(0.1, ge=0, le=1)  # Jensen-Shannon divergence (base 2) of predicted labels
     max_confidence_drop: float = Field(0.1, ge=0, le=1)  # mean confidence, champion minus candidate
     latency_p99_factor: float = Field(1.5, ge=1)  # fail above champion p99 x this ...
     latency_slack_ms: float = Field(20.0, ge=0)  # ... and above champion p99 + this (noise on fast models)
-    min_feedback: int = Field(50, ge=1)     # labeled answers before online accuracy is judged
-    max_accuracy_drop: float = Field(0.02, ge=0, le=1)  # fail when accuracy is lower by more, with confidence
+    min_feedback: int = Field(50, ge=1)     # labeled answers before online accuracy (label sets: micro-F1) is judged
+    max_accuracy_drop: float = Field(0.02, ge=0, le=1)  # fail when it is lower by more, with confidence
     require_approval: bool = True           # a person approves the last step (pause + form in the Prefect UI)
     approval_timeout_s: float = Field(86400.0, gt=0)
     on_approval_timeout: Literal["rollback", "hold"] = "rollback"  # hold: keep the last canary weight

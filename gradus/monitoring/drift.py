@@ -1,8 +1,9 @@
 """Drift monitor: compare a batch of new text with the champion's training data, with Evidently reports.
 
 Signals: text descriptors (length, word count, non-letter share: Evidently descriptors; out-of-vocabulary
-share against the training vocabulary), the champion's predicted-label distribution and confidence, and
-the champion's own encoder embeddings (Evidently's embedding drift: a reference-vs-current classifier).
+share against the training vocabulary), the champion's answered-label frequencies and confidence (top score),
+its task type's own signals (label sets: labels per text and each label's score), and the champion's own
+encoder embeddings (Evidently's embedding drift: a reference-vs-current classifier).
 The decision to retrain needs enough drifted signals, a big enough batch, a cooled-down last retrain, and
 a batch not already acted on.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from gradus.modeling import LoadedModel, pick_device
 from gradus.monitoring.records import MonitorRecords
 from gradus.registry.versions import Registry, project_registry
 from gradus.servable import load_version
+from gradus.task_types.seam import task_type
 
 TEXT_SIGNALS = ("text_length", "word_count", "non_letter_share", "oov_share")
 MODEL_SIGNALS = ("predicted_label", "confidence", "embeddings")
@@ -131,38 +134,54 @@ def _values(snapshot: Any) -> list[float]:
     return [float(metric["value"]) for metric in snapshot.dict()["metrics"]]
 
 
-def label_shift_p_value(reference: pd.Series, current: pd.Series, permutations: int, seed: int) -> float:
-    """Permutation test of the Jensen-Shannon distance between two predicted-label distributions.
+def label_shift_p_value(reference: Sequence[Any], current: Sequence[Any], permutations: int, seed: int) -> float:
+    """Permutation test of the Jensen-Shannon distance between two predicted-label distributions. Each text counts
+    towards every label it was answered (a label, or each label of a set: per-label frequencies), and shuffling
+    the texts between the sides gives the null distribution.
 
     By hand: a distance threshold means a different false-alarm rate for every sample size and label count
     (77 labels at 1,000 rows per side give same-distribution distances of 0.10-0.13), and the chi-square test
-    breaks on labels one sample never predicts. Shuffling the pooled labels gives the null distribution for
+    breaks on labels one sample never predicts. Shuffling the pooled texts gives the null distribution for
     exactly these sizes."""
     from scipy.spatial.distance import jensenshannon
 
-    labels = sorted(set(reference) | set(current))
-    codes = np.concatenate([pd.Categorical(reference, labels).codes, pd.Categorical(current, labels).codes])
-    n = len(reference)
+    answers = [[answer] if isinstance(answer, str) else list(answer) for answer in [*reference, *current]]
+    labels = sorted({label for answer in answers for label in answer})
+    column = {label: c for c, label in enumerate(labels)}
+    hot = np.zeros((len(answers), len(labels)), dtype=np.int64)
+    for row, answer in enumerate(answers):
+        hot[row, [column[label] for label in answer]] = 1
+    n, total = len(reference), hot.sum(axis=0)
 
     def distance(order: np.ndarray) -> float:
-        left = np.bincount(order[:n], minlength=len(labels))
-        right = np.bincount(order[n:], minlength=len(labels))
+        right = hot[order[n:]].sum(axis=0)
+        left = total - right
+        if not left.sum() or not right.sum():
+            return 0.0
         return float(jensenshannon(left / left.sum(), right / right.sum()))
 
-    observed = distance(codes)
+    observed = distance(np.arange(len(answers)))
     rng = np.random.default_rng(seed)
-    null = np.array([distance(rng.permutation(codes)) for _ in range(permutations)])
+    null = np.array([distance(rng.permutation(len(answers))) for _ in range(permutations)])
     return float((1 + np.sum(null >= observed)) / (1 + permutations))
 
 
-def model_frame(texts: list[str], champion: LoadedModel) -> pd.DataFrame:
-    """The champion's predicted label, confidence and mean-pooled embedding for each text."""
+NO_LABEL = "(none)"  # the report's category of a text answered with no label (an empty label set)
+
+
+def model_frame(texts: list[str], champion: LoadedModel) -> tuple[pd.DataFrame, list[list[str]]]:
+    """The champion's view of each text: its task type's own signal columns, the answered labels as one category
+    (a label; a label set), the confidence (top score) and the mean-pooled embedding; and each text's answered
+    labels, for the per-label frequency test."""
     predictions = champion.predict(texts, 64, embeddings=True)
+    kind = task_type(champion.task)
+    answered = [sorted(kind.counted(answer)) for answer in predictions.answers()]
     embeddings = predictions.embeddings
     frame = pd.DataFrame(embeddings, columns=[f"emb_{i}" for i in range(embeddings.shape[1])])
-    frame.insert(0, "predicted_label", predictions.labels())
+    frame.insert(0, "predicted_label", [", ".join(labels) or NO_LABEL for labels in answered])
     frame.insert(1, "confidence", predictions.confidence.astype(float))
-    return frame
+    own = kind.prediction_signals(predictions.probabilities, list(predictions.label_names), predictions.decision)
+    return pd.concat([own.reset_index(drop=True), frame], axis=1), answered
 
 
 def model_report(reference: pd.Series, current: pd.Series, champion: LoadedModel,
@@ -179,34 +198,64 @@ def model_report(reference: pd.Series, current: pd.Series, champion: LoadedModel
     sizes = {"reference": cfg.reference_model_rows, "current": cfg.max_model_rows}
     sample = {name: side.iloc[np.sort(rng.choice(len(side), min(len(side), sizes[name]), replace=False))]
               for name, side in (("reference", reference), ("current", current))}
-    frames = {name: model_frame(list(side.astype(str)), champion) for name, side in sample.items()}
+    views = {name: model_frame(list(side.astype(str)), champion) for name, side in sample.items()}
+    frames = {name: frame for name, (frame, _) in views.items()}
     embedding_columns = [c for c in frames["current"].columns if c.startswith("emb_")]
-    definition = DataDefinition(numerical_columns=["confidence", *embedding_columns],
+    # The task type's own signals: a column each, or `<signal>:<part>` columns judged together (each label's score).
+    own_columns = [c for c in frames["current"].columns if not c.startswith("emb_")
+                   and c not in ("predicted_label", "confidence")]
+    parts: dict[str, list[str]] = {}
+    for column in own_columns:
+        parts.setdefault(column.split(":", 1)[0], []).append(column)
+    definition = DataDefinition(numerical_columns=["confidence", *own_columns, *embedding_columns],
                                 categorical_columns=["predicted_label"], embeddings={"champion": embedding_columns})
     datasets = {name: Dataset.from_pandas(frame, data_definition=definition) for name, frame in frames.items()}
-    wanted = [s for s in MODEL_SIGNALS if s in cfg.signals]
-    metrics = {"predicted_label": ValueDrift(column="predicted_label", method="jensenshannon", threshold=0.1),
-               "confidence": ValueDrift(column="confidence", method=cfg.numerical_method,
-                                        threshold=cfg.numerical_threshold),
-               "embeddings": EmbeddingsDrift(embeddings_name="champion",
-                                             drift_method=ModelDriftMethod(threshold=cfg.embeddings_threshold))}
-    snapshot = Report([metrics[s] for s in wanted]).run(datasets["current"], datasets["reference"])
-    rules = {"confidence": (cfg.numerical_method, cfg.numerical_threshold),
-             "embeddings": ("domain_classifier_roc_auc", cfg.embeddings_threshold)}
+    wanted = [s for s in cfg.signals if s in MODEL_SIGNALS or s in parts]
+
+    def value_drift(column: str) -> Any:
+        return ValueDrift(column=column, method=cfg.numerical_method, threshold=cfg.numerical_threshold)
+
+    metrics = {"predicted_label": [ValueDrift(column="predicted_label", method="jensenshannon", threshold=0.1)],
+               "confidence": [value_drift("confidence")],
+               "embeddings": [EmbeddingsDrift(embeddings_name="champion",
+                                              drift_method=ModelDriftMethod(threshold=cfg.embeddings_threshold))],
+               **{name: [value_drift(column) for column in columns] for name, columns in parts.items()}}
+    snapshot = Report([m for s in wanted for m in metrics[s]]).run(datasets["current"], datasets["reference"])
+    values = iter(_values(snapshot))
     rows = {name: len(s) for name, s in sample.items()}
     signals = {}
-    for name, value in zip(wanted, _values(snapshot), strict=True):
+    for name in wanted:
+        scores = [next(values) for _ in metrics[name]]
         if name == "predicted_label":
-            p = label_shift_p_value(frames["reference"]["predicted_label"], frames["current"]["predicted_label"],
-                                    cfg.label_permutations, cfg.seed)
+            p = label_shift_p_value(views["reference"][1], views["current"][1], cfg.label_permutations, cfg.seed)
             signals[name] = {**_signal(p, "jensenshannon_permutation", cfg.label_p_value, rows["reference"],
-                                       rows["current"]), "jensenshannon": round(value, 6)}
+                                       rows["current"]), "jensenshannon": round(scores[0], 6)}
+        elif name == "embeddings":
+            signals[name] = _signal(scores[0], "domain_classifier_roc_auc", cfg.embeddings_threshold,
+                                    rows["reference"], rows["current"])
+        elif len(scores) == 1:
+            signals[name] = _signal(scores[0], cfg.numerical_method, cfg.numerical_threshold, rows["reference"],
+                                    rows["current"])
         else:
-            signals[name] = _signal(value, *rules[name], rows["reference"], rows["current"])
+            signals[name] = _combined(name, parts[name], scores, cfg, rows)
     distribution = {name: frame["predicted_label"].value_counts(normalize=True).round(4).head(10).to_dict()
                     for name, frame in frames.items()}
     return snapshot, signals, {"sampled": len(reference) > sizes["reference"] or len(current) > sizes["current"],
                                "rows": rows, "top_predicted_labels": distribution}
+
+
+def _combined(name: str, columns: list[str], scores: list[float], cfg: DriftConfig,
+              rows: dict[str, int]) -> dict[str, Any]:
+    """One signal judged over several distributions (each label's score): a p-value test's smallest p-value times
+    their number (Bonferroni: the false-alarm rate of one signal, not one per label); a distance's largest."""
+    if cfg.numerical_method in P_VALUE_METHODS:
+        worst = int(np.argmin(scores))
+        score, rule = min(1.0, scores[worst] * len(scores)), f"smallest p-value x {len(scores)} (Bonferroni)"
+    else:
+        worst = int(np.argmax(scores))
+        score, rule = scores[worst], f"largest of {len(scores)}"
+    return {**_signal(score, cfg.numerical_method, cfg.numerical_threshold, rows["reference"], rows["current"]),
+            "combined": rule, "worst": columns[worst].split(":", 1)[1], "worst_score": round(float(scores[worst]), 6)}
 
 
 # --------------------------------------------------------------------------------------- decision
@@ -216,9 +265,10 @@ def decide(signals: dict[str, Any], current_rows: int, cfg: DriftConfig, last_re
            already_triggered: bool, now: datetime) -> dict[str, Any]:
     """Retrain only on significant drift, with enough rows, after the cooldown, once per batch."""
     drifted = [name for name in cfg.signals if signals.get(name, {}).get("drifted")]
+    measured = [name for name in cfg.signals if name in signals]
     checks = {
         "significant": (len(drifted) >= cfg.min_drifted_signals,
-                        f"{len(drifted)} of {len(cfg.signals)} signals drifted ({', '.join(drifted) or 'none'}); "
+                        f"{len(drifted)} of {len(measured)} signals drifted ({', '.join(drifted) or 'none'}); "
                         f"drift.min_drifted_signals={cfg.min_drifted_signals}"),
         "enough_rows": (current_rows >= cfg.min_samples,
                         f"batch has {current_rows} rows; drift.min_samples={cfg.min_samples}"),
@@ -261,11 +311,14 @@ def analyse(reference: pd.DataFrame, batch: pd.DataFrame, champion: LoadedModel,
     text_snapshot, signals = text_report(reference["text"], batch["text"], cfg)
     text_snapshot.save_html(str(out_dir / "text_drift.html"))
     sample: dict[str, Any] = {"sampled": False}
-    if any(s in cfg.signals for s in MODEL_SIGNALS):
+    if any(s not in TEXT_SIGNALS for s in cfg.signals):
         model_snapshot, model_signals, sample = model_report(reference["text"], batch["text"], champion, cfg)
         model_snapshot.save_html(str(out_dir / "model_drift.html"))
         signals |= model_signals
-    return {"signals": signals, "model_sample": sample}
+    # A signal of another task type (label sets' label_cardinality on a one-label champion) is not measured.
+    skipped = {s: f"not a signal of the champion's task type ({champion.task})" for s in cfg.signals
+               if s not in signals}
+    return {"signals": signals, "model_sample": sample, **({"not_measured": skipped} if skipped else {})}
 
 
 def run_monitor(root: Path, params: Params, current: str, now: datetime | None = None) -> dict[str, Any]:

@@ -17,11 +17,11 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from gradus import storage
 from gradus.config.operations import PREDICTION_LOG_COLUMNS, ReleaseConfig
-from gradus.task_types.base import DEFAULT_TASK
+from gradus.scoring import mean_interval, z_value
+from gradus.task_types.base import DEFAULT_TASK, Agreement
 from gradus.task_types.seam import task_type
 from gradus.telemetry import ALIAS_GENERATION, MODEL_INFO, REQUESTS, SHADOW_ANSWERS, total
 
@@ -48,11 +48,6 @@ class Check:
 # ------------------------------------------------------------------------------------------ statistics
 
 
-def z_value(confidence: float) -> float:
-    """Two-sided normal quantile for a confidence level (0.95 -> 1.96)."""
-    return float(norm.ppf(0.5 + confidence / 2))
-
-
 def wilson(successes: int, n: int, z: float) -> tuple[float, float]:
     """Wilson score interval of a proportion: honest at small n and at 0 or n successes, unlike p ± z·se."""
     if n == 0:
@@ -73,14 +68,6 @@ def js_divergence(left: Counter[str], right: Counter[str]) -> float:
     if not p.sum() or not q.sum():
         return 0.0
     return float(jensenshannon(p, q, base=2) ** 2)  # scipy gives the distance, the divergence's square root
-
-
-def paired_difference(candidate: np.ndarray, champion: np.ndarray, z: float) -> tuple[float, float, float]:
-    """Mean of candidate - champion (per-item scores on the same items) with a normal interval."""
-    diff = candidate.astype(float) - champion.astype(float)
-    mean = float(diff.mean())
-    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("inf")
-    return mean, mean - z * se, mean + z * se
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -237,47 +224,65 @@ def latency_check(log: pd.DataFrame, champion: str, candidate: str, cfg: Release
 
 
 def agreement_checks(paired: pd.DataFrame, cfg: ReleaseConfig, z: float, task: str = DEFAULT_TASK) -> list[Check]:
-    """On the same texts: agreement (Wilson lower bound), label distribution divergence, confidence drop."""
+    """On the same texts: agreement as the task type measures it (a Wilson lower bound for a share of texts, a
+    normal one for a mean), predicted-label distribution divergence, confidence drop."""
     n = len(paired)
-    names = ("agreement", "label divergence (JS)", "confidence drop")
-    limits = (f"lower bound >= {cfg.min_agreement:g}", f"<= {cfg.max_label_js:g}", f"<= {cfg.max_confidence_drop:g}")
+    kind = task_type(task)
+    measures = kind.agreements(list(paired["champion"]), list(paired["candidate"]))
+    names = (*(m.name for m in measures), "label divergence (JS)", "confidence drop")
+    limits = (*(f"lower bound >= {getattr(cfg, m.limit):g}" for m in measures), f"<= {cfg.max_label_js:g}",
+              f"<= {cfg.max_confidence_drop:g}")
     if n < cfg.min_samples:
         return [Check(name, "pending", None, limit, f"{n} paired texts; waiting for {cfg.min_samples}")
                 for name, limit in zip(names, limits, strict=True)]
-    kind = task_type(task)
-    agree = round(float(kind.agreement(paired["champion"], paired["candidate"]).sum()))
-    low, high = wilson(agree, n, z)
+    checks = [agreement_check(measure, getattr(cfg, measure.limit), limit, z)
+              for measure, limit in zip(measures, limits, strict=False)]
     js = js_divergence(kind.frequencies(paired["champion"]), kind.frequencies(paired["candidate"]))
     drop = float(paired["champion_conf"].astype(float).mean() - paired["candidate_conf"].astype(float).mean())
     return [
-        Check(names[0], "pass" if low >= cfg.min_agreement else "fail", round(agree / n, 4),
-              limits[0], f"{agree}/{n} same label; interval {low:.3f}-{high:.3f}"),
-        Check(names[1], "pass" if js <= cfg.max_label_js else "fail", round(js, 4), limits[1],
+        *checks,
+        Check(names[-2], "pass" if js <= cfg.max_label_js else "fail", round(js, 4), limits[-2],
               f"predicted-label distributions on {n} paired texts"),
-        Check(names[2], "pass" if drop <= cfg.max_confidence_drop else "fail", round(drop, 4), limits[2],
+        Check(names[-1], "pass" if drop <= cfg.max_confidence_drop else "fail", round(drop, 4), limits[-1],
               f"mean confidence champion {paired['champion_conf'].astype(float).mean():.3f}, candidate "
               f"{paired['candidate_conf'].astype(float).mean():.3f}"),
     ]
 
 
+def agreement_check(measure: Agreement, floor: float, limit: str, z: float) -> Check:
+    """One agreement measure: fails when its interval's lower bound is below the floor."""
+    n = len(measure.values)
+    if measure.binary:
+        agree = round(float(measure.values.sum()))
+        low, high = wilson(agree, n, z)
+        value, detail = agree / n, f"{agree}/{n} texts agree"
+    else:
+        value, low, high = mean_interval(measure.values, z)
+        detail = f"mean {value:.3f} over {n} texts"
+    return Check(measure.name, "pass" if low >= floor else "fail", round(value, 4), limit,
+                 f"{detail}; interval {max(low, 0.0):.3f}-{min(high, 1.0):.3f}")
+
+
 def accuracy_check(paired: pd.DataFrame, feedback: pd.DataFrame, cfg: ReleaseConfig, z: float,
                    task: str = DEFAULT_TASK) -> Check:
-    """With enough labels on paired texts: candidate minus champion accuracy, paired, with an interval; fails
-    when even its upper end is below -max_accuracy_drop (the candidate is worse, and not by chance)."""
+    """With enough labels on paired texts: candidate minus champion in the task type's primary metric, paired,
+    with an interval; fails when even its upper end is below -max_accuracy_drop (the candidate is worse, and not
+    by chance)."""
     limit = f"upper bound >= -{cfg.max_accuracy_drop:g}"
     labels = feedback.drop_duplicates(["request_id", "text"], keep="last")[["request_id", "text", "label"]]
     labeled = paired.merge(labels, on=["request_id", "text"], how="inner")
     n = len(labeled)
-    if n < cfg.min_feedback:
-        return Check("online accuracy", "pending", None, limit,
-                     f"{n} labeled paired texts; judged from {cfg.min_feedback}", required=False)
     kind = task_type(task)
-    mine = kind.agreement(labeled["candidate"], labeled["label"])
-    theirs = kind.agreement(labeled["champion"], labeled["label"])
-    diff, low, high = paired_difference(mine, theirs, z)
-    return Check("online accuracy", "fail" if high < -cfg.max_accuracy_drop else "pass", round(diff, 4), limit,
-                 f"candidate {mine.mean():.3f} vs champion {theirs.mean():.3f} on {n} labeled texts; "
-                 f"difference {diff:+.3f} ({low:+.3f} to {high:+.3f})", required=False)
+    name = f"online {kind.online_metric_name}"
+    if n < cfg.min_feedback:
+        return Check(name, "pending", None, limit,
+                     f"{n} labeled paired texts; judged from {cfg.min_feedback}", required=False)
+    score = kind.online_score(list(labeled["label"]), list(labeled["candidate"]), list(labeled["champion"]),
+                              cfg.confidence, 0)
+    return Check(name, "fail" if score.high < -cfg.max_accuracy_drop else "pass", round(score.difference, 4),
+                 limit, f"candidate {score.candidate:.3f} vs champion {score.champion:.3f} on {n} labeled texts; "
+                 f"difference {score.difference:+.3f} ({score.low:+.3f} to {score.high:+.3f}; {score.method})",
+                 required=False)
 
 
 def failed(checks: list[Check]) -> list[Check]:

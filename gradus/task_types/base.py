@@ -78,6 +78,32 @@ class Scored:
 
 
 @dataclass(frozen=True)
+class Agreement:
+    """One way a release judges two models' answers to the same texts: a value per text in [0, 1] (`binary`: each
+    0 or 1, judged by a Wilson interval; else by a normal interval on the mean), whose lower bound must reach the
+    release setting named by `limit`."""
+
+    name: str
+    values: np.ndarray
+    binary: bool
+    limit: str
+
+
+@dataclass(frozen=True)
+class OnlineScore:
+    """Candidate vs champion on the texts users labelled (feedback) during a release: the primary metric of each
+    and their difference with its interval."""
+
+    name: str
+    candidate: float
+    champion: float
+    difference: float
+    low: float
+    high: float
+    method: str
+
+
+@dataclass(frozen=True)
 class Champion:
     """The current champion's answers on the challenger's test split, the vocabulary it knows (labels) and its
     task type's name."""
@@ -139,6 +165,7 @@ class TaskType(Protocol):
     problem_type: str      # transformers' problem_type of the model's head (the loss its model computes)
     headline_metric: str   # the figure reports lead with and the probe's gain is measured in ("accuracy")
     report_metrics: tuple[str, ...]  # the test figures reports, `models show` and `diff` print, in order
+    online_metric_name: str  # what a release judges on users' feedback ("accuracy"): `online_score`'s name
 
     def targets(self, frame: pd.DataFrame) -> list[Any]:
         """A split's targets as plain Python values of the internal form (Parquet hands lists back as arrays)."""
@@ -263,6 +290,23 @@ class TaskType(Protocol):
 
     def agreement(self, left: Sequence[Any], right: Sequence[Any]) -> np.ndarray:
         """Per text, how far two answers agree, in [0, 1] (1 = the same answer)."""
+        ...
+
+    def prediction_signals(self, scores: np.ndarray, labels: Sequence[str], decision: dict[str, Any]) -> pd.DataFrame:
+        """The drift monitor's numerical signals of this type per text, beyond every type's (the answered labels'
+        frequencies, the top score, the embeddings): a column per signal, or `<signal>:<part>` columns for a signal
+        judged over several distributions (each label's score); drift.signals names the signals."""
+        ...
+
+    def agreements(self, champion: Sequence[Any], candidate: Sequence[Any]) -> list[Agreement]:
+        """How a release compares the champion's and the candidate's answers to the same texts: the first is the
+        `agreement` check (release.min_agreement), others follow with their own limits."""
+        ...
+
+    def online_score(self, truth: Sequence[Any], candidate: Sequence[Any], champion: Sequence[Any],
+                     confidence: float, seed: int) -> OnlineScore:
+        """The primary metric of both models on the texts users gave the right answer for, paired, with an
+        interval at `confidence`: what the release's online check judges."""
         ...
 
     def feedback_schema(self, labels: list[str]) -> dict[str, Any]:

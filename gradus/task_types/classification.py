@@ -17,15 +17,19 @@ from gradus.scoring import (
     expected_calibration_error,
     mcnemar_exact,
     paired_bootstrap,
+    paired_difference,
     precision_recall_rows,
     recall_by_class,
     reliability_table,
     weighted_macro_f1,
+    z_value,
 )
 from gradus.stratify import split_by_label
 from gradus.task_types.base import (
+    Agreement,
     Champion,
     Check,
+    OnlineScore,
     RowRule,
     Scored,
     Targets,
@@ -55,6 +59,7 @@ class Classification:
     problem_type = "single_label_classification"
     headline_metric = "accuracy"
     report_metrics = ("accuracy", "macro_f1")
+    online_metric_name = "accuracy"
 
     def targets(self, frame: pd.DataFrame) -> list[str]:
         return list(frame[self.target_column])
@@ -295,6 +300,23 @@ class Classification:
 
     def frequencies(self, answers: Iterable[str]) -> Counter[str]:
         return Counter(answers)
+
+    def prediction_signals(self, scores: np.ndarray, labels: Sequence[str], decision: dict[str, Any]) -> pd.DataFrame:
+        """None beyond every type's (the predicted label's frequencies and its probability)."""
+        return pd.DataFrame(index=range(len(scores)))
+
+    def agreements(self, champion: Sequence[str], candidate: Sequence[str]) -> list[Agreement]:
+        """The share of texts given the same label."""
+        return [Agreement("agreement", self.agreement(champion, candidate), True, "min_agreement")]
+
+    def online_score(self, truth: Sequence[str], candidate: Sequence[str], champion: Sequence[str],
+                     confidence: float, seed: int) -> OnlineScore:
+        """Accuracy: the mean paired difference of per-text correctness, with a normal interval."""
+        mine, theirs = self.agreement(candidate, truth), self.agreement(champion, truth)
+        diff, low, high = paired_difference(mine, theirs, z_value(confidence))
+        return OnlineScore(self.online_metric_name, float(mine.mean()), float(theirs.mean()), diff, low, high,
+                           "paired difference, normal interval")
+
 
     def average(self, outputs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
         """The weighted mean of the members' softmax probabilities (rows stay distributions)."""

@@ -27,8 +27,10 @@ from gradus.scoring import (
 )
 from gradus.stratify import split_by_strata
 from gradus.task_types.base import (
+    Agreement,
     Champion,
     Check,
+    OnlineScore,
     RowRule,
     Scored,
     Targets,
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 DEFAULT_THRESHOLD = 0.5  # before a decision is chosen on the validation split (during training)
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
 MIN_POSITIVES_FOR_OWN_THRESHOLD = 5  # a label with fewer validation positives keeps the global threshold
+ONLINE_BOOTSTRAP_SAMPLES = 1000  # resamples of a release's online micro-F1 interval (a few hundred texts each)
 
 
 # Data: the raw snapshot keeps every source's label cell as text (a JSON array's text, with label_type "array",
@@ -246,12 +249,12 @@ def calibration_by_label(truth: np.ndarray, scores: np.ndarray, labels: Sequence
 
 
 def prediction_signals(scores: np.ndarray, labels: Sequence[str], decision: dict[str, Any]) -> pd.DataFrame:
-    """What the drift monitor compares per text between reference and current traffic: how many labels were
-    answered, the highest score, and each label's score (its frequency drift shows in its score's)."""
+    """What the drift monitor compares per text between reference and current traffic, beyond the answered labels'
+    frequencies and the top score (every type's): how many labels were answered, and each label's score."""
     answered = scores >= thresholds_of(decision, labels)
-    frame = pd.DataFrame({"cardinality": answered.sum(axis=1), "top_score": scores.max(axis=1, initial=0.0)})
+    frame = pd.DataFrame({"label_cardinality": answered.sum(axis=1)})
     for c, label in enumerate(labels):
-        frame[f"score:{label}"] = scores[:, c]
+        frame[f"label_scores:{label}"] = scores[:, c]
     return frame
 
 
@@ -264,6 +267,7 @@ class MultiLabel:
     problem_type = MULTI_HOT
     headline_metric = "micro_f1"
     report_metrics = ("micro_f1", "macro_f1", "samples_f1", "subset_accuracy")
+    online_metric_name = "micro-F1"
 
     def targets(self, frame: pd.DataFrame) -> list[list[str]]:
         return [list(labels) for labels in frame[self.target_column]]
@@ -577,6 +581,33 @@ class MultiLabel:
     def agreement(self, left: Sequence[Iterable[str]], right: Sequence[Iterable[str]]) -> np.ndarray:
         """Per text, the Jaccard index of the two label sets (1 = the same set: exact-set agreement is == 1)."""
         return jaccard(left, right)
+
+    def prediction_signals(self, scores: np.ndarray, labels: Sequence[str], decision: dict[str, Any]) -> pd.DataFrame:
+        """label_cardinality (labels answered per text) and label_scores (each label's sigmoid score)."""
+        return prediction_signals(scores, labels, decision)
+
+    def agreements(self, champion: Sequence[Iterable[str]], candidate: Sequence[Iterable[str]]) -> list[Agreement]:
+        """The mean Jaccard index of the two sets per text (release.min_agreement), and the share of texts given
+        exactly the same set (release.min_exact_agreement)."""
+        overlap = self.agreement(champion, candidate)
+        return [Agreement("agreement (mean Jaccard)", overlap, False, "min_agreement"),
+                Agreement("exact-set agreement", (overlap >= 1.0).astype(np.float64), True, "min_exact_agreement")]
+
+    def online_score(self, truth: Sequence[Iterable[str]], candidate: Sequence[Iterable[str]],
+                     champion: Sequence[Iterable[str]], confidence: float, seed: int) -> OnlineScore:
+        """Micro-F1 over the labels either model or the truth names, paired bootstrap over texts (micro-F1 is a
+        ratio of sums, not a mean over texts: no per-text difference to average)."""
+        labels = sorted(self.frequencies([*truth, *candidate, *champion]))
+        y, new, old = (multi_hot([list(a) for a in answers], labels) for answers in (truth, candidate, champion))
+
+        def delta(weights: np.ndarray) -> np.ndarray:
+            return weighted_micro_f1(weights, y, new) - weighted_micro_f1(weights, y, old)
+
+        boot = paired_bootstrap_of(delta, len(y), ONLINE_BOOTSTRAP_SAMPLES, confidence, seed)
+        ones = np.ones((1, len(y)))
+        return OnlineScore(self.online_metric_name, float(weighted_micro_f1(ones, y, new)[0]),
+                           float(weighted_micro_f1(ones, y, old)[0]), boot.delta, boot.low, boot.high,
+                           f"paired bootstrap over texts, {ONLINE_BOOTSTRAP_SAMPLES} resamples")
 
     def frequencies(self, answers: Iterable[Iterable[str]]) -> Counter[str]:
         """How many answers hold each label."""

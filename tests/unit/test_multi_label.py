@@ -18,7 +18,6 @@ from gradus.task_types.multi_label import (
     multi_hot,
     normalise_label_set,
     per_label_table,
-    prediction_signals,
     read_label_set,
     sigmoid,
     target_key,
@@ -210,8 +209,9 @@ def test_calibration_per_label_tells_calibrated_scores_from_overconfident_ones()
     assert max(calibrated.values()) < 0.05 and min(overconfident.values()) > 0.2
 
 
-def test_drift_signals_hold_cardinality_top_score_and_each_labels_score() -> None:
+def test_drift_signals_hold_cardinality_and_each_labels_score() -> None:
     scores = np.array([[0.9, 0.7, 0.1], [0.2, 0.1, 0.3]])
-    frame = prediction_signals(scores, ["a", "b", "c"], {"global": 0.5, "per_label": {"c": 0.25}})
-    assert frame["cardinality"].tolist() == [2, 1] and frame["top_score"].tolist() == [0.9, 0.3]
-    assert list(frame.columns) == ["cardinality", "top_score", "score:a", "score:b", "score:c"]
+    frame = TASK.prediction_signals(scores, ["a", "b", "c"], {"global": 0.5, "per_label": {"c": 0.25}})
+    assert frame["label_cardinality"].tolist() == [2, 1]
+    assert list(frame.columns) == ["label_cardinality", "label_scores:a", "label_scores:b", "label_scores:c"]
+    assert frame["label_scores:c"].tolist() == [0.1, 0.3]

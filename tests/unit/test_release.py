@@ -36,13 +36,13 @@ def test_counters_survive_a_service_restart() -> None:
     assert window.errors("v1", ("canary",)) == (2, 42)
 
 
-def pairs_frame(champion: list[str], candidate: list[str]) -> pd.DataFrame:
+def pairs_frame(champion: list, candidate: list, candidate_confidence: float = 0.6) -> pd.DataFrame:
     rows = []
     for i, (a, b) in enumerate(zip(champion, candidate, strict=True)):
         rows.append({"request_id": f"r{i}", "text": f"t{i}", "version": "vA", "alias": "champion",
                      "predicted_label": a, "confidence": 0.9, "latency_ms": 5.0})
         rows.append({"request_id": f"r{i}", "text": f"t{i}", "version": "vB", "alias": "shadow",
-                     "predicted_label": b, "confidence": 0.6, "latency_ms": 6.0})
+                     "predicted_label": b, "confidence": candidate_confidence, "latency_ms": 6.0})
     return pd.DataFrame(rows)
 
 
@@ -83,3 +83,47 @@ def test_release_params_are_validated(tmp_path) -> None:
     bad.write_text("release:\n  canary_steps: [0.5, 0.25]\n")
     with pytest.raises(ConfigError, match="canary_steps must be increasing"):
         load_params(bad)
+
+
+def set_pairs(champion: list[list[str]], candidate: list[list[str]], tmp_path) -> pd.DataFrame:
+    """A prediction log of label sets, read back from Parquet as the release reads it (lists come back as
+    arrays)."""
+    pairs_frame(champion, candidate, candidate_confidence=0.9).to_parquet(tmp_path / "log.parquet")
+    return pd.read_parquet(tmp_path / "log.parquet")
+
+
+def test_label_sets_are_judged_by_mean_jaccard_and_exact_set_agreement(tmp_path) -> None:
+    cfg = ReleaseConfig(min_samples=50, min_agreement=0.75, min_exact_agreement=0.7)
+    none = pd.DataFrame(columns=["request_id", "text", "label"])
+    champion = [["card", "urgent"], ["refund"], []] * 40
+    same = {c.name: c for c in analysis.analyze(set_pairs(champion, champion, tmp_path), none,
+                                                analysis.CounterWindow(), "vA", "vB", cfg, "multi_label")}
+    assert same["agreement (mean Jaccard)"].status == "pass" and same["agreement (mean Jaccard)"].value == 1.0
+    assert same["exact-set agreement"].status == "pass" and same["label divergence (JS)"].value == 0.0
+    assert same["online micro-F1"].status == "pending"
+    # The candidate drops "urgent" from every ticket that has it: a third of the texts differ, by half their set.
+    fewer = [[label for label in labels if label != "urgent"] for labels in champion]
+    judged = {c.name: c for c in analysis.analyze(set_pairs(champion, fewer, tmp_path), none,
+                                                  analysis.CounterWindow(), "vA", "vB", cfg, "multi_label")}
+    assert judged["agreement (mean Jaccard)"].value == pytest.approx(1 - 0.5 / 3, abs=1e-4)
+    assert judged["agreement (mean Jaccard)"].status == "pass"  # 0.833 ± 0.042: above 0.75
+    assert judged["exact-set agreement"].value == pytest.approx(2 / 3, abs=1e-4)
+    assert judged["exact-set agreement"].status == "fail"  # 80/120: its lower bound under 0.7
+    assert judged["label divergence (JS)"].value > 0.05  # "urgent" vanished from the answers
+
+
+def test_online_micro_f1_of_label_sets_fails_only_with_evidence(tmp_path) -> None:
+    cfg = ReleaseConfig(min_samples=10, min_feedback=40)
+    truth = [["card", "urgent"], ["refund"]] * 30
+    worse = [["card"], []] * 30  # recall 1/3 of the champion's
+    paired = analysis.pairs(set_pairs(truth, worse, tmp_path), "vA", "vB")
+    feedback = pd.DataFrame({"request_id": [f"r{i}" for i in range(60)], "text": [f"t{i}" for i in range(60)],
+                             "label": truth})
+    check = analysis.accuracy_check(paired, feedback, cfg, 1.96, "multi_label")
+    assert check.name == "online micro-F1" and check.status == "fail" and not check.required
+    assert check.value == pytest.approx(0.5 - 1.0, abs=1e-4)  # micro-F1 2·1/(1+3) = 0.5 vs 1.0
+    assert "paired bootstrap" in check.detail
+    same = analysis.accuracy_check(analysis.pairs(set_pairs(truth, truth, tmp_path), "vA", "vB"), feedback, cfg,
+                                   1.96, "multi_label")
+    assert same.status == "pass" and same.value == 0.0
+    assert analysis.accuracy_check(paired, feedback.head(20), cfg, 1.96, "multi_label").status == "pending"
