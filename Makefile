@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_VERSION := 26.3
+# `make demo TASK=multi_label`: the demo of another task type (the run's override only; params.yaml untouched).
+TASK ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export DVC_NO_ANALYTICS := 1
@@ -25,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)  ## the whole lifecycle on the embedded demo data: train, gate, serve, retrain, release, drift
 	@test -d .git || (echo "gradus needs a git checkout (DVC versions data alongside git)" >&2; exit 2)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/gradus run
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/gradus run $(if $(TASK),--set model.task=$(TASK))
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/gradus lifecycle
 
 test: $(STAMP)  ## the whole test suite
