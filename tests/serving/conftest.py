@@ -3,6 +3,7 @@ classifiers (the real MiniLM tokenizer), reached over real HTTP."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,14 +16,18 @@ import httpx
 import pytest
 import torch
 import yaml
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from cli.processes import free_port, start_until_ready
+from gradus.modeling import DECISION_FILE, save_label_map
 from gradus.registry.versions import Registry, open_registry
+from gradus.task_types.multi_label import TASK as LABEL_SETS
 from tests.conftest import ROOT, tool_env
 from tests.helpers.registry import lineage
 
 ADMIN_TOKEN = "test-admin-token"
+SET_LABELS = ["billing", "card", "refund", "urgent"]
+SET_THRESHOLDS = {"global": 0.5, "per_label": {"urgent": 0.3}, "labels": SET_LABELS, "rule": "set by the test"}
 
 
 def classifier_variant(base: Path, out: Path, seed: int) -> Path:
@@ -77,6 +82,46 @@ def project(tmp_path: Path, tiny_classifier_dir: Path) -> Project:
                                       "flush_seconds": 0.5, "buffer_rows": 100000, "mask_pii": False},
              serving__feedback="feedback", serving__device="cpu", serving__threads=1)
     return proj
+
+
+def register_label_set_model(project: Project | Path, folder: Path, tag: str, decision: dict) -> str:
+    """A label-set model folder (its decision.json written from `decision`) registered under its own lineage."""
+    (folder / DECISION_FILE).write_text(json.dumps(decision))
+    root = project.root if isinstance(project, Project) else project
+    made = lineage(tag) | {"params": {"train": {"max_length": 32}, "model": {"task": LABEL_SETS.name}},
+                           "decision": decision}
+    manifest, _ = open_registry(str(root / "registry"), cache=root / "cache").register(
+        folder, made, {"micro_f1": 0.5}, {"passed": True, "reasons": []}, run="test")
+    assert manifest["task"] == LABEL_SETS.name
+    return manifest["version"]
+
+
+@pytest.fixture()
+def label_set_project(tmp_path: Path, tiny_model_dir: Path) -> Project:
+    """A project whose champion answers label sets (model.task multi_label): the tiny encoder with a sigmoid head
+    of random weights over SET_LABELS and SET_THRESHOLDS, its folder at tmp_path / "label-set-model"."""
+    folder = tmp_path / "label-set-model"
+    torch.manual_seed(3)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=len(SET_LABELS),
+                                                               problem_type=LABEL_SETS.problem_type)
+    for parameter in model.parameters():
+        parameter.data.normal_(0, 0.5)  # scores spread over (0, 1): some labels over their thresholds, some not
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    save_label_map(folder, SET_LABELS)
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")
+    version = register_label_set_model(root, folder, "label-sets", SET_THRESHOLDS)
+    open_registry(str(root / "registry"), cache=root / "cache").promote(version, run="test", reason="first champion")
+    project = Project(root, [version])
+    project.set(serving__poll_interval_s=0.2, serving__max_wait_ms=5, serving__shutdown_delay_s=0,
+                serving__prediction_log={"uri": "predictions", "format": "jsonl", "flush_rows": 1,
+                                         "flush_seconds": 0.2, "buffer_rows": 1000, "mask_pii": False},
+                serving__feedback="feedback", serving__device="cpu", serving__threads=1, model__task=LABEL_SETS.name,
+                # fp32: the tests compare served scores with the model's own to 1e-4 (auto may pick bf16 under load)
+                serving__precision="fp32")
+    return project
 
 
 class Service:

@@ -5,53 +5,17 @@ list, and the prediction log keeps the sets."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from gradus.modeling import DECISION_FILE, save_label_map
-from gradus.registry.versions import open_registry
 from gradus.task_types.multi_label import TASK, sigmoid
-from tests.conftest import ROOT
-from tests.helpers.registry import lineage
+from tests.serving.conftest import SET_LABELS as LABELS
+from tests.serving.conftest import SET_THRESHOLDS as THRESHOLDS
 from tests.serving.conftest import Project, start_service, stop_service
-
-LABELS = ["billing", "card", "refund", "urgent"]
-THRESHOLDS = {"global": 0.5, "per_label": {"urgent": 0.3}, "labels": LABELS, "rule": "set by the test"}
-
-
-@pytest.fixture()
-def label_set_project(tmp_path: Path, tiny_model_dir: Path) -> Project:
-    folder = tmp_path / "label-set-model"
-    torch.manual_seed(3)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=len(LABELS),
-                                                               problem_type=TASK.problem_type)
-    for parameter in model.parameters():
-        parameter.data.normal_(0, 0.5)  # scores spread over (0, 1): some labels over their thresholds, some not
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
-    save_label_map(folder, LABELS)
-    (folder / DECISION_FILE).write_text(json.dumps(THRESHOLDS))
-    root = tmp_path / "project"
-    root.mkdir()
-    shutil.copy(ROOT / "params.yaml", root / "params.yaml")
-    registry = open_registry(str(root / "registry"), cache=root / "cache")
-    made = lineage("label-sets") | {"params": {"train": {"max_length": 32}, "model": {"task": TASK.name}},
-                                    "decision": THRESHOLDS}
-    manifest, _ = registry.register(folder, made, {"micro_f1": 0.5}, {"passed": True, "reasons": []}, run="test")
-    assert manifest["task"] == TASK.name
-    registry.promote(manifest["version"], run="test", reason="first champion")
-    project = Project(root, [manifest["version"]])
-    project.set(serving__poll_interval_s=0.2, serving__max_wait_ms=5, serving__shutdown_delay_s=0,
-                serving__prediction_log={"uri": "predictions", "format": "jsonl", "flush_rows": 1,
-                                         "flush_seconds": 0.2, "buffer_rows": 1000, "mask_pii": False},
-                serving__feedback="feedback", serving__device="cpu", serving__threads=1, model__task=TASK.name)
-    return project
 
 
 def expected_scores(folder_model: Path, texts: list[str]) -> np.ndarray:

@@ -29,7 +29,14 @@ from tests.conftest import BANKING77, ROOT, sh, tiny_params
 from tests.helpers.browser import CHROMEDRIVER, CHROMIUM, browser, prefect_with_ui, resume_in_ui
 from tests.helpers.prefect import artifacts
 from tests.helpers.registry import lineage
-from tests.serving.conftest import Project, Service, start_service, stop_service
+from tests.serving.conftest import (
+    SET_THRESHOLDS,
+    Project,
+    Service,
+    register_label_set_model,
+    start_service,
+    stop_service,
+)
 
 pytestmark = pytest.mark.slow
 LABELS = ["balance", "card_lost", "refund"]
@@ -78,12 +85,13 @@ def register_probe(project: Project, tmp_path: Path, model_dir: Path) -> Path:
 
 
 class Traffic:
-    """`gradus replay`'s sender in a background thread: Banking77 texts at 40 requests/s, labels as feedback
-    half a second later, until stopped; every status it got is kept."""
+    """`gradus replay`'s sender in a background thread: Banking77 texts at 40 requests/s, labels (or label sets)
+    as feedback half a second later, until stopped; every status it got is kept."""
 
-    def __init__(self, url: str, seconds: float = 240) -> None:
+    def __init__(self, url: str, seconds: float = 240, answers: list | None = None) -> None:
         texts = pd.read_csv(BANKING77 / "test.csv")["text"].sample(400, random_state=0).tolist()
-        labels = [LABELS[i % 3] for i in range(len(texts))]
+        answers = answers or LABELS  # the feedback given, in turn (a label; a label set)
+        labels = [answers[i % len(answers)] for i in range(len(texts))]
         self.report: dict = {}
         self.thread = threading.Thread(target=lambda: self.report.update(asyncio.run(replay(
             url, texts, labels, rate=40, duration=seconds, feedback_delay=0.5, users=500))), daemon=True)
@@ -225,6 +233,39 @@ def test_scrambled_labels_are_rolled_back_without_client_errors(prefect_server, 
         wait_for(lambda: served_by(service) == {champion}, 30, "the champion on every key")
         traffic.thread.join(60)
         assert set(traffic.report["statuses"]) == {"200"}, traffic.report
+    finally:
+        stop_service(service)
+
+
+def test_a_label_set_candidate_answering_nothing_is_rolled_back(prefect_server, label_set_project: Project,
+                                                                 tmp_path: Path) -> None:
+    """The champion's own network with thresholds no score reaches (a decision chosen wrong): it answers empty
+    sets, so its label sets overlap the champion's nowhere and the release rolls it back on agreement."""
+    project, champion = label_set_project, label_set_project.versions[0]
+    project.set(serving__prediction_log={"uri": "predictions", "format": "parquet", "flush_rows": 50,
+                                         "flush_seconds": 0.5, "buffer_rows": 100000, "mask_pii": False})
+    folder = tmp_path / "label-sets-strict"
+    shutil.copytree(tmp_path / "label-set-model", folder)
+    worse = register_label_set_model(project, folder, "strict", {**SET_THRESHOLDS, "global": 1.0, "per_label": {}})
+    service = start_service(project)
+    try:
+        answered = service.client.post("/v1/predict", json={"texts": ["my card is lost"]}).json()
+        assert answered["predictions"][0]["labels"], answered  # the champion answers a set: the test can tell
+        traffic = Traffic(service.url, seconds=20, answers=[["billing"], ["card", "urgent"], ["refund"]])
+        run = Run(project, worse, service)
+        run.wait(120)
+        assert isinstance(run.error, RolledBack) and "agreement (mean Jaccard)" in str(run.error), run.error
+        checks = release_events(project, worse, "release-check")
+        last = {c["name"]: c for c in checks[-1]["details"]["checks"]}
+        assert last["agreement (mean Jaccard)"]["status"] == "fail" and last["exact-set agreement"]["status"] == "fail"
+        assert last["agreement (mean Jaccard)"]["value"] < 0.5  # overlap only where the champion answered nothing
+        aliases = project.registry().aliases()
+        assert (aliases.champion, aliases.canary, aliases.shadow) == (champion, None, None)
+        [rejected] = release_events(project, worse, "release")
+        assert rejected["outcome"] == "rejected" and "exact-set agreement" in rejected["reason"]
+        traffic.thread.join(60)
+        assert set(traffic.report["statuses"]) == {"200"}, traffic.report
+        assert traffic.report["feedback"].get("201", 0) > 0, traffic.report  # label sets taken as feedback
     finally:
         stop_service(service)
 
