@@ -128,18 +128,10 @@ def run_one(dataset: str, overrides: list[str], tag: str) -> dict:
 def threshold_rules(dev_y: Any, dev_scores: Any, labels: list[str], stored: dict | None) -> dict[str, dict]:
     """The decisions compared on one model's dev scores: the one stored with it (the defaults' rule), the global
     threshold alone, per label by micro-F1 ascent, each label's own best F1 (what macro-F1 rewards), and 0.5."""
-    from gradus.task_types.multi_label import (
-        MIN_POSITIVES_FOR_OWN_THRESHOLD,
-        THRESHOLD_GRID,
-        _best,
-        _f1_counts,
-        choose_decision,
-    )
+    from gradus.task_types.multi_label import choose_decision, own_best_thresholds
 
     only_global = choose_decision(dev_y, dev_scores, labels, per_label=False)
-    own = {label: _best(THRESHOLD_GRID, [_f1_counts(dev_y[:, c], dev_scores[:, c] >= g) for g in THRESHOLD_GRID],
-                        0.5)
-           for c, label in enumerate(labels) if dev_y[:, c].sum() >= MIN_POSITIVES_FOR_OWN_THRESHOLD}
+    own = own_best_thresholds(dev_y, dev_scores, labels)
     rules = {"global": only_global, "per_label_micro_ascent": choose_decision(dev_y, dev_scores, labels),
              "per_label_own_f1": {**only_global, "per_label": own}, "at_0.5": {"global": 0.5, "labels": labels}}
     return ({"stored": stored} if stored else {}) | rules

@@ -21,8 +21,6 @@ from gradus.scoring import change_case, small_typo, toggle_trailing_punctuation
 from gradus.task_types.seam import DEFAULT_TASK, task_type
 
 LATENCY_BATCH = 32
-# Figures of scores, not answers: `score` has answers only; the baseline's majority share ignores them too.
-FROM_SCORES = {"ece", "mean_confidence", "majority_class_accuracy"}
 
 
 def tfidf_baseline(train: pd.DataFrame, test: pd.DataFrame, task: str = DEFAULT_TASK,
@@ -34,9 +32,8 @@ def tfidf_baseline(train: pd.DataFrame, test: pd.DataFrame, task: str = DEFAULT_
 def score(actual: list[Any], predicted: list[Any], labels: list[str], task: str = DEFAULT_TASK) -> dict[str, Any]:
     """The task type's figures of answers without scores (one label per text: accuracy, macro and weighted F1),
     and the per-label report as `per_class`."""
-    scored = task_type(task).score_answers(actual, predicted, np.zeros((len(actual), len(labels))), labels,
-                                           EvaluateConfig())
-    return {**{k: v for k, v in scored.metrics.items() if k not in FROM_SCORES}, "per_class": scored.per_label}
+    figures, per_label = task_type(task).answer_figures(actual, predicted, labels)
+    return {**figures, "per_class": per_label}
 
 
 def latency(model: Classifier, texts: list[str], samples: int) -> dict[str, float]:

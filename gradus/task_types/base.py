@@ -240,6 +240,12 @@ class TaskType(Protocol):
         the primary metric and what is reported beside it."""
         ...
 
+    def answer_figures(self, actual: list[Any], predicted: list[Any],
+                       labels: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
+        """The figures of answers alone (no scores: what compression parity and benchmarks compare) and the
+        per-label table."""
+        ...
+
     def score_answers(self, actual: list[Any], predicted: list[Any], scores: np.ndarray, labels: list[str],
                       cfg: EvaluateConfig) -> Scored:
         """The evaluate stage's figures of a model's answers and scores against the test split's targets."""

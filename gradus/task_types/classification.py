@@ -155,23 +155,30 @@ class Classification:
         return {"accuracy": float((predicted == targets).mean()),
                 "macro_f1": float(f1_score(targets, predicted, average="macro"))}
 
-    def score_answers(self, actual: list[str], predicted: list[str], scores: np.ndarray, labels: list[str],
-                      cfg: EvaluateConfig) -> Scored:
-        """Accuracy, macro and weighted F1, the majority class's accuracy, calibration of the top probability
-        (ECE, mean confidence), the per-class report; plots: the confusion pairs, the reliability diagram, each
-        class's precision-recall curve (one-vs-rest on its probability)."""
+    def answer_figures(self, actual: list[str], predicted: list[str],
+                       labels: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
+        """Accuracy, macro and weighted F1, and the per-class report (precision, recall, F1, support)."""
         from sklearn.metrics import accuracy_score, classification_report, f1_score
 
         report = classification_report(actual, predicted, labels=labels, output_dict=True, zero_division=0)
         per_class = {label: {k: round(float(v), 6) for k, v in report[label].items()} for label in labels}
+        return {
+            "accuracy": round(float(accuracy_score(actual, predicted)), 6),
+            "macro_f1": round(float(f1_score(actual, predicted, labels=labels, average="macro", zero_division=0)), 6),
+            "weighted_f1": round(float(f1_score(actual, predicted, labels=labels, average="weighted",
+                                                zero_division=0)), 6)}, per_class
+
+    def score_answers(self, actual: list[str], predicted: list[str], scores: np.ndarray, labels: list[str],
+                      cfg: EvaluateConfig) -> Scored:
+        """`answer_figures`, the majority class's accuracy, calibration of the top probability (ECE, mean
+        confidence); plots: the confusion pairs, the reliability diagram, each class's precision-recall curve
+        (one-vs-rest on its probability)."""
+        figures, per_class = self.answer_figures(actual, predicted, labels)
         confidence = scores.max(axis=1) if len(scores) else np.zeros(0)
         reliability = reliability_table(confidence, np.array(actual) == np.array(predicted), cfg.calibration_bins)
         majority = pd.Series(actual).value_counts(normalize=True).iloc[0] if actual else 0.0
         metrics = {
-            "accuracy": round(float(accuracy_score(actual, predicted)), 6),
-            "macro_f1": round(float(f1_score(actual, predicted, labels=labels, average="macro", zero_division=0)), 6),
-            "weighted_f1": round(float(f1_score(actual, predicted, labels=labels, average="weighted",
-                                                zero_division=0)), 6),
+            **figures,
             "majority_class_accuracy": round(float(majority), 6),
             "ece": round(expected_calibration_error(reliability), 6),
             "mean_confidence": round(float(confidence.mean()), 6) if len(confidence) else 0.0,

@@ -179,6 +179,15 @@ def choose_decision(truth: np.ndarray, scores: np.ndarray, labels: Sequence[str]
             "global": global_t, "per_label": own, "labels": list(labels)}
 
 
+def own_best_thresholds(truth: np.ndarray, scores: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
+    """Each label's threshold at its own best F1 (labels with enough validation positives): the rule
+    `choose_decision` did not take (it serves macro-F1), kept so benchmarks can report it beside the chosen one."""
+    truth = np.asarray(truth, dtype=np.float64)
+    return {label: _best(THRESHOLD_GRID, [_f1_counts(truth[:, c], scores[:, c] >= g) for g in THRESHOLD_GRID],
+                         DEFAULT_THRESHOLD)
+            for c, label in enumerate(labels) if truth[:, c].sum() >= MIN_POSITIVES_FOR_OWN_THRESHOLD}
+
+
 def _best(grid: np.ndarray, f1: list[float], current: float) -> float:
     """The grid value with the best F1; a tie keeps `current`, else goes to the value nearest 0.5."""
     top = max(f1)
@@ -429,22 +438,29 @@ class MultiLabel:
         keep = scores >= thresholds_of(decision, labels)
         return [[labels[c] for c in np.flatnonzero(row)] for row in keep]
 
+    def answer_figures(self, actual: list[list[str]], predicted: list[list[str]],
+                       labels: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
+        """Micro, macro and samples F1, subset accuracy, Hamming loss, true and predicted cardinality; per label:
+        support, predicted, precision, recall, F1."""
+        truth, answered = multi_hot(actual, labels), multi_hot(predicted, labels)
+        return ({k: round(v, 6) for k, v in set_scores(truth, answered).items()},
+                {row["label"]: {k: v for k, v in row.items() if k != "label"}
+                 for row in per_label_table(truth, answered, labels)})
+
     def score_answers(self, actual: list[list[str]], predicted: list[list[str]], scores: np.ndarray,
                       labels: list[str], cfg: EvaluateConfig) -> Scored:
-        """Micro, macro and samples F1, subset accuracy, Hamming loss, true and predicted cardinality, calibration
-        of every label's score (ECE over all text x label cells, and per label); per label: support, predicted,
-        precision, recall, F1, ECE; plots: label-level confusion pairs (a label found is (label, label), one
+        """`answer_figures`, calibration of every label's score (ECE over all text x label cells, and per label,
+        added to each label's row); plots: label-level confusion pairs (a label found is (label, label), one
         missed (label, "(missed)"), one answered wrongly ("(not given)", label)), the reliability diagram over
         the cells, each label's precision-recall curve."""
-        truth, answered = multi_hot(actual, labels), multi_hot(predicted, labels)
+        figures, rows = self.answer_figures(actual, predicted, labels)
+        truth = multi_hot(actual, labels)
         reliability = reliability_table(scores.ravel(), truth.ravel() > 0, cfg.calibration_bins)
         confidence = scores.max(axis=1, initial=0.0) if len(scores) else np.zeros(0)
-        metrics = {**{k: round(v, 6) for k, v in set_scores(truth, answered).items()},
-                   "ece": round(expected_calibration_error(reliability), 6),
+        metrics = {**figures, "ece": round(expected_calibration_error(reliability), 6),
                    "mean_confidence": round(float(confidence.mean()), 6) if len(confidence) else 0.0}
         calibration = calibration_by_label(truth, scores, labels, cfg.calibration_bins)
-        per_label = {row["label"]: {k: v for k, v in row.items() if k != "label"} | {"ece": calibration[row["label"]]}
-                     for row in per_label_table(truth, answered, labels)}
+        per_label = {label: row | {"ece": calibration[label]} for label, row in rows.items()}
         pairs = []
         for given, answer in zip(actual, predicted, strict=True):
             pairs += [(label, label if label in answer else "(missed)") for label in given]

@@ -59,7 +59,8 @@ def test_a_label_set_model_trains_with_sigmoid_scores_and_stores_its_thresholds(
     decision = json.loads((out / DECISION_FILE).read_text())
     assert decision == summary["decision"] and decision["labels"] == labels
     model = load_classifier(out)
-    scores, _ = forward(model.model, model.tokenizer, list(splits["val"]["text"]), 64, params.train.max_length)
+    scores, _ = forward(model.model, model.tokenizer, list(splits["val"]["text"]), 64, params.train.max_length,
+                        bf16=model.bf16)
     assert np.all((scores >= 0) & (scores <= 1)) and not np.allclose(scores.sum(axis=1), 1.0)  # sigmoid, not softmax
     truth = multi_hot(list(splits["val"]["labels"]), labels)
     chosen = TASK.metrics(truth, np.log(scores / (1 - scores)), decision)["micro_f1"]
@@ -112,7 +113,8 @@ def test_the_evaluate_stage_scores_label_sets(tmp_path: Path, tiny_model_dir: Pa
     labels = json.loads((out / "labels.json").read_text())["labels"]
     decision = json.loads((out / DECISION_FILE).read_text())
     model = load_classifier(out)
-    scores, _ = forward(model.model, model.tokenizer, list(test["text"]), 64, params.train.max_length)
+    scores, _ = forward(model.model, model.tokenizer, list(test["text"]), 64, params.train.max_length,
+                        bf16=model.bf16)
     expected = TASK.decode(scores, labels, decision)
     assert result.predicted == expected and all(isinstance(answer, list) for answer in result.predicted)
     metrics = result.metrics
