@@ -126,8 +126,8 @@ def run_lifecycle(root: Path, rate: float, say: Callable[[str], None], traffic_s
             say("\nthe retrained model is not a new gated candidate (see the gate above): nothing to release")
             return {"task": task, "retrain": result}
         windows = {**DEMO_RELEASE, **(release_settings or {})}
-        steps = " → ".join(["shadow", *(f"{share:.0%}" for share in windows.get("canary_steps", (0.05, 0.25, 0.5))),
-                            "100 %"])
+        shares = windows.get("canary_steps", params.release.canary_steps)
+        steps = " → ".join(["shadow", *(f"{share:.0%}" for share in shares), "100 %"])
         say(f"\n== 4/5 release {candidate}: {steps}, checked every {windows['check_interval_s']} s while traffic "
             "is replayed")
         say(f"         demo windows: each step >= {windows['min_dwell_s']} s and >= {windows['min_requests']} "
