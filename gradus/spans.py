@@ -178,3 +178,106 @@ def unknown_types(spans: Iterable[Span], allowed: Iterable[str]) -> list[str]:
     """The spans' types outside the allow-list, sorted."""
     known = set(allowed)
     return sorted({span.type for span in spans} - known)
+
+
+# ---------------------------------------------------------------------------------------- sub-word tokens
+# A fast tokenizer's encoding of a text gives, per token, its character offsets and the word it belongs to
+# (`word_ids`; None for special tokens). Long texts come as several overlapping windows (return_overflowing_tokens
+# with a stride), whose word ids still count the text's words. Training labels each word's first sub-token with
+# the word's BIO tag and ignores the rest; decoding reads each word's tag from its first sub-token, averaged over
+# the windows that hold it, and merges tagged words into spans.
+
+IGNORE = -100  # the label a token's loss skips (transformers' convention)
+
+
+def tag_vocabulary(types: Iterable[str]) -> list[str]:
+    """O, then B- and I- of each entity type, types sorted: a token-classification head's labels, in order."""
+    return ["O", *(f"{prefix}-{kind}" for kind in sorted(set(types)) for prefix in ("B", "I"))]
+
+
+Offsets = Sequence[tuple[int, int]]
+WordIds = Sequence[int | None]
+
+
+def word_ranges(windows: Sequence[tuple[Offsets, WordIds]]) -> dict[int, tuple[int, int]]:
+    """Each word's character range in the text, from its tokens' offsets across every window."""
+    ranges: dict[int, tuple[int, int]] = {}
+    for offsets, words in windows:
+        for (start, end), word in zip(offsets, words, strict=True):
+            if word is None:
+                continue
+            low, high = ranges.get(word, (start, end))
+            ranges[word] = (min(low, start), max(high, end))
+    return ranges
+
+
+def word_tags(spans: Sequence[Span], ranges: dict[int, tuple[int, int]]) -> dict[int, str]:
+    """Each word's BIO tag: the first span its characters overlap (B- on its first word, I- after), else O."""
+    tags: dict[int, str] = {}
+    begun: set[Span] = set()
+    for word, (start, end) in sorted(ranges.items(), key=lambda item: item[1]):
+        span = next((s for s in spans if start < s.end and s.start < end), None)
+        if span is None:
+            tags[word] = "O"
+        else:
+            tags[word] = f"{'I' if span in begun else 'B'}-{span.type}"
+            begun.add(span)
+    return tags
+
+
+def token_labels(words: WordIds, tags: dict[int, str], index: dict[str, int]) -> list[int]:
+    """One window's training labels: each word's tag id on its first sub-token in the window, IGNORE elsewhere."""
+    labels, seen = [], set()
+    for word in words:
+        if word is None or word in seen:
+            labels.append(IGNORE)
+        else:
+            seen.add(word)
+            labels.append(index[tags[word]])
+    return labels
+
+
+def decode_spans(text: str, windows: Sequence[tuple[Offsets, WordIds, Any]],
+                 vocabulary: Sequence[str]) -> list[dict[str, Any]]:
+    """Entities from per-token probabilities (rows of `windows`' third item, columns in `vocabulary`'s order):
+    a word's probabilities are its first sub-token's, averaged over the windows holding it; its tag is their
+    argmax; consecutive words tagged B-x I-x ... form one span (an I-x after O or another type begins one); a
+    span's score is the mean of its words' tag probabilities; its end runs on over characters no token covers
+    (a combining accent the tokenizer's normaliser dropped), so the span is the text as written."""
+    import numpy as np
+
+    ranges = word_ranges([(offsets, words) for offsets, words, _ in windows])
+    totals: dict[int, Any] = {}
+    counts: dict[int, int] = {}
+    for _offsets, words, probabilities in windows:
+        seen: set[int] = set()
+        for position, word in enumerate(words):
+            if word is None or word in seen:
+                continue
+            seen.add(word)
+            totals[word] = totals.get(word, 0) + np.asarray(probabilities[position], dtype=np.float64)
+            counts[word] = counts.get(word, 0) + 1
+    covered = {i for start, end in ranges.values() for i in range(start, end)}
+    entities: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for word in sorted(totals, key=lambda w: ranges[w]):
+        mean = totals[word] / counts[word]
+        best = int(mean.argmax())
+        prefix, _, kind = vocabulary[best].partition("-")
+        start, end = ranges[word]
+        if prefix == "I" and current is not None and current["type"] == kind:
+            current["end"], current["scores"] = end, [*current["scores"], float(mean[best])]
+            continue
+        if current is not None:
+            entities.append(current)
+        current = {"type": kind, "start": start, "end": end, "scores": [float(mean[best])]} if kind else None
+    if current is not None:
+        entities.append(current)
+    out = []
+    for found in entities:
+        end = found["end"]
+        while end < len(text) and end not in covered and not text[end].isspace():
+            end += 1
+        out.append({"type": found["type"], "start": found["start"], "end": end, "text": text[found["start"]:end],
+                    "score": round(sum(found["scores"]) / len(found["scores"]), 6)})
+    return out

@@ -109,3 +109,83 @@ def test_every_vendored_hwu64_slots_row_reads_as_spans() -> None:
             assert all(read.text[s.start:s.end].strip() == read.text[s.start:s.end] for s in read.spans), row
             total += len(read.spans)
     assert total == 8253 + 880  # every entity of the note's counts, none merged or lost
+
+
+# Sub-word tokens: the packaged model's own tokenizer (WordPiece, lower-casing, accents stripped).
+TEXT = "pay Jose\u0301 💳 4242 on 3 May to mcdonald's"
+SPANS = [Span(4, 9, "person"), Span(12, 16, "card_ending"), Span(20, 25, "date"), Span(29, 39, "merchant")]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from gradus.modeling import PACKAGED, resolve_base
+
+    return AutoTokenizer.from_pretrained(resolve_base(PACKAGED).location)
+
+
+def windows_of(tokenizer, text: str, max_length: int = 128, stride: int = 0) -> list:
+    encoding = tokenizer(text, return_offsets_mapping=True, return_overflowing_tokens=True, truncation=True,
+                         max_length=max_length, stride=stride)
+    return [(encoding["offset_mapping"][i], encoding.word_ids(i)) for i in range(len(encoding["input_ids"]))]
+
+
+def test_each_words_first_sub_token_carries_its_tag_and_the_rest_are_ignored(tokenizer) -> None:
+    from gradus.spans import IGNORE, tag_vocabulary, token_labels, word_ranges, word_tags
+
+    vocabulary = tag_vocabulary(s.type for s in SPANS)
+    index = {tag: i for i, tag in enumerate(vocabulary)}
+    [(offsets, words)] = windows_of(tokenizer, TEXT)
+    labels = token_labels(words, word_tags(SPANS, word_ranges([(offsets, words)])), index)
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer(TEXT)["input_ids"])
+    tagged = [(token, vocabulary[label] if label != IGNORE else None) for token, label in zip(tokens, labels,
+                                                                                             strict=True)]
+    assert tagged == [("[CLS]", None), ("pay", "O"), ("jose", "B-person"), ("[UNK]", "O"), ("42", "B-card_ending"),
+                      ("##42", None), ("on", "O"), ("3", "B-date"), ("may", "I-date"), ("to", "O"),
+                      ("mcdonald", "B-merchant"), ("'", "I-merchant"), ("s", "I-merchant"), ("[SEP]", None)]
+
+
+def one_hot_windows(tokenizer, text: str, spans: list[Span], vocabulary: list[str], **window) -> list:
+    """Each window with probabilities that put all mass on the right tag (a perfect model's output)."""
+    import numpy as np
+
+    from gradus.spans import IGNORE, token_labels, word_ranges, word_tags
+
+    index = {tag: i for i, tag in enumerate(vocabulary)}
+    windows = windows_of(tokenizer, text, **window)
+    tags = word_tags(spans, word_ranges(windows))
+    out = []
+    for offsets, words in windows:
+        labels = token_labels(words, tags, index)
+        probabilities = np.full((len(words), len(vocabulary)), 0.01)
+        for position, label in enumerate(labels):
+            if label != IGNORE:
+                probabilities[position, label] = 0.9
+        out.append((offsets, words, probabilities))
+    return out
+
+
+def test_decoding_merges_words_into_spans_of_the_text_as_written(tokenizer) -> None:
+    from gradus.spans import decode_spans, tag_vocabulary
+
+    vocabulary = tag_vocabulary(s.type for s in SPANS)
+    found = decode_spans(TEXT, one_hot_windows(tokenizer, TEXT, SPANS, vocabulary), vocabulary)
+    assert [(f["type"], f["start"], f["end"], f["text"]) for f in found] == [
+        (s.type, s.start, s.end, TEXT[s.start:s.end]) for s in SPANS]
+    assert found[0]["text"] == "Jose\u0301"  # the accent the tokenizer dropped is part of the answer
+    assert all(f["score"] == pytest.approx(0.9) for f in found)
+
+
+def test_long_texts_are_labelled_and_decoded_in_overlapping_windows(tokenizer) -> None:
+    from gradus.spans import decode_spans, tag_vocabulary
+
+    text = " ".join(f"remind me on day {i} at noon" if i % 3 else f"call anna {i} times" for i in range(40))
+    spans = [Span(m, m + 4, "person") for m in range(len(text)) if text.startswith("anna", m)]
+    spans += [Span(m, m + 4, "time") for m in range(len(text)) if text.startswith("noon", m)]
+    vocabulary = tag_vocabulary(["person", "time"])
+    windows = one_hot_windows(tokenizer, text, spans, vocabulary, max_length=32, stride=8)
+    assert len(windows) > 5  # the text is far longer than one window
+    found = decode_spans(text, windows, vocabulary)
+    assert [(f["type"], f["start"], f["end"]) for f in found] == [(s.type, s.start, s.end) for s in sorted(
+        spans, key=lambda s: s.start)]
