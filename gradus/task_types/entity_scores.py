@@ -69,3 +69,31 @@ def entity_figures(texts: Sequence[str], truth: Sequence[Sequence[Span]],
     else:
         figures |= {"exact_f1": 1.0, "type_f1": 1.0, "partial_f1": 1.0}
     return {k: round(v, 6) for k, v in figures.items()}, per_type
+
+
+def dictionary_baseline(train_texts: Sequence[str], train_spans: Sequence[Sequence[Span]],
+                        texts: Sequence[str]) -> list[list[Span]]:
+    """The cheap baseline a model must beat: every entity string of the training data (case-folded; its most
+    frequent type there) found in each text at word boundaries, longest first, never overlapping."""
+    from collections import Counter
+
+    seen: dict[str, Counter[str]] = {}
+    for text, spans in zip(train_texts, train_spans, strict=True):
+        for span in spans:
+            surface = text[span.start:span.end].casefold().strip()
+            if surface:
+                seen.setdefault(surface, Counter())[span.type] += 1
+    if not seen:
+        return [[] for _ in texts]
+    types = {surface: counts.most_common(1)[0][0] for surface, counts in seen.items()}
+    # One alternation, longest strings first, so the regex engine prefers the longest match at each position.
+    pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(s) for s in sorted(types, key=len, reverse=True))
+                         + r")(?!\w)")
+    out = []
+    for text in texts:
+        folded = text.casefold()
+        if len(folded) != len(text):  # case folding changed lengths (ß → ss): offsets would not map back
+            folded = text.lower() if len(text.lower()) == len(text) else text
+        out.append([Span(m.start(), m.end(), types[m.group(0)]) for m in pattern.finditer(folded)
+                    if m.group(0) in types])
+    return out
