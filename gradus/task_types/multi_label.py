@@ -1,8 +1,7 @@
 """A label set per text (a sigmoid score per label, a label kept above its decision threshold).
 
-The scoring, decision, gate and release parts of the type (docs/architecture.md, "Task types on one seam"); the
-stages reach it through `seam.task_type` once its data, split and training rows are wired (until then the seam does
-not offer it as a `model.task`). Answers are label lists, sorted, without duplicates.
+Every stage reaches it through `seam.task_type` (docs/architecture.md, "Task types on one seam"; docs/tasks.md).
+Answers are label lists, sorted, without duplicates.
 """
 
 from __future__ import annotations
