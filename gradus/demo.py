@@ -8,6 +8,7 @@ bag-of-words baseline stays well below 100 %. A handful of malformed rows exerci
 from __future__ import annotations
 
 import random
+import string
 from collections.abc import Callable
 from typing import Any
 
@@ -290,3 +291,56 @@ def _assemble(rows: int, seed: int, make: Callable[[random.Random, list[str]], d
     for bad in malformed[1:]:
         records.insert(rng.randrange(len(records) + 1), dict(bad))
     return pd.DataFrame.from_records(records, columns=["text", "label"])
+
+
+# Entities (model.task token_classification, being built): support messages with amounts, dates, card endings and
+# merchants marked as character spans (`label`: a list of {start, end, label}).
+_ENTITY_VALUES: dict[str, list[str]] = {
+    "amount": ["€20", "$50.75", "100 pounds", "£35", "300 dollars", "12.99 euros", "€1,250"],
+    "date": ["yesterday", "3 may", "on monday", "12/03", "last week", "this morning", "21 june"],
+    "card_ending": ["4242", "0005", "1881", "9934", "7310"],
+    "merchant": ["tesco", "amazon", "café nero", "mcdonald's", "uber", "zoë's bakery", "müller"],
+}
+_ENTITY_TEMPLATES = [
+    "i was charged {amount} twice at {merchant} {date}",
+    "my card ending {card_ending} was declined at {merchant}",
+    "refund the {amount} that {merchant} took {date}",
+    "there is a payment of {amount} to {merchant} i don't recognise",
+    "card {card_ending} 💳 was used {date} without me",
+    "why did {merchant} charge me {amount} on card {card_ending}",
+    "i paid {amount} {date} but it still says pending",
+    "cancel the transfer of {amount} i made {date}",
+    "my card has not arrived yet",
+    "how do i change my pin",
+    "{merchant} says my card {card_ending} expired",
+]
+_MALFORMED_ENTITIES: list[dict[str, object]] = [
+    {"text": "i paid €20 at tesco yesterday",
+     "label": [{"start": 7, "end": 10, "label": "amount"}, {"start": 14, "end": 19, "label": "merchant"},
+               {"start": 20, "end": 29, "label": "date"}]},                                        # a clean row
+    {"text": "refund me £35", "label": [{"start": 10, "end": 40, "label": "amount"}]},            # outside the text
+    {"text": "card 4242 declined", "label": [{"start": 5, "end": 9, "text": "4243", "label": "card_ending"}]},
+    {"text": "amazon took $50.75", "label": [{"start": 0, "end": 6, "label": "merchant"},
+                                             {"start": 3, "end": 11, "label": "date"}]},           # overlapping
+    {"text": "uber charged me twice", "label": [{"start": 0, "end": 4, "label": "vendor"}]},       # unknown type
+    {"text": "", "label": []},
+    {"text": "pay 0005 now", "label": [{"start": 4, "end": 4, "label": "card_ending"}]},            # empty span
+]
+
+
+def _entity_row(rng: random.Random, labels: list[str]) -> dict[str, object]:
+    """One message from a template: each field's value written in, its span recorded as the text grows."""
+    text, entities = rng.choice(_PREFIXES), []
+    for literal, field, _, _ in string.Formatter().parse(rng.choice(_ENTITY_TEMPLATES)):
+        text += literal
+        if field:
+            value = rng.choice(_ENTITY_VALUES[field])
+            entities.append({"start": len(text), "end": len(text) + len(value), "label": field})
+            text += value
+    return {"text": text + rng.choice(_SUFFIXES), "label": entities}
+
+
+def generate_entities(rows: int = 3000, seed: int = 7) -> pd.DataFrame:
+    """`rows` support messages (text, label: their entities as character spans), malformed ones included,
+    identical for the same (rows, seed): the demo for entity extraction."""
+    return _assemble(rows, seed, _entity_row, _MALFORMED_ENTITIES)

@@ -45,3 +45,28 @@ def test_tfidf_baseline_learns_but_stays_clearly_below_perfect() -> None:
     model = LogisticRegression(max_iter=2000, C=10.0).fit(vectorizer.fit_transform(train["text"]), train["label"])
     accuracy = (model.predict(vectorizer.transform(test["text"])) == test["label"]).mean()
     assert 0.6 < accuracy < 0.985, accuracy
+
+
+def test_the_entity_demo_marks_its_spans_exactly_and_carries_each_kind_of_bad_span() -> None:
+    from gradus.demo import generate_entities
+    from gradus.spans import from_entities, resolve_overlaps, unknown_types
+
+    frame = generate_entities(600, 3)
+    assert frame.equals(generate_entities(600, 3)) and len(frame) == 600
+    problems, types = [], set()
+    for text, entities in zip(frame["text"], frame["label"], strict=True):
+        read = from_entities(text or "", entities)
+        _, clash, _ = resolve_overlaps(read.spans, "quarantine")
+        unknown = unknown_types(read.spans, ["amount", "date", "card_ending", "merchant"])
+        reason = read.problem or clash or (f"unknown {unknown}" if unknown else None)
+        if reason or not (text or "").strip():
+            problems.append(reason or "blank text")
+        types |= {span.type for span in read.spans}
+    assert types == {"amount", "date", "card_ending", "merchant", "vendor"}  # vendor: the unknown type's row
+    assert sorted(problems, key=str) == sorted([
+        "blank text", "span amount [10, 40) is outside the text (length 13); offsets are characters into the text, "
+        "end exclusive", "span card_ending [5, 9) says '4243' but the text there is '4242' (offsets shifted, or "
+        "counted in other units)", "spans merchant [0, 6) and date [3, 11) overlap (validate.entities.overlaps: "
+        "keep_longest to keep the longer)", "unknown ['vendor']",
+        "span card_ending [4, 4) is empty; offsets are characters into the text, end exclusive"], key=str)
+    assert any("💳" in text for text in frame["text"]) and any("é" in text for text in frame["text"])
