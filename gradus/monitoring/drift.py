@@ -237,15 +237,14 @@ def model_report(reference: pd.Series, current: pd.Series, champion: LoadedModel
             signals[name] = _signal(scores[0], cfg.numerical_method, cfg.numerical_threshold, rows["reference"],
                                     rows["current"])
         else:
-            signals[name] = _combined(name, parts[name], scores, cfg, rows)
+            signals[name] = _combined(parts[name], scores, cfg, rows)
     distribution = {name: frame["predicted_label"].value_counts(normalize=True).round(4).head(10).to_dict()
                     for name, frame in frames.items()}
     return snapshot, signals, {"sampled": len(reference) > sizes["reference"] or len(current) > sizes["current"],
                                "rows": rows, "top_predicted_labels": distribution}
 
 
-def _combined(name: str, columns: list[str], scores: list[float], cfg: DriftConfig,
-              rows: dict[str, int]) -> dict[str, Any]:
+def _combined(columns: list[str], scores: list[float], cfg: DriftConfig, rows: dict[str, int]) -> dict[str, Any]:
     """One signal judged over several distributions (each label's score): a p-value test's smallest p-value times
     their number (Bonferroni: the false-alarm rate of one signal, not one per label); a distance's largest."""
     if cfg.numerical_method in P_VALUE_METHODS:
