@@ -159,3 +159,28 @@ class TokenClassification:
 
 
 TASK = TokenClassification()
+
+
+def swap_entities(text: str, spans: Sequence[Span], pool: dict[str, list[str]], rng: np.random.Generator
+                  ) -> tuple[str, list[Span]] | None:
+    """The behavioural check's perturbation: every entity replaced by another string of its type from the training
+    data (`pool`: type -> strings), the spans moved with the text; None when no entity can be replaced."""
+    out, moved, cursor, changed = "", [], 0, False
+    for span in sorted(spans):
+        choices = [s for s in pool.get(span.type, []) if s != text[span.start:span.end]]
+        value = str(rng.choice(choices)) if choices else text[span.start:span.end]
+        changed |= bool(choices)
+        out += text[cursor:span.start]
+        moved.append(Span(len(out), len(out) + len(value), span.type))
+        out += value
+        cursor = span.end
+    return (out + text[cursor:], moved) if changed else None
+
+
+def entity_pool(texts: Sequence[str], spans: Sequence[Sequence[Span]]) -> dict[str, list[str]]:
+    """Each type's distinct entity strings in the training data, sorted (the swap check's replacements)."""
+    pool: dict[str, set[str]] = {}
+    for text, row in zip(texts, spans, strict=True):
+        for span in row:
+            pool.setdefault(span.type, set()).add(text[span.start:span.end])
+    return {kind: sorted(values) for kind, values in pool.items()}

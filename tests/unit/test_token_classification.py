@@ -75,3 +75,19 @@ def test_release_agreement_and_online_f1_judge_entity_answers() -> None:
     score = TASK.online_score(truth, worse, truth, 0.95, 0)
     assert score.champion == 1.0 and score.candidate < 1.0 and score.high < 0, score
     assert score.difference == pytest.approx(score.candidate - score.champion)
+
+
+def test_the_swap_check_replaces_each_entity_by_another_of_its_type_and_moves_the_spans() -> None:
+    from gradus.task_types.token_classification import entity_pool, swap_entities
+
+    train = hwu("train", 2000)
+    pool = entity_pool(list(train["text"]), TASK.targets(train))
+    rng = np.random.default_rng(0)
+    text, spans = "wake me at seven am tomorrow", [Span(11, 19, "time"), Span(20, 28, "date")]
+    swapped, moved = swap_entities(text, spans, pool, rng)
+    assert [s.type for s in moved] == ["time", "date"]
+    assert [swapped[s.start:s.end] for s in moved] != ["seven am", "tomorrow"]
+    assert all(swapped[s.start:s.end] in pool[s.type] for s in moved)
+    assert swapped.startswith("wake me at ") and swapped[moved[0].end:moved[1].start] == " "
+    assert swap_entities("no entity here", [], pool, rng) is None
+    assert swap_entities("play kazoo", [Span(5, 10, "instrument")], pool, rng) is None  # no other such string
