@@ -148,7 +148,7 @@ def flow_run_state(flow_run_id: str):
 
 
 # Every check round of a healthy candidate must pass, its p99 latency and error rate against the champion's
-# included: under the side-by-side suite's load one round failed its latency or error check (CI walk, 2026-12-07).
+# included: under the side-by-side suite's load one round failed its latency or error check (CI walk, 2026-12-06).
 @pytest.mark.timing
 def test_healthy_candidate_reaches_champion_after_approval(prefect_server, project: Project, tmp_path: Path,
                                                            tiny_model_dir: Path) -> None:
@@ -161,7 +161,10 @@ def test_healthy_candidate_reaches_champion_after_approval(prefect_server, proje
     service = start_service(project)
     try:
         traffic = Traffic(service.url, seconds=50)
-        run = Run(project, candidate, service, require_approval=True)
+        # p99 over a step's first ~50-150 answers is its 1st-3rd slowest: one burst on this 2-core box (the flow's
+        # own analysis, the replay and the service share the cores) put a same-weights shadow at 39.9 ms against
+        # 12.6 ms (CI walk, 2026-12-07). 100 ms of slack still fails what test_slow_candidate injects (250 ms).
+        run = Run(project, candidate, service, require_approval=True, latency_slack_ms=100)
         # Every step moved the aliases (the service follows), then paused for a person.
         started = wait_for(lambda: [e for e in release_events(project, candidate, "release-step")
                                     if e["reason"] == "canary 50%"], 150, "the 50 % step")
