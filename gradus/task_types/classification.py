@@ -324,7 +324,6 @@ class Classification:
         return OnlineScore(self.online_metric_name, float(mine.mean()), float(theirs.mean()), diff, low, high,
                            "paired difference, normal interval")
 
-
     def average(self, outputs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
         """The weighted mean of the members' softmax probabilities (rows stay distributions)."""
         return weighted_mean(outputs, weights)

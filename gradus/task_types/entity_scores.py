@@ -14,23 +14,18 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from gradus.spans import Span
+from gradus.spans import Span, word_tags
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 PARTIAL_SCHEMES = ("strict", "exact", "ent_type", "partial")  # nervaluate's four ways to count a match
 
 
 def word_tags_of(text: str, spans: Sequence[Span]) -> list[str]:
-    """The IOB2 tag of each word of `text`: B- on the first word a span overlaps, I- on the next, else O."""
-    tags, begun = [], set()
-    for match in _WORD.finditer(text):
-        span = next((s for s in spans if match.start() < s.end and s.start < match.end()), None)
-        if span is None:
-            tags.append("O")
-        else:
-            tags.append(f"{'I' if span in begun else 'B'}-{span.type}")
-            begun.add(span)
-    return tags
+    """The IOB2 tag of each word of `text`: B- on the first word a span overlaps, I- on the next, else O (the
+    rule training labels words by: spans.word_tags)."""
+    ranges = {i: (match.start(), match.end()) for i, match in enumerate(_WORD.finditer(text))}
+    tags = word_tags(spans, ranges)
+    return [tags[i] for i in range(len(ranges))]
 
 
 def entity_figures(texts: Sequence[str], truth: Sequence[Sequence[Span]],
@@ -94,6 +89,5 @@ def dictionary_baseline(train_texts: Sequence[str], train_spans: Sequence[Sequen
         folded = text.casefold()
         if len(folded) != len(text):  # case folding changed lengths (ß → ss): offsets would not map back
             folded = text.lower() if len(text.lower()) == len(text) else text
-        out.append([Span(m.start(), m.end(), types[m.group(0)]) for m in pattern.finditer(folded)
-                    if m.group(0) in types])
+        out.append([Span(m.start(), m.end(), types[m.group(0)]) for m in pattern.finditer(folded)])
     return out

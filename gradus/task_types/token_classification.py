@@ -143,9 +143,8 @@ class TokenClassification:
         for kind in sorted(kind for kind, n in support.items() if n >= cfg.min_support):
             def f1(answers: list[list[Span]], kind: str = kind) -> float:
                 counts = match_counts([[s for s in a if s.type == kind] for a in actual],
-                                      [[s for s in a if s.type == kind] for a in answers]).sum(axis=0)
-                total = 2 * counts[0] + counts[1] + counts[2]
-                return float(2 * counts[0] / total) if total else 1.0
+                                      [[s for s in a if s.type == kind] for a in answers])
+                return float(weighted_entity_f1(np.ones((1, len(counts))), counts)[0])
 
             before, after = f1(old), f1(new)
             rows.append({"type": kind, "support": int(support[kind]), "f1_champion": round(before, 4),
