@@ -19,6 +19,7 @@ from gradus.config.pipeline import EvaluateConfig, GateConfig, SplitConfig, Stag
 from gradus.errors import DataError
 from gradus.pooled import MULTI_HOT
 from gradus.scoring import (
+    BootstrapResult,
     expected_calibration_error,
     paired_bootstrap_of,
     precision_recall_rows,
@@ -206,6 +207,14 @@ def weighted_micro_f1(weights: np.ndarray, truth: np.ndarray, predicted: np.ndar
     tp = weights @ (truth * predicted).sum(axis=1)
     total = weights @ (truth.sum(axis=1) + predicted.sum(axis=1))
     return np.where(total > 0, 2 * tp / np.maximum(total, 1e-12), 1.0)
+
+
+def paired_micro_f1(truth: np.ndarray, new: np.ndarray, old: np.ndarray, samples: int, confidence: float,
+                    seed: int) -> BootstrapResult:
+    """New minus old micro-F1 on the same texts (multi-hot rows), its percentile interval by paired bootstrap over
+    texts: the gate's comparison and the release's online figure."""
+    return paired_bootstrap_of(lambda w: weighted_micro_f1(w, truth, new) - weighted_micro_f1(w, truth, old),
+                               len(truth), samples, confidence, seed)
 
 
 def set_scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -560,11 +569,7 @@ class MultiLabel:
         if not shared:
             return {"labels": info}, [*checks, Check("shared_labels", False, "the two models share no label")]
         y, new, old = (multi_hot(answers, shared) for answers in (actual, challenger, champion.predicted))
-
-        def delta(weights: np.ndarray) -> np.ndarray:
-            return weighted_micro_f1(weights, y, new) - weighted_micro_f1(weights, y, old)
-
-        boot = paired_bootstrap_of(delta, len(y), cfg.bootstrap_samples, cfg.confidence, cfg.seed)
+        boot = paired_micro_f1(y, new, old, cfg.bootstrap_samples, cfg.confidence, cfg.seed)
         scores = {"challenger": set_scores(y, new), "champion": set_scores(y, old)}
         checks.append(Check(
             "micro_f1_non_inferiority", boot.low >= -cfg.margin,
@@ -614,11 +619,7 @@ class MultiLabel:
         ratio of sums, not a mean over texts: no per-text difference to average)."""
         labels = sorted(self.frequencies([*truth, *candidate, *champion]))
         y, new, old = (multi_hot([list(a) for a in answers], labels) for answers in (truth, candidate, champion))
-
-        def delta(weights: np.ndarray) -> np.ndarray:
-            return weighted_micro_f1(weights, y, new) - weighted_micro_f1(weights, y, old)
-
-        boot = paired_bootstrap_of(delta, len(y), ONLINE_BOOTSTRAP_SAMPLES, confidence, seed)
+        boot = paired_micro_f1(y, new, old, ONLINE_BOOTSTRAP_SAMPLES, confidence, seed)
         ones = np.ones((1, len(y)))
         return OnlineScore(self.online_metric_name, float(weighted_micro_f1(ones, y, new)[0]),
                            float(weighted_micro_f1(ones, y, old)[0]), boot.delta, boot.low, boot.high,

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from gradus.config.pipeline import GateConfig, SplitConfig
-from gradus.scoring import paired_bootstrap_of
+from gradus.scoring import BootstrapResult, paired_bootstrap_of
 from gradus.spans import Span, tag_vocabulary
 from gradus.stratify import split_by_strata
 from gradus.task_types.base import Agreement, Champion, Check, OnlineScore, label_changes
@@ -48,6 +48,14 @@ def weighted_entity_f1(weights: np.ndarray, counts: np.ndarray) -> np.ndarray:
     tp, fp, fn = (weights @ counts[:, k] for k in range(3))
     total = 2 * tp + fp + fn
     return np.where(total > 0, 2 * tp / np.maximum(total, 1e-12), 1.0)
+
+
+def paired_entity_f1(new: np.ndarray, old: np.ndarray, samples: int, confidence: float,
+                     seed: int) -> BootstrapResult:
+    """New minus old entity micro-F1 from per-text match counts on the same texts, its percentile interval by
+    paired bootstrap over texts: the gate's comparison and the release's online figure."""
+    return paired_bootstrap_of(lambda w: weighted_entity_f1(w, new) - weighted_entity_f1(w, old), len(new), samples,
+                               confidence, seed)
 
 
 class TokenClassification:
@@ -98,8 +106,7 @@ class TokenClassification:
                      champion: Sequence[Iterable[Span]], confidence: float, seed: int) -> OnlineScore:
         """Entity micro-F1 of both on the texts users corrected, paired bootstrap over texts."""
         new, old = match_counts(truth, candidate), match_counts(truth, champion)
-        boot = paired_bootstrap_of(lambda w: weighted_entity_f1(w, new) - weighted_entity_f1(w, old), len(new),
-                                   ONLINE_BOOTSTRAP_SAMPLES, confidence, seed)
+        boot = paired_entity_f1(new, old, ONLINE_BOOTSTRAP_SAMPLES, confidence, seed)
         ones = np.ones((1, len(new)))
         return OnlineScore(self.online_metric_name, float(weighted_entity_f1(ones, new)[0]),
                            float(weighted_entity_f1(ones, old)[0]), boot.delta, boot.low, boot.high,
@@ -113,8 +120,7 @@ class TokenClassification:
         info, checks = label_changes(champion.labels, challenger_labels, cfg)
         info["rows_compared"] = len(actual)
         new, old = match_counts(actual, challenger), match_counts(actual, champion.predicted)
-        boot = paired_bootstrap_of(lambda w: weighted_entity_f1(w, new) - weighted_entity_f1(w, old), len(actual),
-                                   cfg.bootstrap_samples, cfg.confidence, cfg.seed)
+        boot = paired_entity_f1(new, old, cfg.bootstrap_samples, cfg.confidence, cfg.seed)
         ones = np.ones((1, len(actual)))
         scores = {"challenger": float(weighted_entity_f1(ones, new)[0]),
                   "champion": float(weighted_entity_f1(ones, old)[0])}
