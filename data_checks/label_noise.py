@@ -11,6 +11,7 @@ data is small.
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -158,4 +159,91 @@ def flag_rows(form: str, texts: pd.Series, targets: pd.Series, usable: pd.Series
         set_flags = flag_label_set_noise(texts[eligible], targets[eligible], cfg)
         return pd.DataFrame({"noise_flag": set_flags.flagged, "suggested_label": set_flags.suggested,
                              "label_probability": pd.NA}, index=texts[eligible].index)
+    if form == "spans":
+        eligible = usable & targets.map(lambda cell: cell is not None and all(e["type"] in vocabulary for e in cell))
+        if eligible.sum() < cfg.folds or eligible.sum() > cfg.max_rows:
+            return None
+        span_flags = flag_span_noise(texts[eligible], targets[eligible], cfg)
+        return pd.DataFrame({"noise_flag": span_flags.flagged, "suggested_label": span_flags.suggested,
+                             "label_probability": pd.NA}, index=texts[eligible].index)
     raise ValueError(f"label noise: no model for targets of the form {form!r}")
+
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+OUTSIDE = "O"
+SPAN_HASH_FEATURES = 2**18
+
+
+def word_features(words: list[str], i: int) -> list[str]:
+    """A word's features for the cheap tagger: itself, its affixes and shape, and its neighbours."""
+    word = words[i]
+    shape = re.sub(r"[A-Z]", "X", re.sub(r"[a-z]", "x", re.sub(r"\d", "d", word)))[:6]
+    before = words[i - 1].lower() if i else "<s>"
+    after = words[i + 1].lower() if i + 1 < len(words) else "</s>"
+    return [f"w={word.lower()}", f"p3={word[:3].lower()}", f"s3={word[-3:].lower()}", f"shape={shape}",
+            f"-1={before}", f"+1={after}", f"-1w={before}|{word.lower()}"]
+
+
+def flag_span_noise(texts: pd.Series, entities: pd.Series, cfg: LabelNoiseConfig, seed: int = 0) -> SetNoiseFlags:
+    """Entity spans an out-of-fold word tagger disputes: a cheap logistic regression over hashed word features
+    (the word, its affixes and shape, its neighbours) gives each word a probability per entity type and `O`,
+    trained on the other folds' texts. A given span is disputed when its words' mean probability of its type is at
+    most max_label_probability and another class gets at least min_confidence ("-type 'surface'"); a run of words
+    outside every span that the tagger gives one type with at least min_confidence is a missed entity
+    ("+type 'surface'"). The same thresholds as for labels; seqeval-style words (runs of word characters)."""
+    from sklearn.feature_extraction import FeatureHasher
+    from sklearn.model_selection import KFold
+
+    rows: list[tuple[int, int, int, str]] = []  # (text, word start, word end, given class)
+    features: list[list[str]] = []
+    for t, (text, cell) in enumerate(zip(texts, entities, strict=True)):
+        matches = list(_WORD.finditer(text))
+        words = [m.group() for m in matches]
+        for i, match in enumerate(matches):
+            given = next((e["type"] for e in cell if match.start() < e["end"] and e["start"] < match.end()), OUTSIDE)
+            rows.append((t, match.start(), match.end(), given))
+            features.append(word_features(words, i))
+    classes = np.array(sorted({row[3] for row in rows}))
+    if len(classes) < 2:
+        return SetNoiseFlags(pd.Series(False, index=texts.index), pd.Series("", index=texts.index))
+    x = FeatureHasher(SPAN_HASH_FEATURES, input_type="string", alternate_sign=False).transform(features)
+    y = np.searchsorted(classes, [row[3] for row in rows])
+    owner = np.array([row[0] for row in rows])
+    probabilities = np.zeros((len(rows), len(classes)))
+    for train, test in KFold(cfg.folds, shuffle=True, random_state=seed).split(np.arange(len(texts))):
+        fit, score = np.isin(owner, train), np.isin(owner, test)
+        model = LogisticRegression(C=10.0, solver="saga", max_iter=50, tol=1e-3, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(x[fit], y[fit])
+        probabilities[np.ix_(np.flatnonzero(score), model.classes_)] = model.predict_proba(x[score])
+    outside = int(np.searchsorted(classes, OUTSIDE)) if OUTSIDE in classes else None
+    suggestions: list[list[str]] = [[] for _ in range(len(texts))]
+    by_text: dict[int, list[int]] = {}
+    for k, row in enumerate(rows):
+        by_text.setdefault(row[0], []).append(k)
+    for t, members in by_text.items():
+        text, cell = texts.iloc[t], entities.iloc[t]
+        for e in cell:
+            inside = [k for k in members if rows[k][1] < e["end"] and e["start"] < rows[k][2]]
+            if not inside or e["type"] not in classes:
+                continue
+            mean = probabilities[inside].mean(axis=0)
+            own = mean[np.searchsorted(classes, e["type"])]
+            if own <= cfg.max_label_probability and mean.max() >= cfg.min_confidence:
+                suggestions[t].append(f"-{e['type']} {text[e['start']:e['end']]!r}")
+        run: list[int] = []
+        for k in [*members, None]:
+            best = None if k is None else int(probabilities[k].argmax())
+            missed = (k is not None and rows[k][3] == OUTSIDE and best != outside
+                      and probabilities[k, best] >= cfg.min_confidence
+                      and (outside is None or probabilities[k, outside] <= cfg.max_label_probability))
+            if run and (not missed or best != int(probabilities[run[-1]].argmax())):
+                start, end = rows[run[0]][1], rows[run[-1]][2]
+                suggestions[t].append(f"+{classes[int(probabilities[run[0]].argmax())]} {text[start:end]!r}")
+                run = []
+            if missed and k is not None:
+                run.append(k)
+    flagged = [bool(s) for s in suggestions]
+    return SetNoiseFlags(flagged=pd.Series(flagged, index=texts.index),
+                         suggested=pd.Series([" ".join(s) for s in suggestions], index=texts.index))

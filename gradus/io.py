@@ -15,7 +15,9 @@ SNAPSHOT_COLUMNS = ["text", "label", "source", "source_row"]
 # Beside text and label in the raw snapshot: the JSON type of a value that was not a string in its source
 # (null for strings). Validation quarantines such rows; they never reach the validated data.
 TYPE_COLUMNS = ["text_type", "label_type"]
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet",
+           ".conll": "conll"}
+CONLL_COLUMNS = ("tokens", "tags")  # a CoNLL file's sentences as a table: one row per sentence, two list columns
 
 
 def detect_format(path: Path, declared: str = "auto") -> str:
@@ -24,7 +26,8 @@ def detect_format(path: Path, declared: str = "auto") -> str:
         return declared
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise DataError(f"{path}: unknown file type '{path.suffix}'; use .csv, .jsonl or .parquet or set format")
+        raise DataError(f"{path}: unknown file type '{path.suffix}'; use .csv, .jsonl, .parquet or .conll or set "
+                        "format")
     return fmt
 
 
@@ -41,6 +44,12 @@ def read_table(path: Path, fmt: str = "auto", delimiter: str = ",") -> pd.DataFr
             return read_csv(path, delimiter)
         if fmt == "jsonl":
             return read_jsonl(path)
+        if fmt == "conll":
+            from gradus.spans import read_conll
+
+            sentences = read_conll(path)
+            return pd.DataFrame({CONLL_COLUMNS[0]: pd.Series([t for t, _ in sentences], dtype=object),
+                                 CONLL_COLUMNS[1]: pd.Series([g for _, g in sentences], dtype=object)})
         return pd.read_parquet(path)
     except DataError:
         raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,6 +67,29 @@ def resolve_base(base: str, revision: str | None = None) -> BaseModel:
     return BaseModel(base, base, revision or "main")
 
 
+def token_counter(base: str, revision: str | None = None) -> Callable[[list[str]], list[int]]:
+    """Tokens per text with the base model's own tokenizer (special tokens included), loaded on the first call."""
+    def count(texts: list[str]) -> list[int]:
+        if not texts:
+            return []
+        location = Path(resolve_base(base, revision).location)
+        if (location / "tokenizer.json").is_file():
+            # The fast tokenizer's own engine read from its file: the same ids as AutoTokenizer (tested), without
+            # importing transformers and torch, which cost the validate stage 2-3 s of its ~9 on 2 cores.
+            from tokenizers import Tokenizer
+
+            engine = Tokenizer.from_file(str(location / "tokenizer.json"))
+            engine.no_truncation()
+            engine.no_padding()
+            return [len(encoding.ids) for encoding in engine.encode_batch(texts, add_special_tokens=True)]
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(location))
+        return [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
+
+    return count
+
+
 def _local_revision(path: Path) -> str:
     """A local model's revision is the sha256 of its weights file (there is no git commit to name)."""
     weights = path / WEIGHTS_FILE
@@ -107,7 +131,7 @@ class Predictions:
     decision: dict[str, Any] = field(default_factory=dict)  # its decoding decision (thresholds), if any
 
     def labels(self) -> list[str]:
-        """The most probable label of each text."""
+        """The most probable label of each text (sequence types)."""
         return [self.label_names[i] for i in self.probabilities.argmax(axis=1)]
 
     def answers(self) -> list[Any]:
@@ -116,8 +140,9 @@ class Predictions:
 
     @property
     def confidence(self) -> Any:
-        """The probability of the predicted label, per text."""
-        return self.probabilities.max(axis=1)
+        """The probability of the predicted label, per text (the highest score; a windowed type's own figure)."""
+        kind = task_type(self.task)
+        return kind.confidence(self.probabilities, self.answers()) if kind.windowed else self.probabilities.max(axis=1)
 
 
 class Classifier(Protocol):
@@ -157,10 +182,15 @@ class LoadedModel:
     def backend(self) -> str:
         return "torch"
 
+    stride: int = 0  # tokens consecutive windows share (a windowed task type: entities)
+
     def predict(self, texts: list[str], batch_size: int = 64, embeddings: bool = False) -> Predictions:
-        """Probabilities (and embeddings) for texts, in batches of similar length to cut padding."""
-        probabilities, pooled = forward(self.model, self.tokenizer, texts, batch_size, self.max_length,
-                                        embeddings=embeddings, bf16=self.bf16)
+        """Probabilities (and embeddings) for texts, in batches of similar length to cut padding; a windowed
+        task type's per-text windows of token probabilities instead (embeddings: the mean over each text's
+        tokens)."""
+        run = forward_windows if task_type(self.task).windowed else forward
+        probabilities, pooled = run(self.model, self.tokenizer, texts, batch_size, self.max_length,
+                                    embeddings=embeddings, bf16=self.bf16, stride=self.stride)
         return Predictions(probabilities, self.labels, pooled, self.task, self.decision)
 
 
@@ -175,22 +205,25 @@ def load_classifier(folder: str | Path, device: str = "cpu", *, max_length: int 
                     manifest: dict[str, Any] | None = None) -> LoadedModel:
     """Load a fine-tuned classifier folder from safetensors only, in eval mode. max_length defaults to the one
     it was trained with (training_summary.json); bf16 defaults to whether bf16 pays on the device."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
 
     classes()  # a classifier on the base's own pooling (train.head: pooled, the probe) loads like any other
     folder = Path(folder)
     refuse_pickle_weights(folder)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).to(device).eval()
+    task = task_of_model(AutoConfig.from_pretrained(folder))
+    auto = getattr(transformers, task_type(task).auto_model)
+    model = auto.from_pretrained(folder, use_safetensors=True).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     bf16 = bf16_pays(device) if bf16 is None else bf16
     if bf16:
         linear_weights_to_bf16(model)
+    summary_file = folder / TRAINING_SUMMARY
+    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
     if max_length is None:
-        summary = folder / TRAINING_SUMMARY
-        trained = json.loads(summary.read_text(encoding="utf-8")).get("max_length") if summary.is_file() else None
-        max_length = int(trained or DEFAULT_MAX_LENGTH)
+        max_length = int(summary.get("max_length") or DEFAULT_MAX_LENGTH)
     return LoadedModel(model, tokenizer, tuple(load_label_map(folder)), max_length, version, alias, bf16, manifest,
-                       task_of_model(model.config), load_decision(folder))
+                       task, load_decision(folder), int(summary.get("stride") or 0))
 
 
 def linear_weights_to_bf16(model: Any) -> None:
@@ -236,6 +269,11 @@ def length_batches(texts: list[str], batch_size: int) -> list[list[int]]:
 _TOKENIZER_LOCK = threading.Lock()
 
 
+def tokenizer_lock() -> threading.Lock:
+    """The lock every encoding with a shared tokenizer holds (see above)."""
+    return _TOKENIZER_LOCK
+
+
 def tokenize(tokenizer: Any, texts: list[str], max_length: int, tensors: str) -> Any:
     """One padded, truncated batch (tensors "pt" or "np"); safe to call from several threads."""
     with _TOKENIZER_LOCK:
@@ -243,7 +281,7 @@ def tokenize(tokenizer: Any, texts: list[str], max_length: int, tensors: str) ->
 
 
 def forward(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 128, max_length: int = 128,
-            embeddings: bool = False, bf16: bool = False) -> tuple[Any, Any]:
+            embeddings: bool = False, bf16: bool = False, stride: int = 0) -> tuple[Any, Any]:
     """(class probabilities, mean-pooled last-layer embeddings or None) in one pass, rows in input order;
     `bf16` runs the matmuls under bf16 autocast (about 2x faster on CPUs with bf16 units)."""
     import contextlib
@@ -264,6 +302,49 @@ def forward(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 128,
             if pooled is not None:
                 pooled[index] = pool(out.hidden_states[-1].float(), batch["attention_mask"], "mean").cpu().numpy()
     return probabilities, pooled
+
+
+def forward_windows(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 128, max_length: int = 128,
+                    embeddings: bool = False, bf16: bool = False, stride: int = 0) -> tuple[Any, Any]:
+    """(per text a spans.TextWindows: its windows' token offsets, word ids and tag probabilities; the mean of each
+    text's last-layer token states or None), in input order: a token-classification model's forward pass. Texts
+    longer than max_length tokens come as several windows sharing `stride` tokens; `batch_size` counts windows."""
+    import contextlib
+
+    import numpy as np
+    import torch
+
+    from gradus.spans import TextWindows
+    from gradus.task_types.token_classification import tokenize_windows
+
+    device = next(model.parameters()).device
+    outputs = np.empty(len(texts), dtype=object)
+    pooled = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32) if embeddings else None
+    device_type = "cuda" if device.type == "cuda" else "cpu"
+    precision = torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.inference_mode(), precision:
+        for index in length_batches(texts, batch_size):
+            batch = tokenize_windows(tokenizer, [texts[i] for i in index], max_length, stride, padding=True)
+            owners = batch.pop("overflow_to_sample_mapping").tolist()
+            offsets = batch.pop("offset_mapping").tolist()
+            words = [batch.word_ids(w) for w in range(len(owners))]
+            inputs = {key: value.to(device) for key, value in batch.items()}
+            out = model(**inputs, output_hidden_states=embeddings)
+            probabilities = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
+            mask = inputs["attention_mask"].cpu().numpy().astype(bool)
+            grouped: dict[int, list[Any]] = {}
+            for w, owner in enumerate(owners):
+                n = int(mask[w].sum())
+                grouped.setdefault(owner, []).append((offsets[w][:n], words[w][:n], probabilities[w, :n]))
+            for owner, windows in grouped.items():
+                outputs[index[owner]] = TextWindows(texts[index[owner]], windows)
+            if pooled is not None:
+                states = out.hidden_states[-1].float()
+                for owner in grouped:
+                    rows = [w for w, o in enumerate(owners) if o == owner]
+                    pooled[index[owner]] = pool(states[rows].reshape(1, -1, states.shape[-1]),
+                                                inputs["attention_mask"][rows].reshape(1, -1), "mean")[0].cpu().numpy()
+    return outputs, pooled
 
 
 _BF16_SPEEDUP: float | None = None

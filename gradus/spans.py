@@ -25,6 +25,7 @@ from typing import Any
 
 from gradus.errors import DataError
 
+BIO_CELL = "bio"  # the raw snapshot's label_type of a cell holding {tokens, tags} (a source of tokens with tags)
 OVERLAP_POLICIES = ("quarantine", "keep_longest")
 BIO_POLICIES = ("repair", "quarantine")
 
@@ -118,7 +119,7 @@ def from_bio(tokens: Sequence[str], tags: Sequence[str], policy: str = "repair")
         if prefix == "I":  # an I- without its B-
             if policy == "quarantine":
                 return Read(text, [], f"token {i} ({token!r}) is tagged {tag} without a B-{kind} before it "
-                                      "(validate.entities.invalid_bio: repair to start a span there)")
+                                      "(entities.invalid_bio: repair to start a span there)")
             repaired += 1
         if open_span:
             spans.append(Span(*open_span))
@@ -165,7 +166,7 @@ def resolve_overlaps(spans: Sequence[Span], policy: str) -> tuple[list[Span], st
         return sorted(spans), None, 0
     if policy == "quarantine":
         a, b = clashes[0]
-        return [], (f"spans {a.where()} and {b.where()} overlap (validate.entities.overlaps: keep_longest to keep the "
+        return [], (f"spans {a.where()} and {b.where()} overlap (entities.overlaps: keep_longest to keep the "
                     "longer)"), 0
     kept: list[Span] = []
     for span in sorted(spans, key=lambda s: (-(s.end - s.start), s.start)):
@@ -197,6 +198,15 @@ def tag_vocabulary(types: Iterable[str]) -> list[str]:
 
 Offsets = Sequence[tuple[int, int]]
 WordIds = Sequence[int | None]
+
+
+@dataclass(frozen=True)
+class TextWindows:
+    """A token-classification model's raw output for one text: the text and, per window of its tokenization, the
+    tokens' character offsets, their word ids and their tag probabilities (tokens x tags)."""
+
+    text: str
+    windows: list[tuple[Offsets, WordIds, Any]]
 
 
 def word_ranges(windows: Sequence[tuple[Offsets, WordIds]]) -> dict[int, tuple[int, int]]:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from gradus.modeling import Classifier
+from gradus.task_types.seam import DEFAULT_TASK, task_type
 
 log = logging.getLogger("gradus.serving")
 # Fault injection for tests and demos (as GRADUS_FAILPOINT is for the registry): extra latency per batch,
@@ -234,7 +235,7 @@ class Slot:
                 job.loop.call_soon_threadsafe(_settle, job.future, exc, None)
             return
         self.metrics.batch_size.labels(self.alias, model.version or "-").observe(len(texts))
-        ranked = np.argsort(-probabilities, axis=1, kind="stable")
+        ranked = task_type(getattr(model, "task", DEFAULT_TASK)).rank(probabilities)
         start = 0
         for job in live:
             end = start + len(job.texts)

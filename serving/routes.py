@@ -75,11 +75,13 @@ async def feedback(body: FeedbackRequest, request: Request, service: ServiceDep)
     model answers one label per text, `labels` (a list) where it answers a label set."""
     if body.text is not None:
         service.check_texts([body.text], "text")
-    target, why = task_type(service.models.task()).feedback_target(body.label, body.labels)
+    kind = task_type(service.models.task())
+    entities = None if body.entities is None else [entity.model_dump() for entity in body.entities]
+    target, why = kind.feedback_target(body.label, body.labels, entities)
     if why is not None:
         raise HTTPException(422, why)
-    known = service.models.labels()
-    unknown = [label for label in ([target] if isinstance(target, str) else target) if label not in known]
+    known = kind.answer_labels(service.models.labels())
+    unknown = [label for label in kind.counted(target) if label not in known]
     if unknown:
         raise HTTPException(422, f"label {unknown[0]!r} is not one the served models know ({len(known)} labels, "
                                  f"e.g. {sorted(known)[:5]})")
@@ -97,6 +99,8 @@ async def feedback(body: FeedbackRequest, request: Request, service: ServiceDep)
         record |= {"text": remembered["texts"][body.index], "version": remembered["version"],
                    "alias": remembered["alias"], "predicted_label": remembered["predicted"][body.index]}
         request.state.alias, request.state.version = remembered["alias"], remembered["version"]
+    if problem := kind.target_problem(record["text"], target):
+        raise HTTPException(422, f"{problem}; nothing stored")
     await asyncio.to_thread(service.feedback.append, record)
     service.metrics.feedback.labels(record["alias"] or "-", record["version"] or "-").inc()
     return {"stored": True, "label": target, "request_id": body.request_id}

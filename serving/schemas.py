@@ -46,6 +46,31 @@ class LabelSetPrediction(BaseModel):
     scores: dict[str, float] | None = Field(None, description="every label's sigmoid score (when asked)")
 
 
+class Entity(BaseModel):
+    """One entity found in a text: its type, its character offsets into the text as sent (end exclusive; Python
+    string indices, i.e. Unicode code points), the text there and a score (the mean of its words' tag
+    probabilities)."""
+
+    type: str
+    start: int
+    end: int
+    text: str
+    score: float
+
+
+class EntityPrediction(BaseModel):
+    """Entities per text (model.task token_classification): sub-word tokens merged into words (each word's tag
+    is its first sub-token's, averaged over the windows holding it) and words into spans (B-x I-x ...)."""
+
+    entities: list[Entity]
+
+
+class EntityIn(_Strict):
+    start: int = Field(ge=0, description="character offset of the entity's first character in the text")
+    end: int = Field(gt=0, description="character offset just past its last character")
+    type: StrictStr = Field(min_length=1)
+
+
 class ModelRef(BaseModel):
     version: str | None
     alias: str
@@ -54,12 +79,13 @@ class ModelRef(BaseModel):
 class PredictResponse(BaseModel):
     request_id: str
     model: ModelRef
-    predictions: list[Prediction | LabelSetPrediction]
+    predictions: list[Prediction | LabelSetPrediction | EntityPrediction]
 
 
 class FeedbackRequest(_Strict):
     label: StrictStr | None = Field(None, min_length=1, description="the right label (one label per text)")
     labels: list[StrictStr] | None = Field(None, description="the right labels (a label set per text; [] for none)")
+    entities: list[EntityIn] | None = Field(None, description="the right entities (entity extraction; [] for none)")
     request_id: StrictStr | None = Field(None, description="a request this service answered ...")
     index: int = Field(0, ge=0, description="... and which of its texts (0 = the first)")
     text: StrictStr | None = Field(None, description="or the text itself")
@@ -68,8 +94,9 @@ class FeedbackRequest(_Strict):
     def _one_reference(self) -> FeedbackRequest:
         if (self.request_id is None) == (self.text is None):
             raise ValueError("give exactly one of request_id (with index) or text")
-        if (self.label is None) == (self.labels is None):
-            raise ValueError("give exactly one of label (one label per text) or labels (a label set)")
+        if sum(value is not None for value in (self.label, self.labels, self.entities)) != 1:
+            raise ValueError("give exactly one of label (one label per text), labels (a label set) or entities "
+                             "(entity extraction)")
         return self
 
 
@@ -91,7 +118,7 @@ class InferRequest(_Strict):
 
 class FeedbackStored(BaseModel):
     stored: bool
-    label: str | list[str]
+    label: str | list[str] | list[dict[str, Any]]
     request_id: str | None
 
 

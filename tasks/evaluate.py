@@ -93,9 +93,12 @@ def slice_report(test: pd.DataFrame, predicted: list[Any], labels: list[str],
 
 
 def behavioral(model: Classifier, texts: list[str], original: list[Any], cfg: EvaluateConfig,
-               task: str = DEFAULT_TASK) -> dict[str, Any]:
-    """Share of test rows whose answer survives each perturbation unchanged (the task type's agreement is 1),
+               task: str = DEFAULT_TASK, train: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Share of test rows whose answer survives each perturbation as expected (the task type's agreement is 1):
+    unchanged under a case change, trailing punctuation and a typo; and the task type's own (entities: each
+    entity found swapped for another of its type from the training data, which must be found where it now is),
     against params' thresholds."""
+    kind = task_type(task)
     rng = np.random.default_rng(cfg.behavioral.seed)
     rows = np.arange(len(texts))
     if len(rows) > cfg.behavioral.max_rows:
@@ -105,16 +108,24 @@ def behavioral(model: Classifier, texts: list[str], original: list[Any], cfg: Ev
         "punctuation": [toggle_trailing_punctuation(texts[i]) for i in rows],
         "typo": [small_typo(texts[i], rng) for i in rows],
     }
-    agreement = task_type(task).agreement
-    report = {}
+    cases: dict[str, list[tuple[int, str, Any]]] = {}
     for name, changed in perturbations.items():
-        kept = [(i, text) for i, text in zip(rows, changed, strict=True) if text is not None and text != texts[i]]
-        after = model.predict([text for _, text in kept], cfg.batch_size).answers() if kept else []
-        same = agreement([original[i] for i, _ in kept], after) >= 1.0 if kept else np.zeros(0, dtype=bool)
+        cases[name] = [(i, text, kind.unchanged(original[i], texts[i], text)) for i, text in zip(rows, changed,
+                                                                                                 strict=True)
+                       if text is not None and text != texts[i]]
+        cases[name] = [case for case in cases[name] if case[2] is not None]
+    if train is not None:
+        cases |= kind.own_perturbations(texts, original, rows, rng, train)
+    report = {}
+    for name, kept in cases.items():
+        after = model.predict([text for _, text, _ in kept], cfg.batch_size).answers() if kept else []
+        same = (kind.agreement([expected for _, _, expected in kept], after) >= 1.0 if kept
+                else np.zeros(0, dtype=bool))
         rate = float(same.sum()) / len(kept) if kept else 1.0
         threshold = cfg.behavioral.min_stability.get(name, 0.0)
-        examples = [{"text": texts[i], "perturbed": text, "before": original[i], "after": answer}
-                    for (i, text), answer, equal in zip(kept, after, same, strict=True) if not equal][:5]
+        examples = [{"text": texts[i], "perturbed": text, "before": original[i],
+                     "expected": kind.answer_rows([expected])[0], "after": answer}
+                    for (i, text, expected), answer, equal in zip(kept, after, same, strict=True) if not equal][:5]
         report[name] = {"rows": len(kept), "stability": round(rate, 6), "min_stability": threshold,
                         "passed": rate >= threshold, "examples": examples}
     return report
@@ -155,7 +166,7 @@ def evaluate_loaded(model: Classifier, train: pd.DataFrame, test: pd.DataFrame, 
     predictions = model.predict(texts, cfg.batch_size)
     predicted = predictions.answers()
     scored = kind.score_answers(actual, predicted, predictions.probabilities, labels, cfg)
-    checks = behavioral(model, texts, predicted, cfg, kind.name)
+    checks = behavioral(model, texts, predicted, cfg, kind.name, train)
     timing = latency(model, texts, cfg.latency_samples)
     metrics = {
         "test_rows": len(test),
@@ -177,7 +188,7 @@ def run(params: StageParams) -> dict[str, Any]:
     splits = Path(paths.splits)
     train, val, test = (pd.read_parquet(splits / f"{name}.parquet") for name in ("train", "val", "test"))
     result = evaluate_model(Path(paths.model), train, test, params, str(splits / "test.parquet"), val)
-    if params.evaluate.probe:
+    if params.evaluate.probe and task_type(params.model.task).probe_heads:
         result.metrics["baseline_probe"] = probe_baseline(
             params.model.base, params.model.revision, train, val, test, params.train.max_length,
             params.evaluate.batch_size, pick_device(params.train.device), params.train.seed,
@@ -190,8 +201,10 @@ def run(params: StageParams) -> dict[str, Any]:
                         (paths.pr_curves, result.plots["pr_curves"])):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(path, index=False)
-    write_parquet(pd.DataFrame({"actual": result.actual, "predicted": result.predicted,
-                                "confidence": result.confidence}), Path(paths.predictions))
+    kind = task_type(params.model.task)
+    write_parquet(pd.DataFrame({"actual": kind.answer_rows(result.actual),
+                                "predicted": kind.answer_rows(result.predicted), "confidence": result.confidence}),
+                  Path(paths.predictions))
     primary = task_type(params.model.task).primary_metric
     return {k: result.metrics[k] for k in ("accuracy", primary, "macro_f1", "test_rows", "ece", "baseline_probe")
             if k in result.metrics}

@@ -96,7 +96,7 @@ def verdict(metrics: dict[str, Any], behavioral: dict[str, Any], actual: list[st
         "mode": "first_model" if champion is None else "challenger",
         "champion": champion.version if champion else None,
         "challenger": {**{key: metrics[key] for key in dict.fromkeys(
-                           (kind.headline_metric, "macro_f1", kind.primary_metric))},
+                           (kind.headline_metric, "macro_f1", kind.primary_metric)) if key in metrics},
                        "labels": len(challenger_labels), "test_rows": len(actual),
                        **(probe_gain(metrics, kind.headline_metric) if "baseline_probe" in metrics else {})},
         "checks": [asdict(c) for c in checks],
@@ -120,7 +120,7 @@ def gate_numbers(report: dict[str, Any], task: str = DEFAULT_TASK) -> dict[str, 
                                  "failed_checks": sum(not c["passed"] for c in report["checks"])}
     if "bootstrap" in report:
         boot = report["bootstrap"]
-        drops = report.get("per_class", report.get("per_label")) or []
+        drops = report.get("per_class", report.get("per_label", report.get("per_type"))) or []
         numbers.update({f"{task_type(task).primary_metric}_delta": round(boot["delta"], 6),
                         "ci_low": round(boot["low"], 6), "ci_high": round(boot["high"], 6)})
         if "mcnemar" in report:

@@ -24,7 +24,8 @@ from gradus.config.pipeline import (
     StageParams,
 )
 from gradus.errors import DataError
-from gradus.io import SNAPSHOT_COLUMNS, TYPE_COLUMNS, write_json, write_parquet
+from gradus.io import CONLL_COLUMNS, SNAPSHOT_COLUMNS, TYPE_COLUMNS, write_json, write_parquet
+from gradus.spans import BIO_CELL
 from gradus.task_types.seam import DEFAULT_TASK, task_type
 
 Loaded = list[tuple[pd.DataFrame, dict[str, Any]]]
@@ -41,21 +42,52 @@ def load_demo(source: DemoSource, task: str = DEFAULT_TASK) -> tuple[pd.DataFram
 SOURCE_FIX = "Set text_column / label_column / metadata_columns for this source in params.yaml (data.sources)"
 
 
+def token_columns(source: Source) -> tuple[str, str] | None:
+    """(tokens column, tags column) of a source of tokens with BIO tags (a CoNLL file: its two columns), else None."""
+    if source.tokens_column is not None and source.tags_column is not None:
+        return source.tokens_column, source.tags_column
+    fmt = getattr(source, "format", None)
+    location = str(getattr(source, "path", None) or getattr(source, "uri", None) or "")
+    conll = fmt == "conll" or (fmt == "auto" and location.lower().endswith(".conll"))
+    return CONLL_COLUMNS if conll else None
+
+
 def load_tables(source: FileSource | FeedbackSource | S3Source) -> Loaded:
     """Every file or object a table source names (file, glob or s3:// prefix), its columns mapped."""
     location = source.uri if isinstance(source, S3Source) else source.path
     endpoint = source.endpoint_url if isinstance(source, S3Source) else None
-    columns = (source.text_column, source.label_column, *source.metadata_columns)
+    bio = token_columns(source)
+    columns = (*(bio or (source.text_column, source.label_column)), *source.metadata_columns)
     loaded = []
     for table in storage.read_tables(location, columns=columns, fix=SOURCE_FIX, fmt=source.format,
                                      delimiter=source.delimiter, endpoint_url=endpoint):
         extra = {column: table.frame[column] for column in source.metadata_columns}
+        if bio is not None:
+            texts, cells = tagged_tokens(table.frame[bio[0]], table.frame[bio[1]])
+            frame = _frame(texts, cells, table.uri, extra)
+            frame.loc[frame["label"].notna() & frame["label_type"].eq("object"), "label_type"] = BIO_CELL
+            loaded.append((frame, {"uri": table.uri, **table.info, "rows": len(frame)}))
+            continue
         labels = table.frame[source.label_column]
         if source.label_separator is not None:  # label sets written as text: stored as the lists they are
             labels = labels.map(lambda cell: cell.split(source.label_separator) if isinstance(cell, str) else cell)
         frame = _frame(table.frame[source.text_column], labels, table.uri, extra)
         loaded.append((frame, {"uri": table.uri, **table.info, "rows": len(frame)}))
     return loaded
+
+
+def tagged_tokens(tokens: pd.Series, tags: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(texts, label cells) of rows of tokens with BIO tags: the text is the tokens joined by single spaces (where
+    they are a list of strings; else None, and the row is quarantined for its missing text) and the cell keeps
+    both lists ({tokens, tags}) for the task type to read into spans (gradus/spans.py from_bio), so a row whose
+    tags do not fit its tokens reaches validation and is quarantined with the reason."""
+    texts, cells = [], []
+    for row_tokens, row_tags in zip(tokens, tags, strict=True):
+        words = _plain(row_tokens) if not _missing(row_tokens) else None
+        ok = isinstance(words, list) and all(isinstance(word, str) for word in words)
+        texts.append(" ".join(words) if ok else None)
+        cells.append({"tokens": words, "tags": _plain(row_tags) if not _missing(row_tags) else None})
+    return pd.Series(texts, dtype=object), pd.Series(cells, dtype=object)
 
 
 def _frame(text: pd.Series, label: pd.Series, uri: str, extra: dict[str, pd.Series] | None = None) -> pd.DataFrame:
@@ -133,18 +165,30 @@ def load_hf(source: HFSource) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise
     except Exception as exc:
         raise DataError(f"hf dataset {source.path or source.name}: cannot load: {exc}".replace("\n", " ")) from None
-    missing = [c for c in (source.text_column, source.label_column, *source.metadata_columns)
+    bio = token_columns(source)
+    missing = [c for c in (*(bio or (source.text_column, source.label_column)), *source.metadata_columns)
                if c not in dataset.column_names]
     if missing:
         raise DataError(f"hf dataset {source.path or source.name}: missing column(s) {missing}; found "
-                        f"{dataset.column_names}. Set text_column / label_column for this source")
+                        f"{dataset.column_names}. Set text_column / label_column (or tokens_column / tags_column) "
+                        "for this source")
+    uri = f"hf://{source.path or source.name}?split={source.split}"
+    info = {"uri": uri, "fingerprint": dataset._fingerprint, "rows": len(dataset)}
+    extra = {column: pd.Series(dataset[column], dtype=object) for column in source.metadata_columns}
+    if bio is not None:  # tokens with tags; tag ids (a sequence of ClassLabel, as NER datasets hold them) named
+        tags = dataset[bio[1]]
+        inner = getattr(dataset.features[bio[1]], "feature", None)
+        if isinstance(inner, datasets.ClassLabel):
+            tags = [None if row is None else [inner.int2str(x) if x is not None and x >= 0 else x for x in row]
+                    for row in tags]
+        texts, cells = tagged_tokens(pd.Series(dataset[bio[0]], dtype=object), pd.Series(tags, dtype=object))
+        frame = _frame(texts, cells, uri, extra)
+        frame.loc[frame["label"].notna() & frame["label_type"].eq("object"), "label_type"] = BIO_CELL
+        return frame, info
     labels = dataset[source.label_column]
     feature = dataset.features[source.label_column]
     if isinstance(feature, datasets.ClassLabel):
         labels = [None if x is None or x < 0 else feature.int2str(x) for x in labels]
-    uri = f"hf://{source.path or source.name}?split={source.split}"
-    info = {"uri": uri, "fingerprint": dataset._fingerprint, "rows": len(dataset)}
-    extra = {column: pd.Series(dataset[column], dtype=object) for column in source.metadata_columns}
     return _frame(pd.Series(dataset[source.text_column], dtype=object), pd.Series(labels, dtype=object), uri,
                   extra), info
 
@@ -184,7 +228,8 @@ def collect(cfg: DataConfig, sources: list[tuple[str, Source]] | None = None,
             frames.append(frame)
             manifest.append({"kind": source.kind, "declared_in": where, **info})
     raw = pd.concat(frames, ignore_index=True)
-    raw["label"] = normalize_labels(raw["label"], cfg.label_case)
+    if task_type(task).label_cells_are_labels:  # (entity cells are structures: their types' case is set later)
+        raw["label"] = normalize_labels(raw["label"], cfg.label_case)
     extras = sorted({c for _, source in sources for c in getattr(source, "metadata_columns", ())})
     if extras:  # a source without a metadata column gets None there, never the string 'nan'
         raw[extras] = raw[extras].astype(object).where(raw[extras].notna(), None)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from gradus.config.pipeline import StageParams, TrainConfig
@@ -63,11 +62,11 @@ class EncodedTexts:
         return item
 
 
-def encode(frame: pd.DataFrame, tokenizer: Any, task: TaskType, labels: list[str], max_length: int) -> EncodedTexts:
-    """Tokenise a split, its targets as the task type encodes them; every label must be one the model knows."""
-    targets = task.encode_targets(frame, labels)
-    encodings = tokenizer(list(frame["text"]), truncation=True, max_length=max_length)
-    return EncodedTexts(dict(encodings), targets)
+def encode(frame: pd.DataFrame, tokenizer: Any, task: TaskType, labels: list[str], params: StageParams) -> EncodedTexts:
+    """Tokenise a split as its task type does (a row per text; a row per window of a text), its targets encoded;
+    every label must be one the model knows."""
+    encodings, targets = task.encode(frame, tokenizer, labels, params.train.max_length, params)
+    return EncodedTexts(encodings, targets)
 
 
 # Above this many optimizer steps an epoch is evaluated (and checkpointed) in equal parts, so a long epoch
@@ -197,11 +196,11 @@ def trainer_callbacks(cfg: TrainConfig, plan: TrainingPlan, task: TaskType,
     return callbacks
 
 
-def validation_metrics(task: TaskType) -> Any:
+def validation_metrics(task: TaskType, labels: list[str]) -> Any:
     """Trainer compute_metrics: the task type's scores on the validation split (classification: accuracy and
-    macro-F1, the primary)."""
+    macro-F1, the primary), label ids read in `labels`' order."""
     def compute(prediction: Any) -> dict[str, float]:
-        return task.metrics(prediction.label_ids, prediction.predictions, {})
+        return task.metrics(prediction.label_ids, prediction.predictions, {"labels": labels})
 
     return compute
 
@@ -342,21 +341,38 @@ def probe_model(params: StageParams, base: BaseModel, labels: list[str], probe: 
     return model
 
 
-def initial_model(params: StageParams, base: BaseModel, labels: list[str], probe: Probe | None) -> Any:
-    """The model fine-tuning starts from: the probe's (lp_ft), or the base with a new head (train.head)."""
-    from transformers import AutoModelForSequenceClassification
+def method_of(params: StageParams) -> tuple[str, str | None]:
+    """(The method this run trains by, why it differs from train.method or None). A task type the frozen-encoder
+    probe cannot answer (entities: one embedding per text cannot tag tokens) fine-tunes a new head under lp_ft and
+    auto; train.method probe is refused for it, naming the fix."""
+    from gradus.errors import ConfigError
 
-    if params.train.method == "lp_ft":
-        assert probe is not None
+    method, task = params.train.method, task_type(params.model.task)
+    if task.probe_heads or method == "finetune":
+        return method, None
+    if method == "probe":
+        raise ConfigError(f"train.method=probe cannot train model.task={task.name}: the frozen-encoder probe reads "
+                          "one embedding per text; use train.method finetune")
+    return "finetune", (f"train.method {method}: the frozen-encoder probe cannot answer model.task {task.name} "
+                        "(one embedding per text); fine-tuned a new head instead")
+
+
+def initial_model(params: StageParams, base: BaseModel, labels: list[str], probe: Probe | None) -> Any:
+    """The model fine-tuning starts from: the probe's (lp_ft), or the base with a new head (train.head; the task
+    type's own head class where it is not a sequence classifier)."""
+    import transformers
+
+    task = task_type(params.model.task)
+    if probe is not None and params.train.method == "lp_ft":
         return probe_model(params, base, labels, probe)
-    problem_type = task_type(params.model.task).problem_type
-    if params.train.head == "pooled":
+    if params.train.head == "pooled" and task.probe_heads:
         return from_base(base.location, labels, pooling_mode(Path(base.location)), normalize=False,
-                         revision=params.model.revision, problem_type=problem_type)
-    return AutoModelForSequenceClassification.from_pretrained(
-        base.location, revision=params.model.revision, num_labels=len(labels), problem_type=problem_type,
+                         revision=params.model.revision, problem_type=task.problem_type)
+    extra = {"problem_type": task.problem_type} if task.problem_type else {}
+    return getattr(transformers, task.auto_model).from_pretrained(
+        base.location, revision=params.model.revision, num_labels=len(labels),
         id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
-        use_safetensors=True,
+        use_safetensors=True, **extra,
     )
 
 
@@ -397,17 +413,17 @@ def build_trainer(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, b
     """Tokenizer, datasets, callbacks (early stopping, DVCLive) wired into a Trainer for `model`; `precision`
     (bf16, fp16) as the run recorded it."""
     from dvclive import Live
-    from transformers import AutoTokenizer, DataCollatorWithPadding
+    from transformers import AutoTokenizer
     from transformers.integrations import DVCLiveCallback
 
     cfg, task = params.train, task_type(params.model.task)
     tokenizer = AutoTokenizer.from_pretrained(base.location, revision=params.model.revision)
-    train_set = encode(train, tokenizer, task, labels, cfg.max_length)
+    train_set = encode(train, tokenizer, task, labels, params)
     trainer = resumable_trainer()(
         model=model,
         args=training_arguments(cfg, device, params.paths.checkpoints, plan, task.primary_metric, precision),
-        train_dataset=train_set, eval_dataset=encode(val, tokenizer, task, labels, cfg.max_length),
-        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=validation_metrics(task),
+        train_dataset=train_set, eval_dataset=encode(val, tokenizer, task, labels, params),
+        data_collator=task.collator(tokenizer), compute_metrics=validation_metrics(task, labels),
         compute_loss_func=task.loss_function(train_set.labels, params),
     )
     trial = json.loads(os.environ[TRIAL_ENV]) if os.environ.get(TRIAL_ENV) else None
@@ -431,7 +447,8 @@ def fine_tune(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, out: 
     state = process_state(device)
     set_seed(cfg.seed)
     labels = task.vocabulary(train)
-    probe = fit_probe_for(params, train, val, base, device, labels) if cfg.method != "finetune" else None
+    method, method_note = method_of(params)
+    probe = fit_probe_for(params, train, val, base, device, labels) if method != "finetune" else None
     if cfg.method == "probe":
         assert probe is not None
         return save_probe(params, base, device, labels, probe, out, len(train), val)
@@ -442,7 +459,7 @@ def fine_tune(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, out: 
         resume_from, decisions = checkpoint_to_resume(
             checkpoints, fingerprint, cfg.resume, state.is_main_process,
             lambda: dict(zip(("bf16", "fp16"), mixed_precision(cfg, device), strict=True)))
-    plan = plan_training(cfg, len(train), len(labels), state.num_processes)
+    plan = plan_training(cfg, len(train), task.output_classes(labels), state.num_processes)
     trainer, tokenizer, train_set = build_trainer(params, train, val, base, device, labels, resume_from is not None,
                                                   plan, initial_model(params, base, labels, probe),
                                                   (bool(decisions["bf16"]), bool(decisions["fp16"])))
@@ -456,6 +473,8 @@ def fine_tune(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, out: 
     summary["best_epoch"] = next((e["epoch"] for e in stopping["evaluations"] if e["step"] == summary["best_step"]),
                                  None)
     summary |= {"max_length": cfg.max_length,  # how the model's inputs must be tokenized (LoadedModel)
+                **({"stride": params.entities.stride} if task.windowed else {}),
+                **({"method_note": method_note} if method_note else {}),
                 "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
                 "resumed_from": Path(resume_from).name if resume_from else None,
                 "peak_memory_mib": peak_memory_mib(device), "world_size": trainer.args.world_size}
@@ -483,7 +502,7 @@ def save_decision(params: StageParams, model: Any, tokenizer: Any, val: pd.DataF
                                    cfg.max_length)
         return probabilities
 
-    decision = task.decision(np.asarray(task.encode_targets(val, labels)), scores, labels, params)
+    decision = task.decision(task.encode_targets(val, labels), scores, labels, params)
     if not decision:
         return {}
     write_json(decision, out / DECISION_FILE)
@@ -502,10 +521,11 @@ def method_fields(params: StageParams, probe: Probe | None, summary: dict[str, A
     """How the model was made, the probe beside it on the validation split, and which of the two `auto` keeps
     (the better validation primary metric, macro-F1 for one label per text; a tie goes to the probe, the cheaper to
     retrain). The probe's validation figure is slightly optimistic: its C was chosen on the same split."""
-    cfg, key = params.train, task_type(params.model.task).primary_metric
+    cfg, task = params.train, task_type(params.model.task)
+    key, method = task.primary_metric, method_of(params)[0]
     probe_score = probe.val_scores.get(key, 0.0) if probe is not None else 0.0
-    fields: dict[str, Any] = {"method": cfg.method, "head": "pooled" if cfg.method != "finetune" else cfg.head,
-                              "chosen": "finetune"}
+    head = ("pooled" if method != "finetune" else cfg.head) if task.probe_heads else "token"
+    fields: dict[str, Any] = {"method": method, "head": head, "chosen": "finetune"}
     if probe is None:
         return fields
     fields |= {"probe": probe.summary(), f"probe_val_{key}": round(probe_score, 6)}

@@ -28,25 +28,9 @@ CONTEXT_COLUMNS = ["n_tokens", "duplicate_of", "conflicting_labels", "pii", "noi
 
 def tokenizer_counts(params: StageParams) -> features.Tokenize:
     """Token counts with the base model's own tokenizer (special tokens included), loaded lazily."""
-    def count(texts: list[str]) -> list[int]:
-        from gradus.modeling import resolve_base
+    from gradus.modeling import token_counter
 
-        location = Path(resolve_base(params.model.base, params.model.revision).location)
-        if (location / "tokenizer.json").is_file():
-            # The fast tokenizer's own engine read from its file: the same ids as AutoTokenizer (tested), without
-            # importing transformers and torch, which cost this stage 2-3 s of its ~9 on 2 cores.
-            from tokenizers import Tokenizer
-
-            engine = Tokenizer.from_file(str(location / "tokenizer.json"))
-            engine.no_truncation()
-            engine.no_padding()
-            return [len(encoding.ids) for encoding in engine.encode_batch(texts, add_special_tokens=True)]
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(location))
-        return [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
-
-    return count
+    return token_counter(params.model.base, params.model.revision)
 
 
 def derive(raw: pd.DataFrame, params: StageParams, tokenize: features.Tokenize) -> tuple[pd.DataFrame, Targets]:

@@ -79,7 +79,7 @@ class DemoSource(_Section):
     seed: int = 7
 
 
-TableFormat = Literal["auto", "csv", "jsonl", "parquet"]
+TableFormat = Literal["auto", "csv", "jsonl", "parquet", "conll"]
 
 
 class _Columns(_Section):
@@ -90,12 +90,18 @@ class _Columns(_Section):
     # A file or dataset with no rows stops ingest (a truncated export must not just shrink the data) unless
     # this source says an empty delivery is expected (a feedback folder on a quiet day).
     allow_empty: bool = False
+    # Entities as tokens with BIO tags (model.task token_classification): the two list columns; the text becomes
+    # the tokens joined by single spaces (text_column and label_column are then not read).
+    tokens_column: str | None = None
+    tags_column: str | None = None
 
     @model_validator(mode="after")
     def _no_reserved_names(self) -> _Columns:
         reserved = {"text", "label", "source", "source_row", "text_type", "label_type"} & set(self.metadata_columns)
         if reserved:
             raise ValueError(f"metadata_columns may not be named {sorted(reserved)}")
+        if (self.tokens_column is None) != (self.tags_column is None):
+            raise ValueError("give both tokens_column and tags_column (tokens with their BIO tags), or neither")
         return self
 
 
@@ -216,6 +222,16 @@ class MultiLabelConfig(_Section):
         return self
 
 
+class EntitiesConfig(_Section):
+    """Settings only the token_classification task type reads (entities as character spans per text)."""
+
+    overlaps: Literal["quarantine", "keep_longest"] = "quarantine"  # overlapping or nested spans in one row
+    invalid_bio: Literal["repair", "quarantine"] = "repair"  # an I- tag without its B- (repair: it begins a span)
+    # A text over train.max_length tokens: window (strided windows at train and predict time) or quarantine
+    long_texts: Literal["window", "quarantine"] = "window"
+    stride: int = Field(16, ge=0)  # tokens consecutive windows share (each window is train.max_length tokens)
+
+
 class SplitConfig(_Section):
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
@@ -223,7 +239,7 @@ class SplitConfig(_Section):
 
 
 # The task types there are (gradus/task_types maps each to its module; a unit test keeps the two lists equal).
-TaskName = Literal["classification", "multi_label"]
+TaskName = Literal["classification", "multi_label", "token_classification"]
 
 
 class ModelConfig(_Section):
@@ -301,8 +317,9 @@ class TrainConfig(_Section):
 class BehavioralConfig(_Section):
     """CheckList-style invariance checks: the prediction should not change under these perturbations."""
 
-    min_stability: dict[Literal["case", "punctuation", "typo"], float] = Field(
-        default_factory=lambda: {"case": 0.95, "punctuation": 0.95, "typo": 0.75})
+    # swap (entities): each entity found replaced by another string of its type from the training data
+    min_stability: dict[Literal["case", "punctuation", "typo", "swap"], float] = Field(
+        default_factory=lambda: {"case": 0.95, "punctuation": 0.95, "typo": 0.75, "swap": 0.8})
     max_rows: int = Field(2000, ge=10)  # test rows perturbed (a seeded sample above this)
     seed: int = 0
 
@@ -333,6 +350,7 @@ class GateConfig(_Section):
     min_accuracy: float = Field(0.8, ge=0, le=1)
     min_macro_f1: float = Field(0.8, ge=0, le=1)
     min_micro_f1: float = Field(0.8, ge=0, le=1)     # label sets (model.task multi_label)
+    min_entity_f1: float = Field(0.7, ge=0, le=1)    # entities (model.task token_classification): micro-F1
     # Later models, scored with the champion on the same test split:
     margin: float = Field(0.01, ge=0, le=1)         # CI lower bound of (challenger - champion) macro-F1 >= -margin
     confidence: float = Field(0.95, gt=0.5, lt=1)
@@ -381,6 +399,7 @@ class StageParams(_Section):
     split: SplitConfig = SplitConfig()
     model: ModelConfig = ModelConfig()
     multi_label: MultiLabelConfig = MultiLabelConfig()
+    entities: EntitiesConfig = EntitiesConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     gate: GateConfig = GateConfig()

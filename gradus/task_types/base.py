@@ -144,6 +144,58 @@ def short_labels(counts: pd.Series, allowed: Iterable[str], min_examples: int, k
     return [f"{kind} below validate.min_examples_per_class={min_examples}: {short}"] if short else []
 
 
+def encode_texts(task: TaskType, frame: pd.DataFrame, tokenizer: Any, vocabulary: list[str],
+                 max_length: int) -> tuple[dict[str, list[list[int]]], list[Any]]:
+    """One row per text, truncated to max_length, its target as the type encodes it: the sequence types'
+    `encode` (no padding: the collator pads each batch)."""
+    targets = task.encode_targets(frame, vocabulary)
+    return dict(tokenizer(list(frame["text"]), truncation=True, max_length=max_length)), targets
+
+
+def padding_collator(tokenizer: Any) -> Any:
+    """Pads each batch to its longest row: the sequence types' collator."""
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer)
+
+
+class PerText:
+    """What the types answering per text (a row of scores per text: a label, a label set) share: one row per text
+    for training, padded batches, the answer unchanged by a harmless perturbation, no own perturbations, answers
+    stored as they are, a label ranking per text."""
+
+    windowed = False  # a model's output is a row of scores per text
+
+    def encode(self, frame: pd.DataFrame, tokenizer: Any, vocabulary: list[str], max_length: int,
+               params: StageParams) -> tuple[dict[str, list[list[int]]], list[Any]]:
+        return encode_texts(self, frame, tokenizer, vocabulary, max_length)
+
+    def collator(self, tokenizer: Any) -> Any:
+        return padding_collator(tokenizer)
+
+    def output_classes(self, vocabulary: list[str]) -> int:
+        return len(vocabulary)
+
+    def unchanged(self, answer: Any, before: str, after: str) -> Any:
+        return answer
+
+    def own_perturbations(self, texts: list[str], answers: list[Any], rows: np.ndarray, rng: np.random.Generator,
+                          train: pd.DataFrame) -> dict[str, list[tuple[int, str, Any]]]:
+        return {}
+
+    def answer_rows(self, answers: list[Any]) -> list[Any]:
+        return list(answers)
+
+    def target_problem(self, text: str, target: Any) -> str | None:
+        return None
+
+    def answer_labels(self, vocabulary: Sequence[str]) -> list[str]:
+        return list(vocabulary)
+
+    def rank(self, scores: Any) -> np.ndarray:
+        return np.argsort(-scores, axis=1, kind="stable")
+
+
 def weighted_mean(outputs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     """Soft voting's arithmetic, the same for every type: the weighted mean of aligned outputs."""
     total = np.zeros(outputs[0].shape, dtype=np.float64)
@@ -162,10 +214,15 @@ class TaskType(Protocol):
     primary_metric_name: str  # how people read it ("macro-F1")
 
     target_form: str       # the internal form's name ("label", "label_set"): data checks pick their model by it
-    problem_type: str      # transformers' problem_type of the model's head (the loss its model computes)
+    problem_type: str | None  # transformers' problem_type of a sequence head (the loss its model computes); None: none
     headline_metric: str   # the figure reports lead with and the probe's gain is measured in ("accuracy")
     report_metrics: tuple[str, ...]  # the test figures reports, `models show` and `diff` print, in order
     online_metric_name: str  # what a release judges on users' feedback ("accuracy"): `online_score`'s name
+    label_cells_are_labels: bool  # ingest trims and case-folds label cells (not entity structures)
+    architecture_suffix: str | None  # a saved model's class name ends so where its head tells the type
+    auto_model: str  # the transformers Auto class that builds and loads the type's model
+    probe_heads: bool  # the frozen-encoder probe answers it (train.method lp_ft / auto / probe, evaluate.probe)
+    windowed: bool  # outputs are per text windows of token probabilities (spans.TextWindows), not a score row
 
     def targets(self, frame: pd.DataFrame) -> list[Any]:
         """A split's targets as plain Python values of the internal form (Parquet hands lists back as arrays)."""
@@ -208,6 +265,21 @@ class TaskType(Protocol):
     def encode_targets(self, frame: pd.DataFrame, vocabulary: list[str]) -> list[Any]:
         """What the Trainer's `labels` hold per row (a label id; a multi-hot row); a label outside `vocabulary`
         is refused naming it."""
+        ...
+
+    def encode(self, frame: pd.DataFrame, tokenizer: Any, vocabulary: list[str], max_length: int,
+               params: StageParams) -> tuple[dict[str, list[list[int]]], list[Any]]:
+        """The Trainer's rows of a split (tokenized inputs, no padding) and their `labels`: a row per text (a label
+        id; a multi-hot row), or a row per window of a text with a label per token (entities)."""
+        ...
+
+    def collator(self, tokenizer: Any) -> Any:
+        """The data collator that pads a batch of the rows `encode` makes (their labels too, where per token)."""
+        ...
+
+    def output_classes(self, vocabulary: list[str]) -> int:
+        """How many classes the epoch budget counts (train.min_steps_per_class per class): the labels; the entity
+        types (not their B-/I- tags)."""
         ...
 
     def fit_probe_head(self, train_x: np.ndarray, train: pd.DataFrame, val_x: np.ndarray, val: pd.DataFrame,
@@ -284,9 +356,37 @@ class TaskType(Protocol):
         """The output tensors' names, datatypes and shapes, as the v2 model metadata states them."""
         ...
 
-    def feedback_target(self, label: str | None, labels: list[str] | None) -> tuple[Any, str | None]:
+    def feedback_target(self, label: str | None, labels: list[str] | None,
+                        entities: list[dict[str, Any]] | None = None) -> tuple[Any, str | None]:
         """(The target a feedback request gives, in the internal form; or None and why it gives none): one
-        `label`; a `labels` list."""
+        `label`; a `labels` list; `entities` (start, end, type)."""
+        ...
+
+    def target_problem(self, text: str, target: Any) -> str | None:
+        """Why a feedback target cannot be stored for its text (entities outside it, overlapping); None if it can."""
+        ...
+
+    def answer_labels(self, vocabulary: Sequence[str]) -> list[str]:
+        """The labels answers are made of, from a model's output vocabulary (its labels; an entity model's types,
+        not its B-/I- tags)."""
+        ...
+
+    def rank(self, scores: Any) -> np.ndarray:
+        """Each text's label indexes by falling score (the service's top_k), computed once per batch."""
+        ...
+
+    def unchanged(self, answer: Any, before: str, after: str) -> Any | None:
+        """The answer expected for `after`, a perturbation of `before` that should not change it (the same answer;
+        None where it cannot be said: entities whose offsets the perturbation moved)."""
+        ...
+
+    def own_perturbations(self, texts: list[str], answers: list[Any], rows: np.ndarray, rng: np.random.Generator,
+                          train: pd.DataFrame) -> dict[str, list[tuple[int, str, Any]]]:
+        """The type's own behavioural checks: name -> (row, perturbed text, the answer expected); {} if none."""
+        ...
+
+    def answer_rows(self, answers: list[Any]) -> list[Any]:
+        """Answers as a table (Parquet) stores them."""
         ...
 
     def compare(self, actual: list[Any], challenger: list[Any], champion: Champion, challenger_labels: list[str],

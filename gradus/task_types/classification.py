@@ -30,6 +30,7 @@ from gradus.task_types.base import (
     Champion,
     Check,
     OnlineScore,
+    PerText,
     RowRule,
     Scored,
     Targets,
@@ -50,7 +51,7 @@ def inferred_labels(labels: pd.Series, min_examples: int) -> list[str]:
     return sorted(counts[counts >= min_examples].index)
 
 
-class Classification:
+class Classification(PerText):
     name = "classification"
     target_column = "label"
     primary_metric = "macro_f1"
@@ -60,6 +61,10 @@ class Classification:
     headline_metric = "accuracy"
     report_metrics = ("accuracy", "macro_f1")
     online_metric_name = "accuracy"
+    architecture_suffix = None  # the model class's name ends so (how a saved model's task is told)
+    auto_model = "AutoModelForSequenceClassification"  # the transformers class that builds and loads its model
+    probe_heads = True  # a frozen-encoder probe (one embedding per text) can answer it: lp_ft, auto, probe
+    label_cells_are_labels = True  # ingest trims (and case-folds) label cells as labels
 
     def targets(self, frame: pd.DataFrame) -> list[str]:
         return list(frame[self.target_column])
@@ -242,7 +247,8 @@ class Classification:
         return [{"name": "label", "datatype": "BYTES", "shape": [-1]},
                 {"name": "confidence", "datatype": "FP32", "shape": [-1]}]
 
-    def feedback_target(self, label: str | None, labels: list[str] | None) -> tuple[Any, str | None]:
+    def feedback_target(self, label: str | None, labels: list[str] | None,
+                        entities: list[dict[str, Any]] | None = None) -> tuple[Any, str | None]:
         if label is None or labels is not None:
             return None, "give the right label as `label` (a string): this model answers one label per text"
         return label, None

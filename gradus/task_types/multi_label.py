@@ -31,6 +31,7 @@ from gradus.task_types.base import (
     Champion,
     Check,
     OnlineScore,
+    PerText,
     RowRule,
     Scored,
     Targets,
@@ -275,7 +276,7 @@ def prediction_signals(scores: np.ndarray, labels: Sequence[str], decision: dict
     return frame
 
 
-class MultiLabel:
+class MultiLabel(PerText):
     name = "multi_label"
     target_column = "labels"
     primary_metric = "micro_f1"
@@ -285,6 +286,10 @@ class MultiLabel:
     headline_metric = "micro_f1"
     report_metrics = ("micro_f1", "macro_f1", "samples_f1", "subset_accuracy")
     online_metric_name = "micro-F1"
+    architecture_suffix = None  # the model class's name ends so (how a saved model's task is told)
+    auto_model = "AutoModelForSequenceClassification"  # the transformers class that builds and loads its model
+    probe_heads = True  # a frozen-encoder probe (one embedding per text) can answer it: lp_ft, auto, probe
+    label_cells_are_labels = True  # ingest trims (and case-folds) label cells as labels
 
     def targets(self, frame: pd.DataFrame) -> list[list[str]]:
         return [list(labels) for labels in frame[self.target_column]]
@@ -542,7 +547,8 @@ class MultiLabel:
         return [{"name": "labels", "datatype": "BYTES", "shape": [-1]},
                 {"name": "scores", "datatype": "FP32", "shape": [-1, -1]}]
 
-    def feedback_target(self, label: str | None, labels: list[str] | None) -> tuple[Any, str | None]:
+    def feedback_target(self, label: str | None, labels: list[str] | None,
+                        entities: list[dict[str, Any]] | None = None) -> tuple[Any, str | None]:
         if labels is None:
             return None, ("give the right labels as `labels` (a list, [] for none): this model answers a label set "
                           "per text")

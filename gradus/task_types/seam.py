@@ -9,7 +9,8 @@ from typing import Any
 from gradus.errors import ConfigError
 from gradus.task_types.base import DEFAULT_TASK, Check, TaskType
 
-_MODULES = {"classification": "gradus.task_types.classification", "multi_label": "gradus.task_types.multi_label"}
+_MODULES = {"classification": "gradus.task_types.classification", "multi_label": "gradus.task_types.multi_label",
+            "token_classification": "gradus.task_types.token_classification"}
 TASK_TYPES = tuple(_MODULES)
 
 __all__ = ["DEFAULT_TASK", "TASK_TYPES", "cross_task_check", "task_of", "task_of_model", "task_type"]
@@ -32,11 +33,18 @@ def task_of(manifest: dict[str, Any]) -> str:
 
 
 def task_of_model(config: Any) -> str:
-    """The task type a model folder was trained for, from its config's problem_type (the head's loss): the type
-    whose head has it, else the default (heads of one label per text leave it unset or set it to theirs)."""
+    """The task type a model folder was trained for, from its config: the type whose head class it has (a
+    token-classification head), else the type whose head has its problem_type (the head's loss), else the default
+    (heads of one label per text leave problem_type unset or set it to theirs)."""
+    architectures = getattr(config, "architectures", None) or []
+    for name in TASK_TYPES:
+        suffix = task_type(name).architecture_suffix
+        if suffix and any(str(architecture).endswith(suffix) for architecture in architectures):
+            return name
     problem_type = getattr(config, "problem_type", None)
     for name in TASK_TYPES:
-        if name != DEFAULT_TASK and task_type(name).problem_type == problem_type:
+        kind = task_type(name)
+        if name != DEFAULT_TASK and kind.problem_type is not None and kind.problem_type == problem_type:
             return name
     return DEFAULT_TASK
 

@@ -114,12 +114,17 @@ def label_set_project(tmp_path: Path, tiny_model_dir: Path) -> Project:
     shutil.copy(ROOT / "params.yaml", root / "params.yaml")
     version = register_label_set_model(root, folder, "label-sets", SET_THRESHOLDS)
     open_registry(str(root / "registry"), cache=root / "cache").promote(version, run="test", reason="first champion")
-    project = Project(root, [version])
+    return served_project(root, [version], LABEL_SETS.name)
+
+
+def served_project(root: Path, versions: list[str], task: str) -> Project:
+    """A project of `task` models, its service set to log every answer at once, on one CPU thread, in fp32 (the tests
+    compare served answers with the model's own; auto may pick bf16 under load)."""
+    project = Project(root, versions)
     project.set(serving__poll_interval_s=0.2, serving__max_wait_ms=5, serving__shutdown_delay_s=0,
                 serving__prediction_log={"uri": "predictions", "format": "jsonl", "flush_rows": 1,
                                          "flush_seconds": 0.2, "buffer_rows": 1000, "mask_pii": False},
-                serving__feedback="feedback", serving__device="cpu", serving__threads=1, model__task=LABEL_SETS.name,
-                # fp32: the tests compare served scores with the model's own to 1e-4 (auto may pick bf16 under load)
+                serving__feedback="feedback", serving__device="cpu", serving__threads=1, model__task=task,
                 serving__precision="fp32")
     return project
 
@@ -178,3 +183,36 @@ def service(project: Project) -> Iterator[Service]:
     running = start_service(project)
     yield running
     stop_service(running)
+
+
+ENTITY_TAGS = ["O", "B-amount", "I-amount", "B-merchant", "I-merchant"]
+
+
+@pytest.fixture()
+def entity_project(tmp_path: Path, tiny_model_dir: Path) -> Project:
+    """A project whose champion answers entities (model.task token_classification): the tiny encoder with a token
+    head of random weights over ENTITY_TAGS, reading 16 tokens a window (4 shared), its folder at
+    tmp_path / "entity-model"."""
+    from transformers import AutoModelForTokenClassification
+
+    from gradus.task_types.token_classification import TASK as ENTITIES
+
+    folder = tmp_path / "entity-model"
+    torch.manual_seed(5)
+    model = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=len(ENTITY_TAGS))
+    for parameter in model.parameters():
+        parameter.data.normal_(0, 0.5)  # tags spread over the words: some entities found, some not
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    save_label_map(folder, ENTITY_TAGS)
+    (folder / "training_summary.json").write_text(json.dumps({"max_length": 16, "stride": 4}))
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")
+    made = lineage("entities") | {"params": {"train": {"max_length": 16}, "model": {"task": ENTITIES.name}}}
+    registry = open_registry(str(root / "registry"), cache=root / "cache")
+    manifest, _ = registry.register(folder, made, {"entity_micro_f1": 0.5}, {"passed": True, "reasons": []},
+                                    run="test")
+    assert manifest["task"] == ENTITIES.name
+    registry.promote(manifest["version"], run="test", reason="first champion")
+    return served_project(root, [manifest["version"]], ENTITIES.name)

@@ -66,7 +66,7 @@ def test_the_entity_demo_marks_its_spans_exactly_and_carries_each_kind_of_bad_sp
     assert sorted(problems, key=str) == sorted([
         "blank text", "span amount [10, 40) is outside the text (length 13); offsets are characters into the text, "
         "end exclusive", "span card_ending [5, 9) says '4243' but the text there is '4242' (offsets shifted, or "
-        "counted in other units)", "spans merchant [0, 6) and date [3, 11) overlap (validate.entities.overlaps: "
+        "counted in other units)", "spans merchant [0, 6) and date [3, 11) overlap (entities.overlaps: "
         "keep_longest to keep the longer)", "unknown ['vendor']",
         "span card_ending [4, 4) is empty; offsets are characters into the text, end exclusive"], key=str)
     assert any("💳" in text for text in frame["text"]) and any("é" in text for text in frame["text"])
