@@ -46,10 +46,14 @@ def traffic_file(root: Path, rows: int, seed: int, task: str) -> Path:
     """Fresh demo texts of the champion's task type with their labels (labels become late feedback), as JSONL."""
     from gradus.task_types.seam import task_type
 
-    frame = task_type(task).demo(rows, seed)[0]
-    # Blank texts are dropped by replay's reader; rows without a label would only earn a 422 as feedback.
+    kind = task_type(task)
+    frame = kind.demo(rows, seed)[0]
+    # Blank texts are dropped by replay's reader; rows without a label (or with entities that do not fit their text:
+    # the demo's malformed rows) would only earn a 422 as feedback.
     frame = frame[frame["text"].map(lambda v: isinstance(v, str) and bool(v.strip()))
                   & frame["label"].map(_labelled)]
+    frame = frame[[kind.target_problem(text, label) is None for text, label in zip(frame["text"], frame["label"],
+                                                                                   strict=True)]]
     path = root / "data" / "demo-traffic" / f"traffic-{task}-{seed}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     frame[["text", "label"]].to_json(path, orient="records", lines=True, force_ascii=False)
@@ -57,9 +61,10 @@ def traffic_file(root: Path, rows: int, seed: int, task: str) -> Path:
 
 
 def _labelled(value: Any) -> bool:
-    """A label, or a non-empty list of labels."""
+    """A label, a non-empty list of labels, or a non-empty list of entities."""
     given = [value] if isinstance(value, str) else list(value) if isinstance(value, list | tuple) else []
-    return bool(given) and all(isinstance(v, str) and v.strip() for v in given)
+    return bool(given) and (all(isinstance(v, str) and v.strip() for v in given)
+                            or all(isinstance(v, dict) for v in given))
 
 
 def feedback_files(root: Path, params: Any) -> list[str]:
@@ -151,9 +156,10 @@ def finish(root: Path, params: Any, url: str, drift_monitor: Callable[..., dict[
     import httpx
 
     time.sleep(1.5)  # the service's next alias poll
-    answer = httpx.post(f"{url}/v1/predict", json={"texts": ["I lost my card yesterday"]}, timeout=30).json()
+    text = "I lost my card yesterday"
+    answer = httpx.post(f"{url}/v1/predict", json={"texts": [text]}, timeout=30).json()
     say(f"\nnow served by {answer['model']['alias']} {answer['model']['version']}: "
-        f"'I lost my card yesterday' → {answered(answer['predictions'][0])}")
+        f"{text!r} → {answered(answer['predictions'][0])}")
     say("\n== 5/5 drift report on the traffic the service answered (its prediction log)")
     summary = drift_monitor(params.serving.prediction_log.files(), str(root), False)
     drifted = summary["decision"].get("drifted_signals") or []
@@ -165,7 +171,10 @@ def finish(root: Path, params: Any, url: str, drift_monitor: Callable[..., dict[
 
 
 def answered(prediction: dict[str, Any]) -> str:
-    """One /v1/predict answer as a line: its label, or its label set ([] when none is over its threshold)."""
+    """One /v1/predict answer as a line: its label, its label set ([] when none is over its threshold), or its
+    entities (type: text)."""
+    if "entities" in prediction:
+        return "[" + ", ".join(f"{e['type']}: {e['text']!r}" for e in prediction["entities"]) + "]"
     if "labels" in prediction:
         return "[" + ", ".join(item["label"] for item in prediction["labels"]) + "]"
     return str(prediction["label"])

@@ -12,6 +12,17 @@ from typing import Any
 import numpy as np
 
 
+def feedback_body(label: Any) -> dict[str, Any]:
+    """A labeled row's feedback: a list of entity objects (start, end, and the type under `type` or `label`, as
+    exporters write them) is `entities`; another list is a label set (`labels`); anything else one `label`."""
+    if isinstance(label, list | tuple) and label and all(isinstance(v, dict) for v in label):
+        return {"entities": [{"start": v["start"], "end": v["end"], "type": v.get("type") or v.get("label")}
+                             for v in label]}
+    if isinstance(label, list | tuple):
+        return {"labels": [str(v) for v in label]}
+    return {"label": str(label)}
+
+
 async def replay(url: str, texts: list[str], labels: list[Any], *, rate: float, duration: float,
                  feedback_delay: float, users: int) -> dict[str, Any]:
     """Send `rate` requests per second for `duration` seconds (cycling through the texts), each keyed by one of
@@ -30,8 +41,7 @@ async def replay(url: str, texts: list[str], labels: list[Any], *, rate: float, 
 
         async def give_feedback(request_id: str, label: Any) -> None:
             await asyncio.sleep(feedback_delay)
-            # A list is a label set (a model answering label sets takes `labels`); anything else one label.
-            answer = {"labels": [str(v) for v in label]} if isinstance(label, list | tuple) else {"label": str(label)}
+            answer = feedback_body(label)
             try:
                 response = await client.post("/v1/feedback", json={"request_id": request_id, **answer})
             except httpx.HTTPError as exc:  # the service went away meanwhile: counted, like a send

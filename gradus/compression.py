@@ -24,6 +24,8 @@ from gradus.modeling import (
     load_decision,
     load_label_map,
     tokenize,
+    training_summary,
+    windowed,
 )
 from gradus.pooled import classes
 from gradus.task_types.seam import DEFAULT_TASK, task_of_model, task_type
@@ -65,21 +67,25 @@ def int8_settings(flags: set[str] | None = None) -> dict[str, Any]:
 def export_onnx(model_dir: Path, target: Path) -> Path:
     """Export a fine-tuned classifier folder to an optimized ONNX graph (dynamic batch and sequence axes)."""
     import torch
+    import transformers
     from onnxruntime.transformers.optimizer import optimize_model
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from gradus.pooled import classes
 
     classes()  # the pooled classifier (gradus/pooled.py) exports like any other
     # Eager attention traces to plain MatMul/Softmax, the pattern ONNX Runtime fuses into its Attention op.
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True,
-                                                               attn_implementation="eager").eval()
+    kind = task_type(task_of_model(AutoConfig.from_pretrained(model_dir)))
+    model = getattr(transformers, kind.auto_model).from_pretrained(model_dir, use_safetensors=True,
+                                                                   attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     sample = tokenizer(SAMPLE_TEXTS[:2], padding=True, return_tensors="pt")
     names = [name for name in INPUTS if name in sample]
     target.parent.mkdir(parents=True, exist_ok=True)
     raw = target.with_suffix(".raw.onnx")
-    axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
+    # A token head's logits have a sequence axis too (windows x tokens x tags).
+    axes = {name: {0: "batch", 1: "sequence"} for name in names} | {
+        "logits": {0: "batch", 1: "sequence"} if kind.windowed else {0: "batch"}}
     # The tracer warns that shape checks become constants (the mask-padding branch) and about negative
     # indices; neither applies to these inputs, and the parity check compares every answer with torch's.
     with torch.inference_mode(), warnings.catch_warnings():
@@ -125,11 +131,22 @@ class OnnxModel:
     task: str = DEFAULT_TASK
     decision: dict[str, Any] = field(default_factory=dict, compare=False)
 
+    stride: int = 0  # tokens consecutive windows share (a windowed task type: entities)
+
     def predict(self, texts: list[str], batch_size: int = 64, embeddings: bool = False) -> Predictions:
-        """Probabilities for texts in batches of similar length, rows in input order."""
+        """Probabilities for texts in batches of similar length, rows in input order (a windowed task type's
+        per-text windows of token probabilities, as the torch backend gives them)."""
         if embeddings:
             raise ModelError(f"{self.backend} variant of {self.version}: embeddings come from the torch backend")
         wanted = {node.name for node in self.session.get_inputs()}
+        if task_type(self.task).windowed:
+            def run(inputs: dict[str, Any], owners: list[int], index: list[int]) -> Any:
+                logits = self.session.run(None, {k: inputs[k].astype(np.int64) for k in wanted if k in inputs})[0]
+                shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+                return shifted / shifted.sum(axis=-1, keepdims=True)
+
+            outputs = windowed(self.tokenizer, texts, batch_size, self.max_length, self.stride, run)
+            return Predictions(outputs, self.labels, None, self.task, self.decision)
         probabilities = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         for index in length_batches(texts, batch_size):
             batch = tokenize(self.tokenizer, [texts[i] for i in index], self.max_length, "np")
@@ -156,8 +173,10 @@ def load_onnx(graph: Path, model_dir: Path, variant: str, *, max_length: int = D
     session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
     classes()  # a pooled head's config reads like any other once registered
     task = task_of_model(AutoConfig.from_pretrained(model_dir))
+    stride = int(training_summary(Path(model_dir)).get("stride") or 0)
     return OnnxModel(session, AutoTokenizer.from_pretrained(model_dir), tuple(load_label_map(Path(model_dir))),
-                     max_length, version, alias, variant, manifest, task=task, decision=load_decision(Path(model_dir)))
+                     max_length, version, alias, variant, manifest, task=task, decision=load_decision(Path(model_dir)),
+                     stride=stride)
 
 
 def texts_per_second(model: Any, texts: list[str], batch_size: int, seconds: float, lanes: int = 1) -> float:

@@ -52,13 +52,15 @@ class EnsembleModel:
         """The weighted mean of the members' probabilities, in this ensemble's label order; embeddings (for
         the drift monitor) are the first member's."""
         outputs, pooled = [], None
+        kind = task_type(self.task)
         for number, member in enumerate(self.members):
             columns = [member.labels.index(label) for label in self.labels]
             answer = member.predict(texts, batch_size, embeddings=embeddings and number == 0)
             pooled = answer.embeddings if number == 0 else pooled
-            outputs.append(answer.probabilities[:, columns].astype(np.float64))
-        averaged = task_type(self.task).average(outputs, self.weights)
-        return Predictions(averaged.astype(np.float32), self.labels, pooled, self.task, self.decision)
+            outputs.append(kind.columns(answer.probabilities, columns))
+        averaged = kind.average(outputs, self.weights)
+        return Predictions(averaged if kind.windowed else averaged.astype(np.float32), self.labels, pooled, self.task,
+                           self.decision)
 
 
 def build_ensemble(members: list[Any], weights: list[float], *, version: str | None = None,

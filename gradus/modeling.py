@@ -194,6 +194,12 @@ class LoadedModel:
         return Predictions(probabilities, self.labels, pooled, self.task, self.decision)
 
 
+def training_summary(folder: Path) -> dict[str, Any]:
+    """What a model folder says of its training (training_summary.json: max_length, stride, ...), {} if nothing."""
+    path = Path(folder) / TRAINING_SUMMARY
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def load_decision(folder: Path) -> dict[str, Any]:
     """The decoding decision saved with a model (decision.json), {} where its task type needs none."""
     path = Path(folder) / DECISION_FILE
@@ -218,8 +224,7 @@ def load_classifier(folder: str | Path, device: str = "cpu", *, max_length: int 
     bf16 = bf16_pays(device) if bf16 is None else bf16
     if bf16:
         linear_weights_to_bf16(model)
-    summary_file = folder / TRAINING_SUMMARY
-    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
+    summary = training_summary(folder)
     if max_length is None:
         max_length = int(summary.get("max_length") or DEFAULT_MAX_LENGTH)
     return LoadedModel(model, tokenizer, tuple(load_label_map(folder)), max_length, version, alias, bf16, manifest,
@@ -308,43 +313,61 @@ def forward_windows(model: Any, tokenizer: Any, texts: list[str], batch_size: in
                     embeddings: bool = False, bf16: bool = False, stride: int = 0) -> tuple[Any, Any]:
     """(per text a spans.TextWindows: its windows' token offsets, word ids and tag probabilities; the mean of each
     text's last-layer token states or None), in input order: a token-classification model's forward pass. Texts
-    longer than max_length tokens come as several windows sharing `stride` tokens; `batch_size` counts windows."""
+    longer than max_length tokens come as several windows sharing `stride` tokens."""
     import contextlib
 
     import numpy as np
     import torch
 
-    from gradus.spans import TextWindows
-    from gradus.task_types.token_classification import tokenize_windows
-
     device = next(model.parameters()).device
-    outputs = np.empty(len(texts), dtype=object)
     pooled = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32) if embeddings else None
     device_type = "cuda" if device.type == "cuda" else "cpu"
     precision = torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def run(inputs: dict[str, Any], owners: list[int], index: list[int]) -> Any:
+        tensors = {key: torch.as_tensor(value).to(device) for key, value in inputs.items()}
+        out = model(**tensors, output_hidden_states=embeddings)
+        if pooled is not None:
+            states, mask = out.hidden_states[-1].float(), tensors["attention_mask"]
+            for owner in set(owners):
+                rows = [w for w, o in enumerate(owners) if o == owner]
+                pooled[index[owner]] = pool(states[rows].reshape(1, -1, states.shape[-1]),
+                                            mask[rows].reshape(1, -1), "mean")[0].cpu().numpy()
+        return torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
+
     with torch.inference_mode(), precision:
-        for index in length_batches(texts, batch_size):
-            batch = tokenize_windows(tokenizer, [texts[i] for i in index], max_length, stride, padding=True)
-            owners = batch.pop("overflow_to_sample_mapping").tolist()
-            offsets = batch.pop("offset_mapping").tolist()
-            words = [batch.word_ids(w) for w in range(len(owners))]
-            inputs = {key: value.to(device) for key, value in batch.items()}
-            out = model(**inputs, output_hidden_states=embeddings)
-            probabilities = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
-            mask = inputs["attention_mask"].cpu().numpy().astype(bool)
-            grouped: dict[int, list[Any]] = {}
-            for w, owner in enumerate(owners):
-                n = int(mask[w].sum())
-                grouped.setdefault(owner, []).append((offsets[w][:n], words[w][:n], probabilities[w, :n]))
-            for owner, windows in grouped.items():
-                outputs[index[owner]] = TextWindows(texts[index[owner]], windows)
-            if pooled is not None:
-                states = out.hidden_states[-1].float()
-                for owner in grouped:
-                    rows = [w for w, o in enumerate(owners) if o == owner]
-                    pooled[index[owner]] = pool(states[rows].reshape(1, -1, states.shape[-1]),
-                                                inputs["attention_mask"][rows].reshape(1, -1), "mean")[0].cpu().numpy()
+        outputs = windowed(tokenizer, texts, batch_size, max_length, stride, run)
     return outputs, pooled
+
+
+def windowed(tokenizer: Any, texts: list[str], batch_size: int, max_length: int, stride: int,
+             run: Callable[[dict[str, Any], list[int], list[int]], Any]) -> Any:
+    """Per text a spans.TextWindows, in input order: texts in batches of similar length, each cut into windows of
+    max_length tokens sharing `stride`; `run(inputs, owners, index)` answers a batch of windows with its tag
+    probabilities (windows x tokens x tags; `owners[w]` is window w's text within the batch, `index` the batch's
+    rows of `texts`). The torch and ONNX backends share it."""
+    import numpy as np
+
+    from gradus.spans import TextWindows
+    from gradus.task_types.token_classification import tokenize_windows
+
+    outputs = np.empty(len(texts), dtype=object)
+    for index in length_batches(texts, batch_size):
+        batch = tokenize_windows(tokenizer, [texts[i] for i in index], max_length, stride, padding=True)
+        owners = batch["overflow_to_sample_mapping"].tolist()
+        offsets = batch["offset_mapping"].tolist()
+        words = [batch.word_ids(w) for w in range(len(owners))]
+        inputs = {key: value.numpy() for key, value in batch.items() if key not in ("overflow_to_sample_mapping",
+                                                                                     "offset_mapping")}
+        probabilities = run(inputs, owners, index)
+        lengths = inputs["attention_mask"].sum(axis=1)
+        grouped: dict[int, list[Any]] = {}
+        for w, owner in enumerate(owners):
+            n = int(lengths[w])
+            grouped.setdefault(owner, []).append((offsets[w][:n], words[w][:n], probabilities[w, :n]))
+        for owner, windows in grouped.items():
+            outputs[index[owner]] = TextWindows(texts[index[owner]], windows)
+    return outputs
 
 
 _BF16_SPEEDUP: float | None = None

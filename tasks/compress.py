@@ -61,10 +61,6 @@ def compress(model_dir: Path, test: pd.DataFrame, out: Path, cfg: CompressConfig
     out.mkdir(parents=True)
     if not cfg.enabled:
         return {"enabled": False, "variants": {}}
-    if task_type(task).windowed:  # docs/limits.md: the ONNX graph and its runner read one score row per text
-        return {"enabled": False, "variants": {},
-                "skipped": f"no ONNX variants for model.task {task} yet (its output is per token, in windows); "
-                           "the PyTorch model is served"}
     # Parity is judged against the model's own fp32 answers on the CPU (where the variants run); speed
     # against the torch backend as it serves (bf16 autocast where that pays on this CPU).
     reference = load_classifier(model_dir, "cpu", max_length=max_length, bf16=False)

@@ -9,9 +9,10 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gradus.config.pipeline import TableFormat, TrainConfig, _Section
 
-# label_cardinality and label_scores are label sets' (model.task multi_label); a champion of another type skips them.
+# label_cardinality and label_scores are label sets' (model.task multi_label), entity_count and span_score entities'
+# (token_classification); a champion of another type skips them.
 DriftSignal = Literal["text_length", "word_count", "non_letter_share", "oov_share", "predicted_label",
-                      "confidence", "embeddings", "label_cardinality", "label_scores"]
+                      "confidence", "embeddings", "label_cardinality", "label_scores", "entity_count", "span_score"]
 
 
 class DriftConfig(_Section):
@@ -23,7 +24,7 @@ class DriftConfig(_Section):
     endpoint_url: str | None = None       # for s3:// batches on an S3-compatible server
     signals: tuple[DriftSignal, ...] = ("text_length", "word_count", "non_letter_share", "oov_share",
                                         "predicted_label", "confidence", "embeddings", "label_cardinality",
-                                        "label_scores")
+                                        "label_scores", "entity_count", "span_score")
     min_drifted_signals: int = Field(1, ge=1)   # retrain only when at least this many signals drift
     numerical_method: str = "ks"                # Evidently stat test for numerical signals (ks: p-value)
     numerical_threshold: float = Field(0.001, gt=0)

@@ -195,6 +195,9 @@ class PerText:
     def rank(self, scores: Any) -> np.ndarray:
         return np.argsort(-scores, axis=1, kind="stable")
 
+    def columns(self, scores: Any, columns: list[int]) -> Any:
+        return scores[:, columns].astype(np.float64)
+
 
 def weighted_mean(outputs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     """Soft voting's arithmetic, the same for every type: the weighted mean of aligned outputs."""
@@ -373,6 +376,11 @@ class TaskType(Protocol):
 
     def rank(self, scores: Any) -> np.ndarray:
         """Each text's label indexes by falling score (the service's top_k), computed once per batch."""
+        ...
+
+    def columns(self, scores: Any, columns: list[int]) -> Any:
+        """A model's output with its label columns in another order (`columns`: the index of each wanted label),
+        as float64: how an ensemble aligns its members before averaging."""
         ...
 
     def unchanged(self, answer: Any, before: str, after: str) -> Any | None:

@@ -25,6 +25,7 @@ from gradus.spans import (
     IGNORE,
     Read,
     Span,
+    TextWindows,
     decode_spans,
     from_bio,
     from_entities,
@@ -46,6 +47,7 @@ from gradus.task_types.base import (
     Targets,
     label_changes,
     short_labels,
+    weighted_mean,
 )
 from gradus.task_types.entity_scores import dictionary_baseline, entity_figures
 from gradus.text import normalize_text
@@ -414,6 +416,42 @@ class TokenClassification:
         return {"method": "dictionary of training entity strings", "rows": len(counts),
                 **{key: figures[key] for key in ("entity_micro_f1", "entity_macro_f1", "partial_f1")}}
 
+    def prediction_signals(self, scores: Any, labels: Sequence[str], decision: dict[str, Any]) -> pd.DataFrame:
+        """entity_count (entities answered per text) and span_score (the mean score of a text's entities; 1.0 where
+        it has none, as its confidence is)."""
+        answers = self.decode(scores, labels, decision)
+        return pd.DataFrame({"entity_count": [len(answer) for answer in answers],
+                             "span_score": [float(np.mean([e["score"] for e in answer])) if answer else 1.0
+                                            for answer in answers]})
+
+    def columns(self, scores: Any, columns: list[int]) -> Any:
+        """Each text's windows with their tag columns reordered."""
+        out = np.empty(len(scores), dtype=object)
+        for i, output in enumerate(scores):
+            out[i] = TextWindows(output.text, [(offsets, words, np.asarray(probabilities, dtype=np.float64)[:, columns])
+                                               for offsets, words, probabilities in output.windows])
+        return out
+
+    def average(self, outputs: Sequence[Any], weights: Sequence[float]) -> Any:
+        """Soft voting before decoding: the weighted mean of the members' tag probabilities, token by token. Members
+        must cut a text into the same tokens and windows (one tokenizer, max_length and stride): refused otherwise,
+        naming the text."""
+        from gradus.errors import ModelError
+
+        out = np.empty(len(outputs[0]), dtype=object)
+        for i, first in enumerate(outputs[0]):
+            shapes = [[(list(map(tuple, offsets)), list(words)) for offsets, words, _ in member[i].windows]
+                      for member in outputs]
+            if any(shape != shapes[0] for shape in shapes[1:]):
+                raise ModelError(f"ensemble members tokenize text {i} ({first.text[:40]!r}) differently; soft voting "
+                                 "over tokens needs one tokenizer, train.max_length and entities.stride")
+            windows = []
+            for w, (offsets, words, _) in enumerate(first.windows):
+                windows.append((offsets, words, weighted_mean([member[i].windows[w][2] for member in outputs],
+                                                              weights)))
+            out[i] = TextWindows(first.text, windows)
+        return out
+
     def rank(self, scores: Any) -> np.ndarray:
         """No label ranking per text (entities are answered per span): an empty row per text."""
         return np.zeros((len(scores), 0), dtype=np.int64)
@@ -531,8 +569,8 @@ class TokenClassification:
         rows = []
         for kind in sorted(kind for kind, n in support.items() if n >= cfg.min_support):
             def f1(answers: list[list[Span]], kind: str = kind) -> float:
-                counts = match_counts([[s for s in a if s.type == kind] for a in actual],
-                                      [[s for s in a if s.type == kind] for a in answers])
+                counts = match_counts([[s for s in as_spans(a) if s.type == kind] for a in actual],
+                                      [[s for s in as_spans(a) if s.type == kind] for a in answers])
                 return float(weighted_entity_f1(np.ones((1, len(counts))), counts)[0])
 
             before, after = f1(old), f1(new)

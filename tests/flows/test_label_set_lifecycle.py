@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from cli.lifecycle import run_lifecycle
-from flows.training import TrainingOverrides, training_pipeline
 from gradus.registry.versions import open_registry
 from gradus.task_types.multi_label import TASK
-from tests.conftest import set_params, sh
+from tests.conftest import set_params
+from tests.helpers.lifecycle import first_champion_then_lifecycle, judged_checks
 
 pytestmark = pytest.mark.slow
 
@@ -45,20 +43,7 @@ def test_label_sets_go_through_the_whole_lifecycle(prefect_server, project_repo:
         # The frozen toy encoder's pooled embeddings with a one-vs-rest head learn the tickets' intents in seconds;
         # fine-tuned from its random weights it answers every text the same set for dozens of epochs.
         "train.method": "probe"})
-    sh(["git", "commit", "-qam", "label sets"], project_repo)
-    first = training_pipeline(TrainingOverrides(), str(project_repo), push=True)
-    champion = first["registry"]["aliases"]["champion"]
-    assert first["gate"]["mode"] == "first_model" and champion == first["registry"]["version"], first["gate"]
-    assert first["metrics"]["micro_f1"] > 0.5, first["metrics"]  # it learned the tickets' intents
-
-    lines: list[str] = []
-    outcome = run_lifecycle(project_repo, 40.0, lines.append, traffic_s=15, release_settings=WINDOWS)
-    said = "\n".join(lines)
-    assert outcome["task"] == TASK.name and f"serve the champion {champion} ({TASK.name})" in said
-
-    # Feedback: the replayed tickets' label sets, stored as lists, read back by the retrain as a data source.
-    feedback = pd.concat([pd.read_json(path, lines=True) for path in (project_repo / "data" / "feedback").glob(
-        "*.jsonl")])
+    champion, outcome, said, feedback = first_champion_then_lifecycle(project_repo, TASK.name, "micro_f1", WINDOWS)
     assert len(feedback) > 300 and all(isinstance(labels, list) and labels for labels in feedback["label"])
     retrain = outcome["retrain"]
     # The demo's 600 rows and the first replay's feedback (15 s at 40/s; the release's replay came later).
@@ -71,9 +56,7 @@ def test_label_sets_go_through_the_whole_lifecycle(prefect_server, project_repo:
     # Release: judged on label-set agreement, exact sets, label frequencies and online micro-F1, then promoted.
     assert outcome["release"]["outcome"] == "promoted", outcome["release"]
     assert registry.aliases().champion == candidate and registry.aliases().previous == champion
-    judged = {check["name"]: check for event in registry.audit_log()
-              if event["action"] == "release-check" and event["version"] == candidate
-              for check in event["details"]["checks"] if check["status"] != "pending"}
+    judged = judged_checks(registry, candidate)
     for name in ("agreement (mean Jaccard)", "exact-set agreement", "label divergence (JS)", "online micro-F1"):
         assert name in judged, (name, sorted(judged))
     assert 0 < judged["exact-set agreement"]["value"] <= judged["agreement (mean Jaccard)"]["value"] <= 1
@@ -84,7 +67,7 @@ def test_label_sets_go_through_the_whole_lifecycle(prefect_server, project_repo:
     drift = outcome["drift"]
     signals = drift["signals"]
     assert {"predicted_label", "confidence", "embeddings", "label_cardinality", "label_scores"} <= set(signals)
-    assert "not_measured" not in drift
+    assert set(drift.get("not_measured", {})) == {"entity_count", "span_score"}  # entities' own signals
     scores = signals["label_scores"]
     assert scores["combined"].endswith("(Bonferroni)") and scores["worst"] in json.loads(
         (Path(retrain["workspace"]["path"]) / "models" / "candidate" / "labels.json").read_text())["labels"]

@@ -25,7 +25,7 @@ def test_dvc_repro_trains_evaluates_and_gates_an_entity_model(project_repo: Path
         # Windows: the tiny model reads 16 tokens at a time, so the demo's longer messages come in several.
         "train.max_length": 16, "entities.stride": 4,
         # A toy model: a floor it can clear (the entity figures are what the test checks).
-        "gate.min_entity_f1": 0.05})
+        "gate.min_entity_f1": 0.05, "compress.enabled": True, "compress.max_accuracy_drop": 0.05})
     sh([*DVC, "repro"], project_repo)
     params = yaml.safe_load((project_repo / "params.yaml").read_text())
     paths = {key: project_repo / value for key, value in params["paths"].items()}
@@ -71,6 +71,13 @@ def test_dvc_repro_trains_evaluates_and_gates_an_entity_model(project_repo: Path
             assert text[entity["start"]:entity["end"]] == entity["text"] and 0 < entity["score"] <= 1
     behavioral = json.loads(paths["behavioral"].read_text())
     assert {"case", "punctuation", "typo", "swap"} <= set(behavioral) and behavioral["swap"]["rows"] > 0
+
+    # Compress: the ONNX graph reads the same windows and answers the same entities; int8 is judged on entity F1.
+    compression = json.loads(paths["compression_report"].read_text())
+    onnx = compression["variants"]["onnx"]
+    assert onnx["agreement"] >= 0.99 and abs(onnx["entity_micro_f1_drop"]) <= 0.01, onnx
+    int8 = compression["variants"]["onnx-int8"]
+    assert {"agreement", "entity_micro_f1", "entity_micro_f1_drop", "passed"} <= set(int8)
 
     # Gate: the type's floor on entity micro-F1.
     gate = json.loads(paths["gate_report"].read_text())

@@ -209,10 +209,17 @@ def entity_project(tmp_path: Path, tiny_model_dir: Path) -> Project:
     root = tmp_path / "project"
     root.mkdir()
     shutil.copy(ROOT / "params.yaml", root / "params.yaml")
-    made = lineage("entities") | {"params": {"train": {"max_length": 16}, "model": {"task": ENTITIES.name}}}
-    registry = open_registry(str(root / "registry"), cache=root / "cache")
-    manifest, _ = registry.register(folder, made, {"entity_micro_f1": 0.5}, {"passed": True, "reasons": []},
-                                    run="test")
+    version = register_entity_model(root, folder, "entities")
+    open_registry(str(root / "registry"), cache=root / "cache").promote(version, run="test", reason="first champion")
+    return served_project(root, [version], ENTITIES.name)
+
+
+def register_entity_model(root: Path, folder: Path, tag: str) -> str:
+    """An entity model folder registered under its own lineage (16-token windows)."""
+    from gradus.task_types.token_classification import TASK as ENTITIES
+
+    made = lineage(tag) | {"params": {"train": {"max_length": 16}, "model": {"task": ENTITIES.name}}}
+    manifest, _ = open_registry(str(root / "registry"), cache=root / "cache").register(
+        folder, made, {"entity_micro_f1": 0.5}, {"passed": True, "reasons": []}, run="test")
     assert manifest["task"] == ENTITIES.name
-    registry.promote(manifest["version"], run="test", reason="first champion")
-    return served_project(root, [manifest["version"]], ENTITIES.name)
+    return manifest["version"]

@@ -33,6 +33,7 @@ from tests.serving.conftest import (
     SET_THRESHOLDS,
     Project,
     Service,
+    register_entity_model,
     register_label_set_model,
     start_service,
     stop_service,
@@ -269,6 +270,49 @@ def test_a_label_set_candidate_answering_nothing_is_rolled_back(prefect_server, 
         traffic.thread.join(60)
         assert set(traffic.report["statuses"]) == {"200"}, traffic.report
         assert traffic.report["feedback"].get("201", 0) > 0, traffic.report  # label sets taken as feedback
+    finally:
+        stop_service(service)
+
+
+def test_an_entity_candidate_that_finds_nothing_is_rolled_back(prefect_server, entity_project: Project,
+                                                                tmp_path: Path) -> None:
+    """The champion's own token network with its O tag's bias raised so far that no word gets an entity tag: it
+    answers no entities, so its answers agree with the champion's (entity F1 per text) only where the champion also
+    found none, and the release rolls it back on agreement."""
+    from safetensors.torch import load_file, save_file
+
+    project, champion = entity_project, entity_project.versions[0]
+    project.set(serving__prediction_log={"uri": "predictions", "format": "parquet", "flush_rows": 50,
+                                         "flush_seconds": 0.5, "buffer_rows": 100000, "mask_pii": False})
+    folder = tmp_path / "entities-blind"
+    shutil.copytree(tmp_path / "entity-model", folder)
+    weights = load_file(folder / "model.safetensors")
+    weights["classifier.bias"][0] += 50.0  # O wins every word
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    worse = register_entity_model(project.root, folder, "blind")
+    service = start_service(project)
+    try:
+        texts = pd.read_csv(BANKING77 / "test.csv")["text"].head(20).tolist()
+        answered = service.client.post("/v1/predict", json={"texts": texts}).json()
+        found = sum(bool(p["entities"]) for p in answered["predictions"])
+        assert found >= 5, answered  # the champion finds entities in the traffic's texts: the test can tell
+        traffic = Traffic(service.url, seconds=20, answers=[[{"start": 0, "end": 1, "type": "amount"}]])
+        run = Run(project, worse, service)
+        run.wait(120)
+        assert isinstance(run.error, RolledBack) and "agreement (entity F1)" in str(run.error), run.error
+        checks = release_events(project, worse, "release-check")
+        last = {c["name"]: c for c in checks[-1]["details"]["checks"]}
+        agreement = last["agreement (entity F1)"]
+        # 1 on texts where neither finds an entity, 0 where only the champion does: the mean falls below the limit
+        assert agreement["status"] == "fail" and agreement["value"] < load_params(
+            project.params).release.min_agreement
+        aliases = project.registry().aliases()
+        assert (aliases.champion, aliases.canary, aliases.shadow) == (champion, None, None)
+        [rejected] = release_events(project, worse, "release")
+        assert rejected["outcome"] == "rejected"
+        traffic.thread.join(60)
+        assert set(traffic.report["statuses"]) == {"200"}, traffic.report
+        assert traffic.report["feedback"].get("201", 0) > 0, traffic.report  # entity spans taken as feedback
     finally:
         stop_service(service)
 

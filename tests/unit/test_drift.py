@@ -21,9 +21,9 @@ NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 
 
 def _signals(*drifted: str) -> dict:
-    """What a one-label champion's monitor measures: every default signal but label sets' own two."""
+    """What a one-label champion's monitor measures: every default signal but label sets' and entities' own."""
     return {name: {"drifted": name in drifted} for name in DriftConfig().signals
-            if name not in ("label_cardinality", "label_scores")}
+            if name not in ("label_cardinality", "label_scores", "entity_count", "span_score")}
 
 
 def test_retrain_needs_drift_rows_cooldown_and_a_new_batch() -> None:

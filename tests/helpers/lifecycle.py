@@ -1,0 +1,39 @@
+"""What the whole-lifecycle tests of each task type share: the first champion from the training flow, then the
+demo's own lifecycle run against it, and the release checks the registry's audit log holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cli.lifecycle import run_lifecycle
+from flows.training import TrainingOverrides, training_pipeline
+from tests.conftest import sh
+
+
+def first_champion_then_lifecycle(project_repo: Path, task: str, metric: str, windows: dict[str, Any]
+                                  ) -> tuple[str, dict[str, Any], str, pd.DataFrame]:
+    """(the first champion, the lifecycle's outcome, what it said, the feedback it stored): the
+    training flow makes the first champion of `task` (its `metric` above 0.5: it learned the demo), then `gradus
+    lifecycle`'s code serves it, replays traffic for 15 s at 40/s, retrains, releases and reports drift."""
+    sh(["git", "commit", "-qam", task], project_repo)
+    first = training_pipeline(TrainingOverrides(), str(project_repo), push=True)
+    champion = first["registry"]["aliases"]["champion"]
+    assert first["gate"]["mode"] == "first_model" and champion == first["registry"]["version"], first["gate"]
+    assert first["metrics"][metric] > 0.5, first["metrics"]
+    lines: list[str] = []
+    outcome = run_lifecycle(project_repo, 40.0, lines.append, traffic_s=15, release_settings=windows)
+    said = "\n".join(lines)
+    assert outcome["task"] == task and f"serve the champion {champion} ({task})" in said
+    feedback = pd.concat([pd.read_json(path, lines=True) for path in (project_repo / "data" / "feedback").glob(
+        "*.jsonl")])
+    return champion, outcome, said, feedback
+
+
+def judged_checks(registry: Any, version: str) -> dict[str, dict[str, Any]]:
+    """The last judged value of each release check of `version` (pending ones left out), by name."""
+    return {check["name"]: check for event in registry.audit_log()
+            if event["action"] == "release-check" and event["version"] == version
+            for check in event["details"]["checks"] if check["status"] != "pending"}
