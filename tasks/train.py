@@ -459,7 +459,7 @@ def fine_tune(params: StageParams, train: pd.DataFrame, val: pd.DataFrame, out: 
         resume_from, decisions = checkpoint_to_resume(
             checkpoints, fingerprint, cfg.resume, state.is_main_process,
             lambda: dict(zip(("bf16", "fp16"), mixed_precision(cfg, device), strict=True)))
-    plan = plan_training(cfg, len(train), task.output_classes(labels), state.num_processes)
+    plan = plan_training(cfg, len(train), len(labels), state.num_processes)
     trainer, tokenizer, train_set = build_trainer(params, train, val, base, device, labels, resume_from is not None,
                                                   plan, initial_model(params, base, labels, probe),
                                                   (bool(decisions["bf16"]), bool(decisions["fp16"])))

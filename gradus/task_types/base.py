@@ -173,9 +173,6 @@ class PerText:
     def collator(self, tokenizer: Any) -> Any:
         return padding_collator(tokenizer)
 
-    def output_classes(self, vocabulary: list[str]) -> int:
-        return len(vocabulary)
-
     def unchanged(self, answer: Any, before: str, after: str) -> Any:
         return answer
 
@@ -278,11 +275,6 @@ class TaskType(Protocol):
 
     def collator(self, tokenizer: Any) -> Any:
         """The data collator that pads a batch of the rows `encode` makes (their labels too, where per token)."""
-        ...
-
-    def output_classes(self, vocabulary: list[str]) -> int:
-        """How many classes the epoch budget counts (train.min_steps_per_class per class): the labels; the entity
-        types (not their B-/I- tags)."""
         ...
 
     def fit_probe_head(self, train_x: np.ndarray, train: pd.DataFrame, val_x: np.ndarray, val: pd.DataFrame,

@@ -290,10 +290,6 @@ class TokenClassification:
 
         return DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE)
 
-    def output_classes(self, vocabulary: list[str]) -> int:
-        """The entity types (each has a B- and an I- tag; O is not a class the budget counts)."""
-        return max((len(vocabulary) - 1) // 2, 1)
-
     def fit_probe_head(self, train_x: np.ndarray, train: pd.DataFrame, val_x: np.ndarray, val: pd.DataFrame,
                        seed: int) -> Any:
         raise ConfigError(PROBE_REFUSAL)

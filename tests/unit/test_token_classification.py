@@ -91,3 +91,45 @@ def test_the_swap_check_replaces_each_entity_by_another_of_its_type_and_moves_th
     assert swapped.startswith("wake me at ") and swapped[moved[0].end:moved[1].start] == " "
     assert swap_entities("no entity here", [], pool, rng) is None
     assert swap_entities("play kazoo", [Span(5, 10, "instrument")], pool, rng) is None  # no other such string
+
+
+def test_soft_voting_averages_token_probabilities_before_decoding_and_refuses_other_windows() -> None:
+    from gradus.errors import ModelError
+    from gradus.spans import TextWindows
+
+    tags = ["O", "B-date", "I-date", "B-time", "I-time"]
+    text = "wake me tomorrow"  # words: wake [0, 4), me [5, 7), tomorrow [8, 16)
+    offsets, words = [(0, 0), (0, 4), (5, 7), (8, 16), (0, 0)], [None, 0, 1, 2, None]
+    sure_date = np.array([[1, 0, 0, 0, 0], [0.9, 0.1, 0, 0, 0], [0.9, 0, 0, 0.1, 0], [0.1, 0.6, 0, 0.3, 0],
+                          [1, 0, 0, 0, 0]])
+    sure_time = sure_date[:, [0, 3, 4, 1, 2]]  # the same confidence, for time
+    one = np.array([TextWindows(text, [(offsets, words, sure_date)])], dtype=object)
+    other = np.array([TextWindows(text, [(offsets, words, sure_time)])], dtype=object)
+    assert TASK.decode(one, tags, {})[0][0]["type"] == "date" and TASK.decode(other, tags, {})[0][0]["type"] == "time"
+    voted = TASK.average([one, other], [3.0, 1.0])
+    np.testing.assert_allclose(voted[0].windows[0][2], (3 * sure_date + sure_time) / 4)
+    [entity] = TASK.decode(voted, tags, {})[0]
+    assert (entity["type"], entity["start"], entity["end"], entity["text"]) == ("date", 8, 16, "tomorrow")
+    assert entity["score"] == pytest.approx((3 * 0.6 + 0.3) / 4)
+    # Columns in another member's order are aligned first (the ensemble's label order).
+    reordered = TASK.columns(other, [0, 3, 4, 1, 2])
+    np.testing.assert_allclose(reordered[0].windows[0][2], sure_date)
+    # Members that cut the text into other tokens cannot be averaged token by token.
+    split = np.array([TextWindows(text, [([(0, 0), (0, 4), (5, 7), (8, 12), (12, 16), (0, 0)],
+                                          [None, 0, 1, 2, 2, None], np.vstack([sure_date, sure_date[-1:]]))])],
+                     dtype=object)
+    with pytest.raises(ModelError, match=r"tokenize text 0 .* differently"):
+        TASK.average([one, split], [1.0, 1.0])
+
+
+def test_answer_figures_score_exact_spans_without_the_texts() -> None:
+    truth = [[Span(0, 4, "date"), Span(5, 9, "time")], [Span(2, 6, "date")], []]
+    answers = [[{"start": 0, "end": 4, "type": "date", "text": "x", "score": 0.9}],      # one found, one missed
+               [{"start": 2, "end": 7, "type": "date", "text": "x", "score": 0.8}],      # wrong end: no match
+               [{"start": 0, "end": 2, "type": "time", "text": "x", "score": 0.7}]]      # a false alarm
+    figures, per_type = TASK.answer_figures(truth, answers, [])
+    assert figures["entity_micro_precision"] == pytest.approx(1 / 3)
+    assert figures["entity_micro_recall"] == pytest.approx(1 / 3)
+    assert figures["entity_micro_f1"] == pytest.approx(1 / 3)
+    assert per_type["date"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert per_type["time"]["f1"] == 0.0 and figures["entity_macro_f1"] == pytest.approx(0.25)
