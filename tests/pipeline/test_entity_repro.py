@@ -69,6 +69,9 @@ def test_dvc_repro_trains_evaluates_and_gates_an_entity_model(project_repo: Path
     for text, answer in zip(test["text"], predictions["predicted"], strict=True):
         for entity in answer:
             assert text[entity["start"]:entity["end"]] == entity["text"] and 0 < entity["score"] <= 1
+    confusion = pd.read_csv(paths["confusion"])  # one row per entity pair, as DVC's confusion template counts
+    assert list(confusion.columns) == ["actual", "predicted"] and (confusion["actual"] == confusion["predicted"]).mean(
+        ) > 0.8 and len(confusion) >= sum(len(TASK.targets(test)[i]) for i in range(len(test)))
     behavioral = json.loads(paths["behavioral"].read_text())
     assert {"case", "punctuation", "typo", "swap"} <= set(behavioral) and behavioral["swap"]["rows"] > 0
 
