@@ -173,6 +173,7 @@ class LoadedModel:
     manifest: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     task: str = DEFAULT_TASK
     decision: dict[str, Any] = field(default_factory=dict, compare=False)
+    stride: int = 0  # tokens consecutive windows share (a windowed task type: entities)
 
     @property
     def device(self) -> str:
@@ -181,8 +182,6 @@ class LoadedModel:
     @property
     def backend(self) -> str:
         return "torch"
-
-    stride: int = 0  # tokens consecutive windows share (a windowed task type: entities)
 
     def predict(self, texts: list[str], batch_size: int = 64, embeddings: bool = False) -> Predictions:
         """Probabilities (and embeddings) for texts, in batches of similar length to cut padding; a windowed
@@ -288,7 +287,8 @@ def tokenize(tokenizer: Any, texts: list[str], max_length: int, tensors: str) ->
 def forward(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 128, max_length: int = 128,
             embeddings: bool = False, bf16: bool = False, stride: int = 0) -> tuple[Any, Any]:
     """(class probabilities, mean-pooled last-layer embeddings or None) in one pass, rows in input order;
-    `bf16` runs the matmuls under bf16 autocast (about 2x faster on CPUs with bf16 units)."""
+    `bf16` runs the matmuls under bf16 autocast (about 2x faster on CPUs with bf16 units). `stride` is
+    forward_windows' (one row per text here: texts over max_length are truncated)."""
     import contextlib
 
     import numpy as np

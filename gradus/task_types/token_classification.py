@@ -333,12 +333,15 @@ class TokenClassification:
         return [decode_spans(output.text, output.windows, labels) for output in scores]
 
     def unchanged(self, answer: Any, before: str, after: str) -> Any | None:
-        """The same entities where the perturbation kept their offsets: the text's length is the same (a case
-        change that changes a length, as 'ß' → 'SS', is not), or only what follows the last entity changed
-        (trailing punctuation)."""
+        """The same entities where the perturbation kept their offsets and left the entities' own text alone but for
+        its case: a case change of the same length (not 'ß' → 'SS'), a change only after the last entity (trailing
+        punctuation), or a typo outside every entity (a typo inside one changes the entity: not judged)."""
         spans = as_spans(answer)
         if len(before) == len(after):
-            return answer
+            if before.casefold() == after.casefold():
+                return answer
+            changed = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
+            return None if any(s.start <= i < s.end for s in spans for i in changed) else answer
         last = max((s.end for s in spans), default=0)
         return answer if before[:last] == after[:last] else None
 

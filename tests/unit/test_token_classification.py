@@ -133,3 +133,14 @@ def test_answer_figures_score_exact_spans_without_the_texts() -> None:
     assert figures["entity_micro_f1"] == pytest.approx(1 / 3)
     assert per_type["date"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
     assert per_type["time"]["f1"] == 0.0 and figures["entity_macro_f1"] == pytest.approx(0.25)
+
+
+def test_a_perturbation_is_judged_only_where_the_entities_text_and_offsets_survive() -> None:
+    answer = [{"start": 8, "end": 13, "type": "merchant"}]
+    text = "paid at tesco ok"
+    assert TASK.unchanged(answer, text, text.upper()) == answer                 # case: the entity must stay found
+    assert TASK.unchanged(answer, text, "piad at tesco ok") == answer            # a typo outside the entity
+    assert TASK.unchanged(answer, text, "paid at tsceo ok") is None              # a typo inside it: another entity
+    assert TASK.unchanged(answer, text, text + "?") == answer                    # after the last entity
+    moved = [{"start": 7, "end": 12, "type": "merchant"}]
+    assert TASK.unchanged(moved, "straße tesco", "STRASSE TESCO") is None       # a length change before it
