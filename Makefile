@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_VERSION := 26.3
-# `make demo TASK=multi_label`: the demo of another task type (the run's override only; params.yaml untouched).
+# `make demo TASK=multi_label` (or TASK=token_classification): the demo of another task type (the run's override only; params.yaml untouched).
 TASK ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1

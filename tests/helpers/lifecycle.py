@@ -3,6 +3,7 @@ demo's own lifecycle run against it, and the release checks the registry's audit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +14,20 @@ from flows.training import TrainingOverrides, training_pipeline
 from tests.conftest import sh
 
 
-def first_champion_then_lifecycle(project_repo: Path, task: str, metric: str, windows: dict[str, Any]
+def first_champion_then_lifecycle(project_repo: Path, task: str, metric: str, windows: dict[str, Any],
+                                  check_first: Callable[[Path], None] | None = None
                                   ) -> tuple[str, dict[str, Any], str, pd.DataFrame]:
     """(the first champion, the lifecycle's outcome, what it said, the feedback it stored): the
-    training flow makes the first champion of `task` (its `metric` above 0.5: it learned the demo), then `gradus
-    lifecycle`'s code serves it, replays traffic for 15 s at 40/s, retrains, releases and reports drift."""
+    training flow makes the first champion of `task` (its `metric` above 0.5: it learned the demo; `check_first`
+    reads its run's workspace before anything else runs), then `gradus lifecycle`'s code serves it, replays traffic
+    for 15 s at 40/s, retrains, releases and reports drift."""
     sh(["git", "commit", "-qam", task], project_repo)
     first = training_pipeline(TrainingOverrides(), str(project_repo), push=True)
     champion = first["registry"]["aliases"]["champion"]
     assert first["gate"]["mode"] == "first_model" and champion == first["registry"]["version"], first["gate"]
     assert first["metrics"][metric] > 0.5, first["metrics"]
+    if check_first is not None:
+        check_first(Path(first["workspace"]["path"]))
     lines: list[str] = []
     outcome = run_lifecycle(project_repo, 40.0, lines.append, traffic_s=15, release_settings=windows)
     said = "\n".join(lines)
