@@ -48,12 +48,13 @@ def traffic_file(root: Path, rows: int, seed: int, task: str) -> Path:
 
     kind = task_type(task)
     frame = kind.demo(rows, seed)[0]
-    # Blank texts are dropped by replay's reader; rows without a label (or with entities that do not fit their text:
-    # the demo's malformed rows) would only earn a 422 as feedback.
-    frame = frame[frame["text"].map(lambda v: isinstance(v, str) and bool(v.strip()))
-                  & frame["label"].map(_labelled)]
-    frame = frame[[kind.target_problem(text, label) is None for text, label in zip(frame["text"], frame["label"],
-                                                                                   strict=True)]]
+    # Blank texts are dropped by replay's reader. A row without a usable label (an entity text with none, the demo's
+    # malformed rows) is still sent, as traffic is, but gives no feedback: a 422 is all it would earn. (Dropping those
+    # rows made the entity demo's traffic richer in entities than its training data, and drift said so.)
+    frame = frame[frame["text"].map(lambda v: isinstance(v, str) and bool(v.strip()))].copy()
+    usable = [_labelled(label) and kind.target_problem(text, label) is None
+              for text, label in zip(frame["text"], frame["label"], strict=True)]
+    frame["label"] = [label if ok else None for label, ok in zip(frame["label"], usable, strict=True)]
     path = root / "data" / "demo-traffic" / f"traffic-{task}-{seed}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     frame[["text", "label"]].to_json(path, orient="records", lines=True, force_ascii=False)

@@ -21,7 +21,7 @@ def format_result(result: dict[str, Any]) -> str:
         "gradus training pipeline finished",
         f"  data           {data['rows_in']} rows in, {data['rows_kept']} kept, "
         f"{data['rows_quarantined']} quarantined with reasons (see quarantine below)",
-        *[metric_line(key, metrics, baseline) for key in task_type(task).report_metrics],
+        *[metric_line(key, metrics, baseline, task_type(task).baseline_name) for key in task_type(task).report_metrics],
         *probe_lines(metrics, task),
         *training_lines(result.get("training") or {}, task),
         f"  stages run     {', '.join(s['stage'] for s in result['stages'] if s['ran']) or 'none (all up to date)'}"
@@ -43,10 +43,11 @@ def format_result(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def metric_line(key: str, metrics: dict[str, Any], baseline: dict[str, Any]) -> str:
-    """One test figure, with the TF-IDF baseline's (and the majority class's, for accuracy) where measured."""
+def metric_line(key: str, metrics: dict[str, Any], baseline: dict[str, Any], name: str = "TF-IDF baseline") -> str:
+    """One test figure, with the task type's cheap baseline's (`name`: TF-IDF; the entities' dictionary) and the
+    majority class's, for accuracy, where measured."""
     label = "test " + METRIC_NAMES.get(key, key)
-    beside = [f"TF-IDF baseline {baseline[key]:.4f}"] if key in baseline else []
+    beside = [f"{name} {baseline[key]:.4f}"] if key in baseline else []
     if key == "accuracy" and "majority_class_accuracy" in metrics:
         beside.append(f"majority class {metrics['majority_class_accuracy']:.4f}")
     return (f"  {label:<15}" if len(label) < 15 else f"  {label} ") + f"{metrics[key]:.4f}" + (
@@ -107,7 +108,7 @@ def metrics_markdown(metrics: dict[str, Any], stages: list[dict[str, Any]], chan
                      task: str = DEFAULT_TASK) -> str:
     """The run's metrics (the task type's), stage outcomes and parameter changes as a markdown artifact."""
     baseline, probe = metrics.get("baseline_tfidf", {}), metrics.get("baseline_probe") or {}
-    lines = ["# Training pipeline", "", "| metric | model | TF-IDF baseline | frozen-encoder probe |",
+    lines = ["# Training pipeline", "", f"| metric | model | {task_type(task).baseline_name} | frozen-encoder probe |",
              "|---|---|---|---|"]
     for key in task_type(task).report_metrics:
         lines.append(f"| {key} | {metrics.get(key, float('nan')):.4f} | {baseline.get(key, float('nan')):.4f} | "

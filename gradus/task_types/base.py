@@ -165,6 +165,7 @@ class PerText:
     stored as they are, a label ranking per text."""
 
     windowed = False  # a model's output is a row of scores per text
+    baseline_name = "TF-IDF baseline"  # how reports name `baseline`'s figures
 
     def encode(self, frame: pd.DataFrame, tokenizer: Any, vocabulary: list[str], max_length: int,
                params: StageParams) -> tuple[dict[str, list[list[int]]], list[Any]]:
@@ -222,6 +223,7 @@ class TaskType(Protocol):
     architecture_suffix: str | None  # a saved model's class name ends so where its head tells the type
     auto_model: str  # the transformers Auto class that builds and loads the type's model
     probe_heads: bool  # the frozen-encoder probe answers it (train.method lp_ft / auto / probe, evaluate.probe)
+    baseline_name: str  # how reports name the cheap baseline `baseline` fits ("TF-IDF baseline")
     windowed: bool  # outputs are per text windows of token probabilities (spans.TextWindows), not a score row
 
     def targets(self, frame: pd.DataFrame) -> list[Any]:

@@ -253,6 +253,7 @@ class TokenClassification:
         """The head's tags: O, then B- and I- of each entity type of the training data."""
         return tag_vocabulary(self.types(frame))
 
+    baseline_name = "dictionary baseline"  # every training entity string found in the text (entity_scores)
     windowed = True  # a model's output per text is its windows' token probabilities (spans.TextWindows)
 
     def encode_targets(self, frame: pd.DataFrame, vocabulary: list[str]) -> list[list[Span]]:
