@@ -257,7 +257,7 @@ class Classification(PerText):
         """`label`: one of the labels."""
         return {"required": ["label"], "properties": {
             "label": {"type": "string", "enum": labels, "description": "the right label"},
-            "labels": {"type": "null"}}}
+            "labels": {"type": "null"}, "entities": {"type": "null"}}}
 
     def counted(self, answer: str) -> list[str]:
         return [answer]

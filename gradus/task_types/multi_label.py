@@ -559,7 +559,7 @@ class MultiLabel(PerText):
         return {"required": ["labels"], "properties": {
             "labels": {"type": "array", "items": {"type": "string", "enum": labels}, "uniqueItems": True,
                        "description": "the right labels"},
-            "label": {"type": "null"}}}
+            "label": {"type": "null"}, "entities": {"type": "null"}}}
 
     def counted(self, answer: list[str]) -> list[str]:
         return list(answer)
