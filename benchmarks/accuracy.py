@@ -40,6 +40,8 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,7 @@ from gradus.modeling import load_classifier
 from gradus.probe import probe_baseline
 from gradus.task_types.multi_label import TASK as LABEL_SETS
 from gradus.task_types.token_classification import TASK as ENTITIES
+from gradus.task_types.token_classification import as_spans
 from tasks.evaluate import score, tfidf_baseline
 from tasks.train import fine_tune
 
@@ -148,6 +151,20 @@ def threshold_rules(dev_y: Any, dev_scores: Any, labels: list[str], stored: dict
     return ({"stored": stored} if stored else {}) | rules
 
 
+@contextmanager
+def fine_tuned(dataset: str, task: str, overrides: list[str], fit: pd.DataFrame,
+               val: pd.DataFrame) -> Iterator[tuple[Any, dict, Any, float]]:
+    """(params, training summary, the loaded model, when training started): the defaults with `model.task=task` and
+    the overrides, fine-tuned through the train stage's own code in a temporary folder that lasts the block."""
+    with tempfile.TemporaryDirectory(prefix=f"gradus-{dataset}-") as work:
+        params = load_params(ROOT / "params.yaml", [f"model.task={task}", *overrides,
+                                                    f"paths.checkpoints={work}/checkpoints",
+                                                    f"paths.training_log={work}/log"])
+        started = time.perf_counter()
+        summary = fine_tune(params, fit, val, Path(work) / "model")
+        yield params, summary, load_classifier(Path(work) / "model", max_length=params.train.max_length), started
+
+
 def run_multi_label(dataset: str, overrides: list[str], tag: str) -> dict:
     """Train with the defaults on a label-set dataset's official splits; score test under the stored thresholds and
     the other rules, the TF-IDF one-vs-rest baseline beside; writes and returns the result."""
@@ -162,13 +179,7 @@ def run_multi_label(dataset: str, overrides: list[str], tag: str) -> dict:
         frame = pd.read_csv(DATA / dataset / f"{name}.csv")
         splits[name] = frame.assign(labels=frame["labels"].str.split("|").map(sorted))[["text", "labels"]]
     fit, val, test = splits["train"], splits["dev"], splits["test"]
-    with tempfile.TemporaryDirectory(prefix=f"gradus-{dataset}-") as work:
-        params = load_params(ROOT / "params.yaml", [f"model.task={task}", *overrides,
-                                                    f"paths.checkpoints={work}/checkpoints",
-                                                    f"paths.training_log={work}/log"])
-        started = time.perf_counter()
-        summary = fine_tune(params, fit, val, Path(work) / "model")
-        model = load_classifier(Path(work) / "model", max_length=params.train.max_length)
+    with fine_tuned(dataset, task, overrides, fit, val) as (params, summary, model, started):
         assert set(model.labels) == set(labels), (model.labels, labels)
         labels = list(model.labels)  # the model's column order (sorted), not labels.txt's
         dev_scores, test_scores = (forward(model.model, model.tokenizer, list(frame["text"]), 128,
@@ -242,19 +253,12 @@ def run_entities(dataset: str, overrides: list[str], tag: str) -> dict:
     task, max_train_s = ENTITY_DATASETS[dataset]
     train, test = read_entities(dataset, "train"), read_entities(dataset, "test")
     fit, val = train_test_split(train, test_size=0.1, random_state=42)
-    with tempfile.TemporaryDirectory(prefix=f"gradus-{dataset}-") as work:
-        params = load_params(ROOT / "params.yaml", [f"model.task={task}", *overrides,
-                                                    f"paths.checkpoints={work}/checkpoints",
-                                                    f"paths.training_log={work}/log"])
-        started = time.perf_counter()
-        summary = fine_tune(params, fit, val, Path(work) / "model")
-        model = load_classifier(Path(work) / "model", max_length=params.train.max_length)
+    with fine_tuned(dataset, task, overrides, fit, val) as (params, summary, model, started):
         answered = time.perf_counter()
         predicted = model.predict(list(test["text"]), 128).answers()
         predict_s = time.perf_counter() - answered
         wall = time.perf_counter() - started
-    figures, per_type = ENTITIES.figures(list(test["text"]), ENTITIES.targets(test),
-                                         [ENTITIES.targets(pd.DataFrame({"entities": [p]}))[0] for p in predicted])
+    figures, per_type = ENTITIES.figures(list(test["text"]), ENTITIES.targets(test), [as_spans(p) for p in predicted])
     baseline = ENTITIES.baseline(fit, val, test)
     anchor = ENTITY_ANCHOR["best_service_entity_f1"]
     checks = {"over_dictionary_baseline": figures["entity_micro_f1"] > baseline["entity_micro_f1"],

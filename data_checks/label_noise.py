@@ -25,6 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from gradus.config.pipeline import LabelNoiseConfig
+from gradus.spans import WORDS
 
 CHAR_FEATURES = 20_000  # the most frequent character n-grams kept (benchmarks/label_noise.py)
 
@@ -169,7 +170,6 @@ def flag_rows(form: str, texts: pd.Series, targets: pd.Series, usable: pd.Series
     raise ValueError(f"label noise: no model for targets of the form {form!r}")
 
 
-_WORD = re.compile(r"\w+|[^\w\s]")
 OUTSIDE = "O"
 SPAN_HASH_FEATURES = 2**18
 
@@ -197,7 +197,7 @@ def flag_span_noise(texts: pd.Series, entities: pd.Series, cfg: LabelNoiseConfig
     rows: list[tuple[int, int, int, str]] = []  # (text, word start, word end, given class)
     features: list[list[str]] = []
     for t, (text, cell) in enumerate(zip(texts, entities, strict=True)):
-        matches = list(_WORD.finditer(text))
+        matches = list(WORDS.finditer(text))
         words = [m.group() for m in matches]
         for i, match in enumerate(matches):
             given = next((e["type"] for e in cell if match.start() < e["end"] and e["start"] < match.end()), OUTSIDE)

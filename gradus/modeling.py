@@ -129,14 +129,19 @@ class Predictions:
     embeddings: Any = None
     task: str = DEFAULT_TASK  # the task type the model answers (how its scores become answers)
     decision: dict[str, Any] = field(default_factory=dict)  # its decoding decision (thresholds), if any
+    _decoded: list[Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def labels(self) -> list[str]:
         """The most probable label of each text (sequence types)."""
         return [self.label_names[i] for i in self.probabilities.argmax(axis=1)]
 
     def answers(self) -> list[Any]:
-        """Each text's answer in the task type's form (a label; a label set over its thresholds)."""
-        return task_type(self.task).decode(self.probabilities, list(self.label_names), self.decision)
+        """Each text's answer in the task type's form (a label; a label set over its thresholds; entities), decoded
+        once (an entity model's decoding walks every window: `confidence` and the caller share it)."""
+        if self._decoded is None:
+            object.__setattr__(self, "_decoded",
+                               task_type(self.task).decode(self.probabilities, list(self.label_names), self.decision))
+        return list(self._decoded or [])
 
     @property
     def confidence(self) -> Any:

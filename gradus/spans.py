@@ -18,6 +18,7 @@ and neither it nor nervaluate reads CoNLL files or the exporters' JSON; the chec
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +190,9 @@ def unknown_types(spans: Iterable[Span], allowed: Iterable[str]) -> list[str]:
 # the windows that hold it, and merges tagged words into spans.
 
 IGNORE = -100  # the label a token's loss skips (transformers' convention)
+# Words as BERT-style tokenizers pre-tokenize a text (runs of word characters, each other non-space character alone):
+# what the figures tag and the label-noise tagger reads when no tokenizer is at hand.
+WORDS = re.compile(r"\w+|[^\w\s]")
 
 
 def tag_vocabulary(types: Iterable[str]) -> list[str]:

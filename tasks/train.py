@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from gradus.config.pipeline import StageParams, TrainConfig
-from gradus.errors import DataError
+from gradus.errors import ConfigError, DataError
 from gradus.io import write_json
 from gradus.modeling import (
     DECISION_FILE,
@@ -345,8 +345,6 @@ def method_of(params: StageParams) -> tuple[str, str | None]:
     """(The method this run trains by, why it differs from train.method or None). A task type the frozen-encoder
     probe cannot answer (entities: one embedding per text cannot tag tokens) fine-tunes a new head under lp_ft and
     auto; train.method probe is refused for it, naming the fix."""
-    from gradus.errors import ConfigError
-
     method, task = params.train.method, task_type(params.model.task)
     if task.probe_heads or method == "finetune":
         return method, None

@@ -14,16 +14,15 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from gradus.spans import Span, word_tags
+from gradus.spans import WORDS, Span, word_tags
 
-_WORD = re.compile(r"\w+|[^\w\s]")
 PARTIAL_SCHEMES = ("strict", "exact", "ent_type", "partial")  # nervaluate's four ways to count a match
 
 
 def word_tags_of(text: str, spans: Sequence[Span]) -> list[str]:
     """The IOB2 tag of each word of `text`: B- on the first word a span overlaps, I- on the next, else O (the
     rule training labels words by: spans.word_tags)."""
-    ranges = {i: (match.start(), match.end()) for i, match in enumerate(_WORD.finditer(text))}
+    ranges = {i: (match.start(), match.end()) for i, match in enumerate(WORDS.finditer(text))}
     tags = word_tags(spans, ranges)
     return [tags[i] for i in range(len(ranges))]
 

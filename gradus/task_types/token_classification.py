@@ -118,6 +118,20 @@ def match_counts(truth: Sequence[Iterable[Span]], answers: Sequence[Iterable[Spa
     return counts
 
 
+def of_type(rows: Sequence[Any], kind: str) -> list[list[Span]]:
+    """Each row's entities of one type (rows of spans or of entity dicts)."""
+    return [[span for span in as_spans(row) if span.type == kind] for row in rows]
+
+
+def exact_scores(truth: Sequence[Any], answers: Sequence[Any]) -> dict[str, Any]:
+    """Exact-match precision, recall and F1 of answers against the truth, summed over texts (F1 1.0 where neither
+    holds an entity, as weighted_entity_f1 counts it), and the support (true entities)."""
+    tp, fp, fn = match_counts(truth, answers).sum(axis=0)
+    return {"precision": float(tp / (tp + fp)) if tp + fp else 0.0,
+            "recall": float(tp / (tp + fn)) if tp + fn else 0.0,
+            "f1": float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 1.0, "support": int(tp + fn)}
+
+
 def weighted_entity_f1(weights: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Entity micro-F1 for each row of `weights` (a bootstrap resample as counts per text): 2TP / (2TP + FP + FN);
     1.0 where neither side holds an entity."""
@@ -203,11 +217,9 @@ class TokenClassification:
             else:
                 problems.append(window_problem(over[row], params.train.max_length) if row in over else "")
         index = frame.index
-        usable = [read is not None and read.problem is None for read in reads]
-        entities = [[span.row() for span in read.spans] if ok and read is not None else None
-                    for read, ok in zip(reads, usable, strict=True)]
-        keys = [entity_key(read.text, read.spans) if ok and read is not None else None
-                for read, ok in zip(reads, usable, strict=True)]
+        usable = [read if read is not None and read.problem is None else None for read in reads]
+        entities = [None if read is None else [span.row() for span in read.spans] for read in usable]
+        keys = [None if read is None else entity_key(read.text, read.spans) for read in usable]
         columns = {self.target_column: pd.Series(entities, index=index, dtype=object),
                    "label_problem": pd.Series(problems, index=index, dtype=object)}
         return Targets(columns=columns, key=pd.Series(keys, index=index, dtype=object), vocabulary=vocabulary,
@@ -372,19 +384,10 @@ class TokenClassification:
         """Exact-match entity figures from the spans alone (no texts: what compression parity and ensembles
         compare): micro precision, recall and F1 (an entity counts when its start, end and type all match: seqeval's
         strict match on character spans) and macro-F1 over the types; per type precision, recall, F1, support."""
-        counts = match_counts(actual, predicted)
-        tp, fp, fn = counts.sum(axis=0)
-        figures = {"entity_micro_precision": tp / (tp + fp) if tp + fp else 0.0,
-                   "entity_micro_recall": tp / (tp + fn) if tp + fn else 0.0,
-                   "entity_micro_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0}
-        per_type: dict[str, Any] = {}
-        for kind in sorted(set(self.frequencies(actual)) | set(self.frequencies(predicted))):
-            k_tp, k_fp, k_fn = match_counts([[s for s in as_spans(a) if s.type == kind] for a in actual],
-                                            [[s for s in as_spans(p) if s.type == kind] for p in predicted]).sum(axis=0)
-            per_type[kind] = {"precision": float(k_tp / (k_tp + k_fp)) if k_tp + k_fp else 0.0,
-                              "recall": float(k_tp / (k_tp + k_fn)) if k_tp + k_fn else 0.0,
-                              "f1": float(2 * k_tp / (2 * k_tp + k_fp + k_fn)) if k_tp + k_fp + k_fn else 1.0,
-                              "support": int(k_tp + k_fn)}
+        micro = exact_scores(actual, predicted)
+        figures = {f"entity_micro_{key}": micro[key] for key in ("precision", "recall", "f1")}
+        per_type = {kind: exact_scores(of_type(actual, kind), of_type(predicted, kind))
+                    for kind in sorted(set(self.frequencies(actual)) | set(self.frequencies(predicted)))}
         supported = [row["f1"] for row in per_type.values() if row["support"]]
         figures["entity_macro_f1"] = float(np.mean(supported)) if supported else 0.0
         return {key: round(float(value), 6) for key, value in figures.items()}, per_type
@@ -411,9 +414,8 @@ class TokenClassification:
     def baseline(self, train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame) -> dict[str, float]:
         """The dictionary baseline (every training entity string found in the test texts; entity_scores)."""
         found = dictionary_baseline(list(train["text"]), self.targets(train), list(test["text"]))
-        counts = match_counts(self.targets(test), found)
         figures, _ = self.figures(list(test["text"]), self.targets(test), found)
-        return {"method": "dictionary of training entity strings", "rows": len(counts),
+        return {"method": "dictionary of training entity strings", "rows": len(test),
                 **{key: figures[key] for key in ("entity_micro_f1", "entity_macro_f1", "partial_f1")}}
 
     def prediction_signals(self, scores: Any, labels: Sequence[str], decision: dict[str, Any]) -> pd.DataFrame:
@@ -569,9 +571,7 @@ class TokenClassification:
         rows = []
         for kind in sorted(kind for kind, n in support.items() if n >= cfg.min_support):
             def f1(answers: list[list[Span]], kind: str = kind) -> float:
-                counts = match_counts([[s for s in as_spans(a) if s.type == kind] for a in actual],
-                                      [[s for s in as_spans(a) if s.type == kind] for a in answers])
-                return float(weighted_entity_f1(np.ones((1, len(counts))), counts)[0])
+                return exact_scores(of_type(actual, kind), of_type(answers, kind))["f1"]
 
             before, after = f1(old), f1(new)
             rows.append({"type": kind, "support": int(support[kind]), "f1_champion": round(before, 4),

@@ -15,11 +15,10 @@ import pytest
 import yaml
 from prefect.testing.utilities import prefect_test_harness
 
-from gradus.registry.versions import open_registry
 from gradus.task_types.multi_label import TASK as LABEL_SETS
 from gradus.task_types.token_classification import TASK as ENTITIES
 from tests.conftest import set_params
-from tests.helpers.lifecycle import first_champion_then_lifecycle, judged_checks
+from tests.helpers.lifecycle import first_champion_then_lifecycle, promoted_retrain
 
 pytestmark = pytest.mark.slow
 
@@ -51,18 +50,9 @@ def test_label_sets_go_through_the_whole_lifecycle(prefect_server, project_repo:
     champion, outcome, said, feedback = first_champion_then_lifecycle(project_repo, LABEL_SETS.name, "micro_f1",
                                                                       LABEL_SET_WINDOWS)
     assert len(feedback) > 300 and all(isinstance(labels, list) and labels for labels in feedback["label"])
-    retrain = outcome["retrain"]
-    # The demo's 600 rows and the first replay's feedback (15 s at 40/s; the release's replay came later).
-    assert 600 + 400 < retrain["data"]["rows_in"] <= 600 + len(feedback), retrain["data"]
-    assert retrain["gate"]["passed"] and retrain["gate"]["mode"] == "challenger", retrain["gate"]
-    candidate = retrain["registry"]["version"]
-    registry = open_registry(str(project_repo / "registry"))
-    assert registry.require(candidate)["task"] == LABEL_SETS.name
+    retrain, candidate, judged = promoted_retrain(project_repo, outcome, champion, LABEL_SETS.name, feedback)
 
     # Release: judged on label-set agreement, exact sets, label frequencies and online micro-F1, then promoted.
-    assert outcome["release"]["outcome"] == "promoted", outcome["release"]
-    assert registry.aliases().champion == candidate and registry.aliases().previous == champion
-    judged = judged_checks(registry, candidate)
     for name in ("agreement (mean Jaccard)", "exact-set agreement", "label divergence (JS)", "online micro-F1"):
         assert name in judged, (name, sorted(judged))
     assert 0 < judged["exact-set agreement"]["value"] <= judged["agreement (mean Jaccard)"]["value"] <= 1
@@ -94,19 +84,11 @@ def test_entities_go_through_the_whole_lifecycle(prefect_server, project_repo: P
     assert len(feedback) > 300
     for text, spans in zip(feedback["text"], feedback["label"], strict=True):
         assert spans and all(0 <= s["start"] < s["end"] <= len(text) and s["type"] for s in spans)
-    retrain = outcome["retrain"]
-    assert 600 + 400 < retrain["data"]["rows_in"] <= 600 + len(feedback), retrain["data"]
-    assert retrain["gate"]["passed"] and retrain["gate"]["mode"] == "challenger", retrain["gate"]
+    retrain, candidate, judged = promoted_retrain(project_repo, outcome, champion, ENTITIES.name, feedback)
     gate = json.loads((Path(retrain["workspace"]["path"]) / "reports" / "gate.json").read_text())
     assert {"entity_f1_non_inferiority", "per_type_f1"} <= {c["name"] for c in gate["checks"]}
-    candidate = retrain["registry"]["version"]
-    registry = open_registry(str(project_repo / "registry"))
-    assert registry.require(candidate)["task"] == ENTITIES.name
 
     # Release: judged on entity agreement, type frequencies and online entity F1, then promoted.
-    assert outcome["release"]["outcome"] == "promoted", outcome["release"]
-    assert registry.aliases().champion == candidate and registry.aliases().previous == champion
-    judged = judged_checks(registry, candidate)
     for name in ("agreement (entity F1)", "label divergence (JS)", "online entity micro-F1"):
         assert name in judged, (name, sorted(judged))
     assert 0 < judged["agreement (entity F1)"]["value"] <= 1

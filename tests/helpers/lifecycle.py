@@ -11,6 +11,7 @@ import pandas as pd
 
 from cli.lifecycle import run_lifecycle
 from flows.training import TrainingOverrides, training_pipeline
+from gradus.registry.versions import open_registry
 from tests.conftest import sh
 
 
@@ -35,6 +36,23 @@ def first_champion_then_lifecycle(project_repo: Path, task: str, metric: str, wi
     feedback = pd.concat([pd.read_json(path, lines=True) for path in (project_repo / "data" / "feedback").glob(
         "*.jsonl")])
     return champion, outcome, said, feedback
+
+
+def promoted_retrain(project_repo: Path, outcome: dict[str, Any], champion: str, task: str,
+                     feedback: pd.DataFrame) -> tuple[dict[str, Any], str, dict[str, dict[str, Any]]]:
+    """(the retrain's result, its candidate, the release's judged checks) after asserting what every
+    type's lifecycle must show: the retrain read the demo's 600 rows and the first replay's feedback (15 s at 40/s;
+    the release's replay came later), passed the gate against the champion, registered a version of `task`, and the
+    release promoted it with the champion kept as `previous`."""
+    retrain = outcome["retrain"]
+    assert 600 + 400 < retrain["data"]["rows_in"] <= 600 + len(feedback), retrain["data"]
+    assert retrain["gate"]["passed"] and retrain["gate"]["mode"] == "challenger", retrain["gate"]
+    candidate = retrain["registry"]["version"]
+    registry = open_registry(str(project_repo / "registry"))
+    assert registry.require(candidate)["task"] == task
+    assert outcome["release"]["outcome"] == "promoted", outcome["release"]
+    assert registry.aliases().champion == candidate and registry.aliases().previous == champion
+    return retrain, candidate, judged_checks(registry, candidate)
 
 
 def judged_checks(registry: Any, version: str) -> dict[str, dict[str, Any]]:
